@@ -1,0 +1,5 @@
+import sys
+
+from affectfuse.cli import main
+
+sys.exit(main())

@@ -1,0 +1,67 @@
+"""The extractor contract shared by every feature extractor.
+
+An extractor is a small object that states what it wants and what it gives:
+
+- ``name``: registry key, e.g. ``"deepspectrum"``;
+- ``modality``: ``"audio"`` (input: mono float32 waveform windows) or ``"face"`` (input: aligned RGB crops);
+- ``dim``: length of one output row (downstream code reads this, never a hard-coded size);
+- ``rate``: output rows per second of media, or ``None`` when it follows the input (one row per face frame);
+- ``input``: an :class:`AudioInput` or :class:`FaceInput` describing the expected input;
+- ``weights``: the :class:`~affectfuse.weights.WeightsSpec` it loads (``None`` when it needs none);
+- ``random_weights``: True only when built for tests without the pretrained file;
+- ``__call__(batch) -> np.ndarray`` of shape ``(N, dim)``, float32, batched over N inputs.
+
+Letters used in shape comments: N batch, T time steps, D feature dim, H/W pixels, S samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from affectfuse.weights import WeightsSpec
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """Audio windows: (N, S) float32 mono waveforms at ``sample_rate`` Hz, S = window_s * sample_rate."""
+
+    sample_rate: int = 16000
+    window_s: float = 1.0
+    hop_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class FaceInput:
+    """Aligned face crops: (N, size, size, 3) uint8 RGB, aligned with the ``template`` of that size."""
+
+    size: int = 112
+    template: str = "arcface"
+
+
+class Extractor:
+    """Base class; subclasses set the class attributes and implement :meth:`extract`."""
+
+    name: str = ""
+    modality: str = ""
+    dim: int = 0
+    rate: float | None = None
+    input: AudioInput | FaceInput | None = None
+    weights: WeightsSpec | None = None
+    random_weights: bool = False
+
+    def extract(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        out = self.extract(batch)
+        assert out.shape == (len(batch), self.dim), f"{self.name}: got {out.shape}, want ({len(batch)}, {self.dim})"
+        return out
+
+    def describe(self) -> dict:
+        """Metadata stored with every feature set this extractor writes."""
+        return {"extractor": self.name, "modality": self.modality, "dim": self.dim, "rate": self.rate,
+                "input": None if self.input is None else self.input.__dict__,
+                "weights": None if self.weights is None else self.weights.describe(),
+                "random_weights": self.random_weights}

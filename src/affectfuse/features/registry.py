@@ -1,0 +1,41 @@
+"""One registry of feature extractors: ``create_extractor(name)``, ``list_extractors()``.
+
+Entries are ``"module:factory"`` strings so that importing the registry stays cheap; the module is
+imported when the extractor is created. Each factory takes keyword arguments
+``weights=None`` (explicit weights path), ``random_weights=False`` (tests only), ``device="cpu"``
+plus its own options, and returns an :class:`~affectfuse.features.base.Extractor`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from affectfuse.features.base import Extractor
+
+EXTRACTORS: dict[str, str] = {
+    # audio
+    "deepspectrum": "affectfuse.features.deepspectrum:deepspectrum_densenet121",
+    "deepspectrum-mobilenetv2": "affectfuse.features.deepspectrum:deepspectrum_mobilenetv2",
+    "egemaps": "affectfuse.features.egemaps:egemaps",
+    # face
+    "vit-b16": "affectfuse.features.vit:vit_b16",
+    "posterv2": "affectfuse.features.poster_v2:posterv2",
+    "posterv2-vit": "affectfuse.features.poster_v2:posterv2_vit",
+    "inception-resnet-v1-vggface2": "affectfuse.features.inception_resnet:inception_resnet_v1_vggface2",
+    "inception-resnet-v1-casia": "affectfuse.features.inception_resnet:inception_resnet_v1_casia",
+    "regnet-y": "affectfuse.features.regnet:regnet_y",
+    "faceexpressionnet": "affectfuse.features.faceapi:face_expression_net",
+}
+
+
+def list_extractors() -> list[str]:
+    return list(EXTRACTORS)
+
+
+def create_extractor(name: str, **kwargs) -> Extractor:
+    """Build the extractor registered as ``name``; unknown names raise with the valid list."""
+    if name not in EXTRACTORS:
+        raise KeyError(f"unknown extractor {name!r}; valid: {', '.join(EXTRACTORS)}")
+    module_name, factory = EXTRACTORS[name].split(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, factory)(**kwargs)

@@ -1,0 +1,87 @@
+"""Small helpers used across stages: atomic writes, failure lists, seeding."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``.
+
+    A crash leaves either the old file or nothing, never a half-written one, so a resumed job can
+    trust that every file it finds is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+class FailureLog:
+    """Collects per-item failures of a batch job and writes them as CSV (``item,error``).
+
+    The job goes on after a failure; the caller decides the exit code from ``len(log)``.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else None
+        self.rows: list[tuple[str, str]] = []
+
+    def add(self, item: str, error: BaseException | str) -> None:
+        msg = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+        self.rows.append((str(item), msg.replace("\n", " ")))
+        if self.path is not None:
+            self.write()
+
+    def write(self) -> None:
+        import csv
+        import io
+
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["item", "error"])
+        writer.writerows(self.rows)
+        write_text_atomic(self.path, buf.getvalue())
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover
+        pass

@@ -1,0 +1,161 @@
+"""Pretrained weights as data: where a file comes from, how to check it, how to find it offline.
+
+Lookup order for a :class:`WeightsSpec` (first hit wins):
+
+1. an explicit ``path`` argument (``--weights PATH`` on the command line);
+2. the environment variable named by ``spec.env_var`` (a file path);
+3. ``$AFFECTFUSE_WEIGHTS_DIR/<filename>``;
+4. the torch hub cache ``<torch.hub.get_dir()>/checkpoints/<filename>`` (where torchvision puts its files);
+5. package data shipped with affectfuse (``spec.package_file``);
+6. a download from ``spec.url`` into the torch hub cache, unless ``AFFECTFUSE_OFFLINE=1``.
+
+When all fail, :class:`WeightsNotFoundError` says which file to get, from where, and where to put it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A weights file could not be found; the message says which file and where to put it."""
+
+
+class WeightsChecksumError(ValueError):
+    """A weights file exists but its sha256 differs from the declared one."""
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """Declares a pretrained weights file next to the model that uses it.
+
+    Attributes:
+        name: short id, e.g. ``"densenet121.imagenet"``.
+        filename: file name in caches, e.g. ``"densenet121-a639ec97.pth"``.
+        sha256: hex digest of the file, or ``None`` when it is not fixed (user-trained files).
+        url: where users download it (``None`` when no public URL exists).
+        licence: licence of the weights, e.g. ``"BSD-3-Clause (torchvision)"``.
+        source: human description of the origin (paper, repository).
+        env_var: environment variable that may point at the file.
+        package_file: path inside the ``affectfuse`` package when shipped as package data.
+        input_size: (height, width) the network expects, in pixels.
+        mean, std: per-channel normalisation the weights were trained with (RGB, 0-1 scale).
+        extra: anything else a loader needs (e.g. class names of the head).
+    """
+
+    name: str
+    filename: str
+    sha256: str | None = None
+    url: str | None = None
+    licence: str = "unknown"
+    source: str = ""
+    env_var: str | None = None
+    package_file: str | None = None
+    input_size: tuple[int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    extra: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        """Metadata written next to features/checkpoints made with these weights."""
+        return {"name": self.name, "filename": self.filename, "sha256": self.sha256,
+                "source": self.source or self.url, "licence": self.licence}
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_dir() -> Path | None:
+    value = os.environ.get("AFFECTFUSE_WEIGHTS_DIR")
+    return Path(value) if value else None
+
+
+def hub_checkpoints_dir() -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def offline() -> bool:
+    return os.environ.get("AFFECTFUSE_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def candidate_paths(spec: WeightsSpec, path: str | os.PathLike | None = None) -> list[Path]:
+    """Every place the file is looked for, in order (used for the lookup and the error message)."""
+    out: list[Path] = []
+    if path is not None:
+        return [Path(path)]
+    if spec.env_var and os.environ.get(spec.env_var):
+        out.append(Path(os.environ[spec.env_var]))
+    if weights_dir() is not None:
+        out.append(weights_dir() / spec.filename)
+    out.append(hub_checkpoints_dir() / spec.filename)
+    if spec.package_file:
+        out.append(Path(str(resources.files("affectfuse").joinpath(spec.package_file))))
+    return out
+
+
+def _missing_message(spec: WeightsSpec, tried: list[Path], reason: str = "") -> str:
+    lines = [f"weights '{spec.name}' not found: need file {spec.filename!r}."]
+    if reason:
+        lines.append(reason)
+    if spec.url:
+        lines.append(f"Download it from {spec.url}")
+    elif spec.source:
+        lines.append(f"Source: {spec.source}")
+    where = [f"  - {p}" for p in tried]
+    lines.append("Put it in one of these places (looked there, in this order):")
+    lines.extend(where)
+    hints = []
+    if spec.env_var:
+        hints.append(f"set {spec.env_var}=/path/to/{spec.filename}")
+    hints.append("or pass --weights PATH")
+    lines.append("Or " + ", ".join(hints) + ".")
+    return "\n".join(lines)
+
+
+def resolve(spec: WeightsSpec, path: str | os.PathLike | None = None, check: bool = True) -> Path:
+    """Return the local path of ``spec``'s file, downloading only when allowed and possible."""
+    tried = candidate_paths(spec, path)
+    for candidate in tried:
+        if candidate.is_file():
+            if check and spec.sha256:
+                digest = sha256_file(candidate)
+                if digest != spec.sha256:
+                    raise WeightsChecksumError(
+                        f"{candidate}: sha256 {digest} does not match the expected {spec.sha256} for "
+                        f"weights '{spec.name}'; the file is corrupt or a different release.")
+            return candidate
+    if path is not None:
+        raise WeightsNotFoundError(_missing_message(spec, tried, f"The given path {path} does not exist."))
+    if spec.url and not offline():
+        target = hub_checkpoints_dir() / spec.filename
+        try:
+            import torch
+
+            target.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(spec.url, str(target), hash_prefix=None, progress=True)
+        except Exception as exc:  # network down, 404, proxy ...
+            raise WeightsNotFoundError(_missing_message(spec, tried, f"Download failed: {exc}")) from exc
+        return resolve(spec, target, check=check)
+    raise WeightsNotFoundError(_missing_message(spec, tried))
+
+
+def load_state_dict(spec: WeightsSpec, path: str | os.PathLike | None = None, check: bool = True) -> dict:
+    """Resolve ``spec`` and load its tensors with ``torch.load(weights_only=True)``."""
+    import torch
+
+    file = resolve(spec, path, check=check)
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return state

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from affectfuse.data.store import (FeatureSet, FeatureSetMeta, FeatureStoreError, VideoFeatures,
+                                   read_muse_csv)
+
+
+def _vf(vid, steps=5, dim=3):
+    values = np.arange(steps * dim, dtype=np.float32).reshape(steps, dim)
+    return VideoFeatures(vid, values, np.arange(steps) * 0.5, np.arange(steps) % 2 == 0)
+
+
+def test_roundtrip_and_index(tmp_path):
+    fs = FeatureSet.create(tmp_path / "fs", FeatureSetMeta("toy", 3, rate=2.0, extractor="toy"))
+    fs.write(_vf("[00001]"))
+    fs.write(_vf("video10_1_left", steps=7))
+    again = FeatureSet.open(tmp_path / "fs")
+    assert again.meta.dim == 3 and again.meta.rate == 2.0
+    assert again.ids() == ["[00001]", "video10_1_left"]
+    vf = again["[00001]"]
+    np.testing.assert_array_equal(vf.values, _vf("x").values)
+    np.testing.assert_array_equal(vf.mask, [True, False, True, False, True])
+    index = (again.write_index()).read_text().splitlines()
+    assert index[0] == "id,file,steps,start_s,end_s,valid_fraction"
+    assert index[2].startswith("video10_1_left,video10_1_left.npz,7,0.000,3.000")
+
+
+def test_dim_mismatch_and_missing_are_clear(tmp_path):
+    fs = FeatureSet.create(tmp_path / "fs", FeatureSetMeta("toy", 4))
+    with pytest.raises(FeatureStoreError, match="dim 3"):
+        fs.write(_vf("a"))
+    with pytest.raises(FeatureStoreError, match="no features for video 'zzz'"):
+        fs.read("zzz")
+    (tmp_path / "fs" / "broken.npz").write_bytes(b"not a zip")
+    with pytest.raises(FeatureStoreError, match="broken.npz"):
+        fs.ids()
+    with pytest.raises(FeatureStoreError, match="refusing to mix"):
+        FeatureSet.create(tmp_path / "fs", FeatureSetMeta("toy", 5))
+
+
+def test_muse_csv_folder(tmp_path):
+    folder = tmp_path / "feats" / "egemaps"
+    folder.mkdir(parents=True)
+    for vid in ("00001", "00002"):
+        rows = ["File_ID,timestamp,f1,f2"] + [f"{vid},{t * 500},{t},{t * 2}" for t in range(4)]
+        (folder / f"{vid}.csv").write_text("\n".join(rows) + "\n")
+    fs = FeatureSet.open(folder)
+    assert fs.ids() == ["00001", "00002"]
+    assert fs.meta.dim == 2 and fs.meta.rate == pytest.approx(2.0)
+    vf = fs["00002"]
+    np.testing.assert_allclose(vf.timestamps, [0.0, 0.5, 1.0, 1.5])
+    (folder / "00003.csv").write_text("File_ID,timestamp,f1,f2\n00003,0,1,nan\n")
+    with pytest.raises(FeatureStoreError, match="00003.csv: 1 rows contain NaN"):
+        read_muse_csv(folder / "00003.csv")
