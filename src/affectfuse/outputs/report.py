@@ -1,0 +1,254 @@
+"""Human-readable outputs of ``affectfuse predict``: per-frame CSV, summary JSON, timeline plot, HTML.
+
+Per video, in ``OUT/<video stem>/``:
+
+- ``expressions.csv``: ``frame, time_s, face_found, <8 class columns>``; one row per analysed frame
+  (frame numbers 1-based, time in seconds); class columns are probabilities in [0, 1] summing to 1
+  (empty where no face was found);
+- ``summary.json``: label names, scales, the top emotion, voice windows, ERI intensities (when any),
+  the models and weights used (with ``random_weights`` flags), timings;
+- ``timeline.png``: probabilities over time, face-missing spans shaded, voice windows below;
+- ``report.html``: one self-contained page (plot, tables and face thumbnails inlined as base64).
+
+Several videos -> ``OUT/index.html`` linking every report. Letters in shapes: T frames, C classes,
+W voice windows, S crop size in pixels.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from affectfuse.utils import atomic_path, write_json_atomic, write_text_atomic
+
+# One colour per ABAW expression class, used by the plot and the HTML so both read alike.
+CLASS_COLOURS = {
+    "Neutral": "#7f7f7f", "Anger": "#d62728", "Disgust": "#8c564b", "Fear": "#9467bd",
+    "Happiness": "#ff7f0e", "Sadness": "#1f77b4", "Surprise": "#2ca02c", "Other": "#bcbd22",
+}
+
+
+@dataclass
+class VideoReport:
+    """Everything the writers need for one video.
+
+    Attributes:
+        video_id: name used for the output folder (the file stem).
+        frame_numbers: (T,) int, 1-based frame numbers of the analysed frames.
+        timestamps: (T,) float seconds.
+        face_found: (T,) bool.
+        probs: (T, C) float in [0, 1]; rows of frames without a face are ignored (written empty).
+        class_names: C names of the probability columns.
+        summary: the dict written to ``summary.json`` (built by the inference code).
+        voice_times: (W, 2) window start/end seconds, or None when there is no audio.
+        voice_probs: (W, Cv) float in [0, 1].
+        voice_class_names: Cv names of the voice columns.
+        thumbnails: a few ``(time_s, label, (S, S, 3) uint8 RGB crop)`` aligned faces.
+    """
+
+    video_id: str
+    frame_numbers: np.ndarray
+    timestamps: np.ndarray
+    face_found: np.ndarray
+    probs: np.ndarray
+    class_names: tuple[str, ...]
+    summary: dict
+    voice_times: np.ndarray | None = None
+    voice_probs: np.ndarray | None = None
+    voice_class_names: tuple[str, ...] = ()
+    thumbnails: list = field(default_factory=list)
+
+
+def write_expressions_csv(path: str | Path, report: VideoReport) -> None:
+    """``frame,time_s,face_found,<classes>``; probabilities with 4 decimals, empty without a face."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["frame", "time_s", "face_found", *report.class_names])
+    for frame, t, found, row in zip(report.frame_numbers, report.timestamps, report.face_found, report.probs):
+        values = [f"{v:.4f}" for v in row] if found else [""] * len(report.class_names)
+        writer.writerow([int(frame), f"{float(t):.3f}", int(bool(found)), *values])
+    write_text_atomic(path, buf.getvalue())
+
+
+def _spans(mask: np.ndarray, times: np.ndarray) -> list[tuple[float, float]]:
+    """(start_s, end_s) of every run of True in ``mask`` (T,), each frame covering half a step each side."""
+    if len(times) == 0:
+        return []
+    step = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
+    spans, start = [], None
+    for i, m in enumerate(mask):
+        if m and start is None:
+            start = i
+        if (not m or i == len(mask) - 1) and start is not None:
+            end = i if m else i - 1
+            spans.append((float(times[start]) - step / 2, float(times[end]) + step / 2))
+            start = None
+    return spans
+
+
+def plot_timeline(path: str | Path, report: VideoReport, dpi: int = 100) -> None:
+    """Face probabilities over time (face-missing spans shaded) and voice windows below, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_voice = report.voice_probs is not None and len(report.voice_probs) > 0
+    fig, axes = plt.subplots(2 if has_voice else 1, 1, figsize=(10, 5.2 if has_voice else 3.4),
+                             sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 2] if has_voice else [1]})
+    ax = axes[0, 0]
+    t = np.asarray(report.timestamps, dtype=float)
+    probs = np.where(np.asarray(report.face_found)[:, None], report.probs, np.nan)
+    for c, name in enumerate(report.class_names):
+        ax.plot(t, probs[:, c], color=CLASS_COLOURS.get(name), lw=1.6, label=name)
+    for i, (a, b) in enumerate(_spans(~np.asarray(report.face_found, dtype=bool), t)):
+        ax.axvspan(a, b, color="#000000", alpha=0.12, lw=0, label="no face" if i == 0 else None)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("face: probability")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    if has_voice:
+        vax = axes[1, 0]
+        centres = report.voice_times.mean(axis=1)
+        for c, name in enumerate(report.voice_class_names):
+            vax.step(centres, report.voice_probs[:, c], where="mid", color=CLASS_COLOURS.get(name), lw=1.6, label=name)
+        vax.set_ylim(0, 1)
+        vax.set_ylabel("voice: probability")
+        vax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+        vax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("time (s)")
+    if len(t):
+        axes[-1, 0].set_xlim(min(0.0, float(t[0])), max(float(t[-1]), 1e-3))
+    fig.suptitle(f"{report.video_id}: expression probabilities over time", fontsize=11)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+
+
+def _png_b64(image: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _bar(value: float | None, colour: str) -> str:
+    if value is None:
+        return "<td class=num>&ndash;</td>"
+    return (f"<td class=num><span class=bar style='width:{100 * value:.0f}px;background:{colour}'></span>"
+            f" {value:.3f}</td>")
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1100px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:22px 0 8px}
+.top{font-size:18px;margin:8px 0 16px} .badge{padding:3px 10px;border-radius:12px;color:#fff;font-weight:600}
+table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;border-bottom:1px solid #e4e4e4;text-align:left}
+td.num{font-variant-numeric:tabular-nums;white-space:nowrap} .bar{display:inline-block;height:9px;vertical-align:middle}
+.thumbs{display:flex;gap:10px;flex-wrap:wrap} .thumbs figure{margin:0;text-align:center;font-size:12px}
+.thumbs img{width:112px;height:112px;border-radius:4px} .muted{color:#777;font-size:12px}
+img.plot{max-width:100%;border:1px solid #eee}
+"""
+
+
+def render_html(report: VideoReport, timeline_png: bytes | None) -> str:
+    """The self-contained report page (no external files): plot, tables, face thumbnails."""
+    s = report.summary
+    esc = html.escape
+    top = s.get("top_emotion") or "unknown"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>affectfuse: {esc(report.video_id)}</title>",
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>{esc(report.video_id)}</h1><div class=muted>{esc(str(s.get('video', '')))}</div>",
+             f"<div class=top>Top emotion: <span class=badge style='background:{CLASS_COLOURS.get(top, '#444')}'>"
+             f"{esc(top)}</span> <span class=muted>{esc(s.get('fused', {}).get('rule_short', ''))}</span></div>"]
+    expr = s.get("expressions", {})
+    voice = s.get("voice") or {}
+    fused = s.get("fused", {}).get("probabilities", {})
+    face_mean = expr.get("mean_probabilities", {})
+    voice_mean = voice.get("mean_probabilities", {})
+    parts.append("<h2>Summary</h2><table><tr><th>class</th><th>face (mean over frames with a face)</th>"
+                 "<th>voice (mean over windows)</th><th>fused</th></tr>")
+    for name in report.class_names:
+        colour = CLASS_COLOURS.get(name, "#444")
+        parts.append(f"<tr><td>{esc(name)}</td>{_bar(face_mean.get(name), colour)}"
+                     f"{_bar(voice_mean.get(name), colour)}{_bar(fused.get(name), colour)}</tr>")
+    parts.append("</table>")
+    parts.append(f"<p class=muted>Scale: {esc(expr.get('scale', ''))}. Face found in "
+                 f"{expr.get('face_found_frames', 0)} of {expr.get('frames', 0)} analysed frames.</p>")
+    if timeline_png:
+        parts.append("<h2>Timeline</h2><img class=plot alt='timeline' src='data:image/png;base64,"
+                     + base64.b64encode(timeline_png).decode("ascii") + "'>")
+    eri = s.get("eri")
+    if eri:
+        parts.append("<h2>Emotional reaction intensities (ERI)</h2><table><tr><th>emotion</th><th>intensity</th></tr>")
+        for name, value in eri.get("intensities", {}).items():
+            parts.append(f"<tr><td>{esc(name)}</td>{_bar(float(value), '#555')}</tr>")
+        parts.append(f"</table><p class=muted>Scale: {esc(eri.get('scale', ''))}</p>")
+    if report.thumbnails:
+        parts.append("<h2>Aligned faces</h2><div class=thumbs>")
+        for t, label, crop in report.thumbnails:
+            parts.append(f"<figure><img alt='face at {t:.2f} s' src='data:image/png;base64,{_png_b64(crop)}'>"
+                         f"<figcaption>{t:.2f} s &middot; {esc(label)}</figcaption></figure>")
+        parts.append("</div>")
+    parts.append("<h2>Models</h2><table><tr><th>role</th><th>model</th><th>weights</th><th>random weights</th></tr>")
+    for m in s.get("models", []):
+        w = m.get("weights") or {}
+        wtxt = w.get("filename") or w.get("path") or w.get("name") or ""
+        parts.append(f"<tr><td>{esc(str(m.get('role', '')))}</td><td>{esc(str(m.get('name', '')))}</td>"
+                     f"<td>{esc(str(wtxt))}</td><td>{esc(str(m.get('random_weights', False)))}</td></tr>")
+    parts.append("</table>")
+    timings = s.get("timings_s", {})
+    if timings:
+        parts.append("<p class=muted>Timings (s): " + ", ".join(
+            f"{esc(k)} {float(v):.2f}" for k, v in timings.items()) + "</p>")
+    parts.append("<p class=muted>Files: expressions.csv (per frame), summary.json, timeline.png. "
+                 "Made by affectfuse predict.</p></body></html>")
+    return "\n".join(parts)
+
+
+def write_video_report(out_dir: str | Path, report: VideoReport) -> dict[str, Path]:
+    """Write the four files of one video into ``out_dir``; summary.json last (it marks the video done)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / name for name in ("expressions.csv", "timeline.png", "report.html", "summary.json")}
+    write_expressions_csv(paths["expressions.csv"], report)
+    plot_timeline(paths["timeline.png"], report)
+    write_text_atomic(paths["report.html"], render_html(report, paths["timeline.png"].read_bytes()))
+    report.summary.setdefault("files", {k: k for k in paths})
+    write_json_atomic(paths["summary.json"], report.summary)
+    return paths
+
+
+def write_index(out_dir: str | Path, rows: list[dict], failures: list[tuple[str, str]] = ()) -> Path:
+    """``OUT/index.html``: one row per video (link to its report, top emotion) and the failures.
+
+    ``rows``: dicts with ``video_id``, ``video`` (path), ``top_emotion``, ``report`` (relative link).
+    """
+    esc = html.escape
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>affectfuse predict</title>",
+             f"<style>{_CSS}</style></head><body><h1>affectfuse predict</h1>",
+             f"<p>{len(rows)} video(s) analysed, {len(failures)} failed.</p>",
+             "<table><tr><th>video</th><th>top emotion</th><th>file</th></tr>"]
+    for r in rows:
+        top = r.get("top_emotion") or "unknown"
+        parts.append(f"<tr><td><a href='{esc(r['report'])}'>{esc(r['video_id'])}</a></td>"
+                     f"<td><span class=badge style='background:{CLASS_COLOURS.get(top, '#444')}'>{esc(top)}</span></td>"
+                     f"<td class=muted>{esc(str(r.get('video', '')))}</td></tr>")
+    parts.append("</table>")
+    if failures:
+        parts.append("<h2>Failed</h2><table><tr><th>video</th><th>error</th></tr>")
+        for item, error in failures:
+            parts.append(f"<tr><td>{esc(item)}</td><td>{esc(error)}</td></tr>")
+        parts.append("</table>")
+    parts.append("</body></html>")
+    path = Path(out_dir) / "index.html"
+    write_text_atomic(path, "\n".join(parts))
+    return path
