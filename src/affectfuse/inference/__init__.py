@@ -1,0 +1,1 @@
+"""Video -> per-frame results: face expressions, voice windows, fusion, ERI (``affectfuse predict``)."""
