@@ -1,0 +1,253 @@
+"""Training, prediction and checkpoints of the EXPR frame transformer.
+
+Recipe: windows of ``window`` frames every ``stride`` frames over each training video, focal loss with
+per-class alpha from label frequencies, AdamW, gradient clipping, optional EMA of the weights
+(``torch.optim.swa_utils``; the EMA copy is what is validated, saved and early-stopped), early stopping
+on the validation macro F1 (8 classes, -1 frames excluded). Prediction averages the per-frame
+probabilities of overlapping windows.
+
+Checkpoints describe themselves (format ``affectfuse-expr/1``): model and training config, class names,
+the feature sets they were trained on (name, dim, extractor), fill policy and frame rate, metrics and
+versions; they load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from affectfuse.data.affwild2 import ExprVideo
+from affectfuse.data.windows import overlap_average, smooth_probabilities, window_starts
+from affectfuse.labels import EXPR_CLASSES
+from affectfuse.metrics.classification import classification_scores
+from affectfuse.models.expr import ExprModelConfig, ExprTransformer
+from affectfuse.training.losses import FocalLoss, class_weights
+from affectfuse.utils import atomic_path, seed_everything, write_text_atomic
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = "affectfuse-expr/1"
+
+
+@dataclass
+class ExprTrainConfig:
+    """Typed training configuration (dataclass defaults -> YAML -> ``--set key=value``)."""
+
+    window: int = 64  # frames per training / prediction window
+    stride: int = 32  # frames between training window starts
+    predict_stride: int = 16  # frames between prediction window starts (overlaps averaged)
+    batch_size: int = 32
+    epochs: int = 30
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    gamma: float = 2.0  # focal loss focusing parameter, [0, 5]
+    class_weights: str = "inverse_sqrt"  # focal alpha: none | inverse | inverse_sqrt | effective
+    ema_decay: float = 0.0  # 0 = no EMA; e.g. 0.99
+    patience: int = 8  # epochs without validation improvement before stopping
+    clip_norm: float = 1.0  # gradient clipping max-norm (0 = off)
+    seed: int = 0
+    device: str = "cpu"
+    model: dict = field(default_factory=dict)  # ExprModelConfig overrides (d_model, n_layers, ...)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExprTrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown EXPR training option(s) {sorted(unknown)}; valid: {sorted(names)}")
+        return cls(**d)
+
+
+class _FrameBank:
+    """All videos' frames in one (F, D) tensor, so a batch of windows is one gather (no copies per video)."""
+
+    def __init__(self, videos: list[ExprVideo]):
+        self.x = torch.from_numpy(np.concatenate([v.features for v in videos]).astype(np.float32))
+        self.valid = torch.from_numpy(np.concatenate([v.valid for v in videos]))
+        self.y = torch.from_numpy(np.concatenate([v.labels for v in videos]).astype(np.int64))
+        lengths = np.array([v.n_frames for v in videos])
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self.lengths = lengths
+
+    def windows(self, length: int, stride: int) -> np.ndarray:
+        """(W, 2) rows of (video index, start frame)."""
+        rows = [(i, s) for i, n in enumerate(self.lengths) for s in window_starts(int(n), length, stride)]
+        return np.asarray(rows, dtype=np.int64)
+
+    def gather(self, rows: np.ndarray, length: int):
+        """x (B, L, D), valid (B, L), y (B, L) with -1 at padding, pad (B, L)."""
+        local = rows[:, 1:2] + np.arange(length)[None, :]
+        pad = local >= self.lengths[rows[:, 0]][:, None]
+        index = torch.from_numpy(self.offsets[rows[:, 0]][:, None] + np.minimum(local, self.lengths[rows[:, 0]][:, None] - 1))
+        pad_t = torch.from_numpy(pad)
+        y = torch.where(pad_t, torch.full_like(self.y[index], -1), self.y[index])
+        return self.x[index], self.valid[index] | pad_t, y, pad_t
+
+
+@torch.no_grad()
+def predict_video(model: ExprTransformer, video: ExprVideo, window: int, stride: int,
+                  batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    """Per-frame class probabilities (N, C) of one video, overlapping windows averaged."""
+    model.eval()
+    bank = _FrameBank([video])
+    rows = bank.windows(window, stride)
+    outputs = []
+    for b in range(0, len(rows), batch_size):
+        x, valid, _, pad = bank.gather(rows[b:b + batch_size], window)
+        logits = model(x.to(device), valid.to(device), pad.to(device))
+        outputs.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+    return overlap_average(np.concatenate(outputs), rows[:, 1], video.n_frames)
+
+
+def predict_videos(model, videos, window, stride, batch_size=64, device="cpu",
+                   smoothing: tuple[str, int] = ("none", 1)) -> dict[str, np.ndarray]:
+    """id -> (N, C) probabilities for each video, optionally smoothed (``(method, window)``)."""
+    out = {}
+    for v in videos:
+        probs = predict_video(model, v, window, stride, batch_size, device)
+        out[v.id] = smooth_probabilities(probs, *smoothing)
+    return out
+
+
+def evaluate_probabilities(videos: list[ExprVideo], probs: dict[str, np.ndarray], class_names=EXPR_CLASSES) -> dict:
+    """Frame-level scores (macro F1 over all classes, -1 frames excluded) of predictions on labelled videos."""
+    y_true = np.concatenate([v.labels for v in videos])
+    y_pred = np.concatenate([probs[v.id].argmax(axis=1) for v in videos])
+    return classification_scores(y_true, y_pred, len(class_names), class_names)
+
+
+def _plain(obj):
+    """numpy scalars/arrays -> python types, so checkpoints load with weights_only=True."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def save_checkpoint(path, model: ExprTransformer, train_config: ExprTrainConfig, info: dict) -> Path:
+    """Write a self-describing checkpoint atomically. ``info``: class_names, feature_sets, fill, fps, ..."""
+    from affectfuse import __version__
+
+    payload = {"format": CHECKPOINT_FORMAT, "model_config": model.config.to_dict(),
+               "train_config": _plain(asdict(train_config)), "info": _plain(info),
+               "versions": {"affectfuse": __version__, "torch": str(torch.__version__)},
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path, device: str = "cpu") -> tuple[ExprTransformer, dict]:
+    """Rebuild the model from a checkpoint file alone; returns (model in eval mode, checkpoint dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: EXPR checkpoint does not exist")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: unreadable checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an affectfuse EXPR checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    model = ExprTransformer(ExprModelConfig.from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval(), ckpt
+
+
+@dataclass
+class ExprRun:
+    model: ExprTransformer  # the validated copy (EMA weights when EMA is on)
+    history: list[dict]
+    best: dict  # validation scores of the best epoch
+    best_epoch: int
+
+
+def train_expr(train: list[ExprVideo], val: list[ExprVideo], config: ExprTrainConfig,
+               run_dir: str | Path | None = None, info: dict | None = None,
+               class_names=EXPR_CLASSES, progress: bool = False) -> ExprRun:
+    """Train on ``train`` windows, early-stop on ``val`` macro F1; write ``run_dir`` when given.
+
+    ``run_dir`` gets ``config.yaml`` (resolved), ``metrics.csv`` (one row per epoch), ``best.pt``.
+    """
+    if not train or not val:
+        raise ValueError("training needs at least one training and one validation video")
+    seed_everything(config.seed)
+    n_classes = len(class_names)
+    dims = {v.features.shape[1] for v in train + val}
+    if len(dims) != 1:
+        raise ValueError(f"videos have different feature dims {sorted(dims)}")
+    audio_dim = int((info or {}).get("audio_dim", 0))
+    model_cfg = ExprModelConfig.from_dict({**config.model, "face_dim": dims.pop() - audio_dim,
+                                           "audio_dim": audio_dim, "n_classes": n_classes})
+    model = ExprTransformer(model_cfg).to(config.device)
+    bank = _FrameBank(train)
+    alpha = class_weights(bank.y.numpy(), n_classes, config.class_weights)
+    criterion = FocalLoss(config.gamma, torch.from_numpy(alpha)).to(config.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    ema = None
+    if config.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    info = {**(info or {}), "class_names": list(class_names), "class_weights": alpha.tolist()}
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None:
+        import yaml
+
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(_plain(asdict(config)), sort_keys=False))
+    rows = bank.windows(config.window, config.stride)
+    generator = torch.Generator().manual_seed(config.seed)
+    history, best, best_epoch, best_state = [], None, -1, None
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        start, losses = time.perf_counter(), []
+        for b in torch.randperm(len(rows), generator=generator).split(config.batch_size):
+            x, valid, y, pad = bank.gather(rows[b.numpy()], config.window)
+            logits = model(x.to(config.device), valid.to(config.device), pad.to(config.device))
+            loss = criterion(logits, y.to(config.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+            optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            losses.append(loss.item())
+        scored = ema.module if ema is not None else model
+        probs = predict_videos(scored, val, config.window, config.predict_stride, device=config.device)
+        scores = evaluate_probabilities(val, probs, class_names)
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_macro_f1": scores["macro_f1"],
+               "val_uar": scores["uar"], "val_accuracy": scores["accuracy"],
+               "seconds": time.perf_counter() - start}
+        history.append(row)
+        if progress:
+            log.info("epoch %d loss %.4f val macro F1 %.4f", epoch, row["train_loss"], row["val_macro_f1"])
+        if best is None or scores["macro_f1"] > best["macro_f1"]:
+            best, best_epoch = scores, epoch
+            best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
+            if run_dir is not None:
+                save_checkpoint(run_dir / "best.pt", scored, config,
+                                {**info, "epoch": epoch, "val": {k: scores[k] for k in ("macro_f1", "uar", "accuracy")}})
+        if run_dir is not None:
+            _write_history(run_dir / "metrics.csv", history)
+        if epoch - best_epoch >= config.patience:
+            break
+    final = ExprTransformer(model_cfg)
+    final.load_state_dict(best_state)
+    return ExprRun(final.to(config.device).eval(), history, best, best_epoch)
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
