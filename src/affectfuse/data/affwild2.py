@@ -292,3 +292,39 @@ def load_expr_videos(labels: dict[str, np.ndarray] | list[str], face_sets: list[
     if problems and on_missing == "error":
         raise FeatureStoreError(f"{len(problems)} video(s) without usable features:\n" + "\n".join(problems))
     return videos
+
+
+def load_items(ids: list[str], labels, face_sets: list[FeatureSet], fill: str = "ffill") -> list[ExprVideo]:
+    """Generic labelled items (rows of a manifest: images, clips) as :class:`ExprVideo` sequences.
+
+    Each item's rows are its "frames" in time order (an image gives one row). Several feature sets are
+    stitched by nearest timestamp onto the first set's rows; every frame carries the item's label
+    ``labels[i]`` (-1 = unlabelled), so a frame model scores items by averaging its frame probabilities.
+    An item whose rows are all masked (no face) keeps zeros with ``valid = False``. Every id without
+    features is named in one error.
+    """
+    items, problems = [], []
+    for vid, label in zip(ids, labels):
+        try:
+            feats = [_read_for(fs, vid) for fs in face_sets]
+        except FeatureStoreError as exc:
+            problems.append(str(exc))
+            continue
+        base = feats[0]
+        n = max(base.steps, 1)
+        parts, face = [], np.zeros(n, dtype=bool)
+        face[:base.steps] = base.mask
+        for f in feats:
+            if f.steps == 0:
+                parts.append(np.zeros((n, f.dim), np.float32))
+                face[:] = False
+                continue
+            near = np.abs(f.timestamps[None, :] - (base.timestamps if base.steps else np.zeros(1))[:, None]).argmin(1)
+            parts.append(f.values[near])
+            face &= f.mask[near]
+        values, valid = fill_faceless(np.concatenate(parts, axis=1), face, fill)
+        items.append(ExprVideo(vid, values, valid, np.full(n, int(label), dtype=np.int64),
+                               np.arange(1, n + 1, dtype=np.int64), face))
+    if problems:
+        raise FeatureStoreError(f"{len(problems)} item(s) without features:\n" + "\n".join(problems))
+    return items

@@ -1,0 +1,136 @@
+"""``affectfuse expr`` in-process: Aff-Wild2 train -> evaluate -> predict -> submit -> validate, and probes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from affectfuse.cli import main
+from affectfuse.data.store import FeatureSet, FeatureSetMeta, VideoFeatures
+from affectfuse.labels import EXPR_CLASSES
+
+TINY = ["--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1",
+        "--set", "model.ff_mult=2", "--set", "lr=0.003", "--set", "batch_size=8",
+        "--set", "window=16", "--set", "stride=8", "--set", "predict_stride=8"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _last_json(capsys):
+    return json.loads([ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")][-1])
+
+
+@pytest.fixture
+def affwild(tmp_path):
+    """Annotation folders, a per-frame feature set (30 fps, some faceless frames) and a frame list."""
+    rng = np.random.default_rng(0)
+    protos = rng.standard_normal((8, 6)) * 2
+    fs = FeatureSet.create(tmp_path / "feats", FeatureSetMeta("planted", 6, rate=None, extra={"fps": 30.0}))
+    header = ",".join(EXPR_CLASSES)
+    for split, ids in (("Train_Set", [f"t{i}" for i in range(6)]), ("Validation_Set", ["va", "vb_left"])):
+        (tmp_path / split).mkdir()
+        for vid in ids:
+            n = int(rng.integers(40, 70))
+            labels = np.repeat(rng.integers(0, 8, n // 10 + 1), 10)[:n]
+            labels[:2] = -1
+            (tmp_path / split / f"{vid}.txt").write_text(header + "\n" + "\n".join(map(str, labels)) + "\n")
+            x = protos[labels.clip(0)] + 0.3 * rng.standard_normal((n, 6))
+            mask = rng.random(n) > 0.1
+            rows = n - 3  # the features stop 3 frames early: those frames are filled
+            fs.write(VideoFeatures(vid, x[:rows], np.arange(rows) / 30.0, mask[:rows]))
+    frame_list = tmp_path / "example.txt"
+    lines = ["image_location," + header]
+    for vid in ("va", "vb_left"):
+        n = len((tmp_path / "Validation_Set" / f"{vid}.txt").read_text().splitlines()) - 1
+        lines += [f"{vid}/{k:05d}.jpg," for k in range(1, n + 1)]
+    frame_list.write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+def test_affwild2_train_evaluate_predict_submit_validate(affwild, capsys):
+    d = affwild
+    run = d / "run"
+    assert main(["expr", "train", "--features", str(d / "feats"), "--annotations", str(d / "Train_Set"),
+                 "--val-annotations", str(d / "Validation_Set"), "--set", "epochs=6", *TINY, "--out", str(run)]) == 0
+    trained = _last_json(capsys)
+    assert (run / "best.pt").is_file() and trained["macro_f1"] > 0.2
+    assert main(["expr", "evaluate", "--checkpoint", str(run / "best.pt"), "--annotations", str(d / "Validation_Set"),
+                 "--smooth", "mean:5", "--out", str(d / "eval")]) == 0
+    scores = _last_json(capsys)
+    assert 0 <= scores["macro_f1"] <= 1 and (d / "eval" / "confusion.png").is_file()
+    assert json.loads((d / "eval" / "scores.json").read_text())["class_names"] == list(EXPR_CLASSES)
+    assert main(["expr", "predict", "--checkpoint", str(run / "best.pt"), "--frame-list", str(d / "example.txt"),
+                 "--out", str(d / "probs.csv")]) == 0
+    probs_header = (d / "probs.csv").read_text().splitlines()[0]
+    assert probs_header.endswith(",".join(EXPR_CLASSES) + ",predicted")
+    # two runs' probabilities averaged into one submission with a row for every listed frame
+    assert main(["expr", "submit", "--probabilities", str(d / "probs.csv"), str(d / "probs.csv"),
+                 "--frame-list", str(d / "example.txt"), "--smooth", "mode:3", "--out", str(d / "sub.txt")]) == 0
+    listed = len((d / "example.txt").read_text().splitlines())
+    assert len((d / "sub.txt").read_text().splitlines()) == listed
+    assert main(["expr", "validate", str(d / "sub.txt"), "--frame-list", str(d / "example.txt")]) == 0
+    lines = (d / "sub.txt").read_text().splitlines()
+    (d / "sub.txt").write_text("\n".join(lines[:5] + lines[6:]) + "\n")
+    capsys.readouterr()
+    assert main(["expr", "validate", str(d / "sub.txt"), "--frame-list", str(d / "example.txt")]) == 1
+    assert "listed frame(s) missing" in capsys.readouterr().out
+    assert main(["expr", "submit", "--probabilities", str(d / "probs.csv"), "--frame-list", str(d / "example.txt"),
+                 "--format", "txt", "--out", str(d / "txt")]) == 0
+    assert main(["expr", "validate", str(d / "txt"), "--frame-list", str(d / "example.txt")]) == 0
+    assert (d / "txt" / "vb_left.txt").read_text().startswith(",".join(EXPR_CLASSES) + "\n")
+
+
+def test_clear_errors(affwild, capsys):
+    assert main(["expr", "evaluate", "--checkpoint", str(affwild / "none.pt"),
+                 "--annotations", str(affwild / "Validation_Set")]) == 1
+    assert "none.pt: EXPR checkpoint does not exist" in capsys.readouterr().err
+    (affwild / "Train_Set" / "t0.txt").write_text("Neutral\n0\n")
+    assert main(["expr", "train", "--features", str(affwild / "feats"), "--annotations", str(affwild / "Train_Set"),
+                 "--val-annotations", str(affwild / "Validation_Set"), "--out", str(affwild / "r")]) == 1
+    assert "t0.txt: line 1: header" in capsys.readouterr().err
+
+
+@pytest.fixture
+def items(tmp_path):
+    """A manifest of 'images' (one feature row each) with planted faceexpressionnet-like 263-d features."""
+    pytest.importorskip("affectfuse.data.layouts")
+    rng = np.random.default_rng(1)
+    faceapi = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
+    to_abaw = dict(zip(faceapi, ("Neutral", "Happiness", "Sadness", "Anger", "Fear", "Disgust", "Surprise")))
+    fs = FeatureSet.create(tmp_path / "fx", FeatureSetMeta("faceexpressionnet", 263, extractor="faceexpressionnet"))
+    protos = rng.standard_normal((8, 256)) * 0.5
+    rows = ["id,label,split,group"]
+    for i in range(160):
+        c = i % 8
+        emb = protos[c] + rng.standard_normal(256)
+        p = np.full(7, 0.02)
+        if EXPR_CLASSES[c] != "Other":
+            p[[to_abaw[n] for n in faceapi].index(EXPR_CLASSES[c])] = 0.88
+        fs.write(VideoFeatures(f"img{i}", np.concatenate([emb, p])[None], np.zeros(1), np.array([i % 17 != 0])))
+        rows.append(f"img{i},{EXPR_CLASSES[c]},{'val' if i % 5 == 0 else 'train'},s{i % 10}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path
+
+
+def test_probe_and_manifest_path(items, capsys):
+    d = items
+    assert main(["expr", "probe", "--manifest", str(d / "manifest.csv"), "--features", str(d / "fx"),
+                 "--folds", "3", "--group", "--zero-shot", *TINY, "--set", "epochs=10", "--set", "batch_size=32", "--out", str(d / "probe")]) == 0
+    res = _last_json(capsys)
+    assert res["logreg"]["macro_f1"] > 0.8 and res["transformer"]["macro_f1"] > 0.6, res
+    zero = json.loads((d / "probe" / "zero_shot_scores.json").read_text())
+    assert zero["per_class"]["Happiness"]["recall"] > 0.8 and zero["per_class"]["Other"]["f1"] == 0.0
+    assert (d / "probe" / "logreg_confusion.png").is_file()
+    run = d / "run"
+    assert main(["expr", "train", "--features", str(d / "fx"), "--manifest", str(d / "manifest.csv"),
+                 *TINY, "--set", "epochs=8", "--set", "batch_size=32", "--out", str(run)]) == 0
+    assert main(["expr", "evaluate", "--checkpoint", str(run / "best.pt"), "--manifest", str(d / "manifest.csv"),
+                 "--split", "val"]) == 0
+    assert _last_json(capsys)["n"] == 32
+    assert main(["expr", "predict", "--checkpoint", str(run / "best.pt"), "--manifest", str(d / "manifest.csv"),
+                 "--split", "val", "--out", str(d / "items.csv")]) == 0
+    assert (d / "items.csv").read_text().splitlines()[0] == "id," + ",".join(EXPR_CLASSES) + ",predicted"
