@@ -82,8 +82,8 @@ def test_fill_policies():
 
 
 def test_load_videos_stitches_sets_and_names_missing(tmp_path):
-    a = FeatureSet.create(tmp_path / "a", FeatureSetMeta("a", 2, rate=30.0))
-    b = FeatureSet.create(tmp_path / "b", FeatureSetMeta("b", 3, rate=30.0))
+    a = FeatureSet.create(tmp_path / "a", FeatureSetMeta("a", 2, rate=None))  # one row per frame: fps from spacing
+    b = FeatureSet.create(tmp_path / "b", FeatureSetMeta("b", 3, rate=None, extra={"fps": {"v1": 30.0}}))
     for fs, d in ((a, 2), (b, 3)):
         fs.write(VideoFeatures("v1", np.ones((6, d)) * d, np.arange(6) / 30.0, np.array([1, 1, 0, 1, 1, 1], bool)))
         fs.write(VideoFeatures("v2", np.ones((4, d)), np.arange(4) / 30.0))
@@ -101,6 +101,12 @@ def test_load_videos_stitches_sets_and_names_missing(tmp_path):
     assert [v.id for v in load_expr_videos(labels, [a, b], on_missing="skip")] == ["v1", "v2"]
     unlabelled = load_expr_videos(["v2"], [a])[0]
     assert unlabelled.n_frames == 4 and (unlabelled.labels == -1).all()
+    sampled = FeatureSet.create(tmp_path / "s", FeatureSetMeta("s", 1, rate=5.0))
+    sampled.write(VideoFeatures("v1", np.arange(3, dtype=np.float32)[:, None], np.array([0.0, 0.2, 0.4])))
+    with pytest.raises(FeatureStoreError, match="frame rate .* unknown"):
+        load_expr_videos(labels, [sampled])
+    v = load_expr_videos({"v1": np.zeros(15, int)}, [sampled], fps=30.0)[0]  # nearest row per frame
+    assert v.features[:, 0].tolist() == [0] * 4 + [1] * 6 + [2] * 5
 
 
 def test_windows_cover_and_average():
@@ -133,3 +139,14 @@ def test_smoothing():
     assert smooth_probabilities(probs, "none", 9) is not None and parse_smoothing("mode:7") == ("mode", 7)
     with pytest.raises(ValueError):
         parse_smoothing("median:3")
+
+
+def test_audio_stream_aligned_to_frames(tmp_path):
+    face = FeatureSet.create(tmp_path / "f", FeatureSetMeta("f", 2, rate=None, extra={"fps": 10.0}))
+    audio = FeatureSet.create(tmp_path / "a", FeatureSetMeta("a", 1, rate=2.0, modality="audio"))
+    face.write(VideoFeatures("v_left", np.ones((20, 2)), np.arange(20) / 10.0, np.arange(20) % 4 != 0))
+    audio.write(VideoFeatures("v", np.array([[0.], [1.], [2.], [3.]]), np.array([0.0, 0.5, 1.0, 1.5])))
+    (v,) = load_expr_videos({"v_left": np.zeros(20, int)}, [face], audio_set=audio, fill="mask")
+    assert v.features.shape == (20, 3)  # face columns then audio columns; audio shared by _left/_right
+    assert v.features[:, 2].tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3]
+    assert v.valid.tolist() == (np.arange(20) % 4 != 0).tolist()

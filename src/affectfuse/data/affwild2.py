@@ -216,9 +216,11 @@ def fill_faceless(values: np.ndarray, face: np.ndarray, policy: str) -> tuple[np
     return out, np.ones(len(values), dtype=bool)
 
 
-def video_fps(feature_set: FeatureSet, video_id: str, fps: float | None) -> float:
-    """The frame rate used to map rows to frames: ``fps`` if given, else ``meta.extra['fps'][id]``,
-    ``meta.extra['fps']`` (one number), then the feature set's ``rate``."""
+def video_fps(feature_set: FeatureSet, video_id: str, fps: float | None, vf: VideoFeatures | None = None) -> float:
+    """The video frame rate used to number rows: ``fps`` if given; else ``meta.extra['fps'][id]`` or
+    ``meta.extra['fps']`` (one number); else, for a feature set with one row per video frame
+    (``meta.rate`` None, as ``affectfuse extract --fps 0`` writes), 1 / the median row spacing.
+    Rows sampled at a fixed rate (``meta.rate`` set) cannot tell the video's frame rate: pass ``fps``."""
     if fps:
         return float(fps)
     extra = feature_set.meta.extra.get("fps") if feature_set.meta.extra else None
@@ -228,9 +230,12 @@ def video_fps(feature_set: FeatureSet, video_id: str, fps: float | None) -> floa
                 return float(extra[key])
     elif extra:
         return float(extra)
-    if feature_set.meta.rate:
-        return float(feature_set.meta.rate)
-    raise ValueError(f"{feature_set.path}: frame rate of {video_id!r} unknown; pass fps (e.g. --fps 30)")
+    if feature_set.meta.rate is None and vf is not None and vf.steps > 1:
+        spacing = float(np.median(np.diff(np.sort(vf.timestamps))))
+        if spacing > 0:
+            return 1.0 / spacing
+    raise ValueError(f"{feature_set.path}: the video frame rate of {video_id!r} is unknown (rows sampled at "
+                     f"{feature_set.meta.rate} per s); pass the video's fps (e.g. --fps 30)")
 
 
 def _read_for(feature_set: FeatureSet, video_id: str) -> VideoFeatures:
@@ -266,7 +271,7 @@ def load_expr_videos(labels: dict[str, np.ndarray] | list[str], face_sets: list[
     for vid in ids:
         try:
             feats = [_read_for(fs, vid) for fs in face_sets]
-            rates = [video_fps(fs, vid, fps) for fs in face_sets]
+            rates = [video_fps(fs, vid, fps, f) for fs, f in zip(face_sets, feats)]
             if isinstance(labels, dict):
                 n = len(labels[vid])
             elif n_frames and vid in n_frames:
