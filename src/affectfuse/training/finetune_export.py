@@ -1,0 +1,117 @@
+"""Export a fine-tuned network as weights that the extractor registry loads, and load it back.
+
+``RUN/export/<extractor>.pt`` is the extractor network's state dict in its own naming and shapes, so
+``create_extractor(name, weights=PATH)`` and ``affectfuse extract --weights <name>=PATH`` load it with
+the extractor's usual (strict) loader. Where the extractor has its own classification head (face-api's
+7-class ``fc``), the rows of its classes that were fine-tuned are replaced by the fine-tuned rows (matched
+by name: ``happy`` = ``Happiness`` ...); rows of classes the data did not have keep their pretrained values.
+The extractor's output columns therefore keep their meaning; its probabilities are the fine-tuned head's
+softmax restricted to the extractor's classes (e.g. without ``Other``).
+
+Beside it: ``<extractor>.head.pt`` (the full fine-tuned head: ``weight`` (C, D), ``bias`` (C,)) and
+``<extractor>.json`` (extractor, classes in head order, which extractor head rows were replaced, data,
+split, validation metrics, base weights, sha256 of the .pt). :func:`load_finetuned` rebuilds the
+fine-tuned classifier from these files through the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from affectfuse.training.finetune import (ExpressionClassifier, extractor_classes, find_head,
+                                          save_torch_atomic)
+from affectfuse.training.finetune_data import canonical
+from affectfuse.utils import write_json_atomic
+from affectfuse.weights import WeightsChecksumError, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+def export_state(model: ExpressionClassifier, extractor) -> tuple[dict, dict]:
+    """(state dict in the extractor's naming, {own class -> fine-tuned class} for the head rows replaced)."""
+    state = {k: v.detach().cpu().clone() for k, v in model.net.state_dict().items()}
+    replaced: dict[str, str] = {}
+    dim = model.head.in_features
+    own = find_head(model.net, dim)
+    own_classes = extractor_classes(extractor)
+    if own is not None and own_classes and len(own_classes) == getattr(model.net, own).out_features:
+        tuned = {canonical(c).lower(): j for j, c in enumerate(model.classes)}
+        for i, name in enumerate(own_classes):
+            j = tuned.get(canonical(name).lower())
+            if j is not None:
+                state[f"{own}.weight"][i] = model.head.weight[j].detach().cpu()
+                state[f"{own}.bias"][i] = model.head.bias[j].detach().cpu()
+                replaced[name] = model.classes[j]
+    return state, replaced
+
+
+def export_finetuned(model: ExpressionClassifier, extractor, out_dir: str | Path, info: dict) -> Path:
+    """Write ``<out_dir>/<name>.pt``, ``.head.pt`` and ``.json``; returns the ``.pt`` path."""
+    out_dir = Path(out_dir)
+    name = extractor.name
+    state, replaced = export_state(model, extractor)
+    pt = out_dir / f"{name}.pt"
+    save_torch_atomic(state, pt)
+    save_torch_atomic({"weight": model.head.weight.detach().cpu().clone(),
+                       "bias": model.head.bias.detach().cpu().clone()}, out_dir / f"{name}.head.pt")
+    base = extractor.weights.describe() if getattr(extractor, "weights", None) is not None else None
+    meta = {
+        "extractor": name,
+        "weights_file": pt.name,
+        "sha256": sha256_file(pt),
+        "classes": list(model.classes),
+        "head_file": f"{name}.head.pt",
+        "extractor_head_rows_replaced": replaced,
+        "extractor_classes": list(extractor_classes(extractor) or []),
+        "embedding_dim": model.head.in_features,
+        "base_weights": None if extractor.random_weights else base,
+        "base_random_weights": bool(extractor.random_weights),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "usage": f"affectfuse extract --weights {name}={pt.name}  |  create_extractor({name!r}, weights=PATH)",
+        **info,
+    }
+    write_json_atomic(out_dir / f"{name}.json", meta)
+    return pt
+
+
+def load_finetuned(path: str | Path, device: str = "cpu") -> tuple[ExpressionClassifier, object]:
+    """(fine-tuned classifier, extractor) from an exported ``<name>.pt`` and its ``.json`` / ``.head.pt``.
+
+    The extractor is created through the registry with ``weights=path``; the classifier wraps its
+    network with the full fine-tuned head (all fine-tuned classes).
+    """
+    from affectfuse.features.registry import create_extractor
+
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path}: missing export description next to {path}")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    try:
+        extractor = create_extractor(meta["extractor"], weights=str(path), device=device)
+    except WeightsChecksumError as exc:
+        # The registry checks an explicit path against the shipped file's sha256; build the network
+        # through the registry and load the exported state strictly instead.
+        log.warning("%s; loading the fine-tuned state directly", exc)
+        extractor = create_extractor(meta["extractor"], random_weights=True, device=device)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        extractor.model.load_state_dict(state, strict=True)
+        extractor.random_weights = False
+        if extractor.weights is not None:
+            extractor.weights = dataclasses.replace(
+                extractor.weights, name=f"{extractor.weights.name}.finetuned", filename=path.name,
+                sha256=meta.get("sha256"), env_var=None, package_file=None,
+                source=f"affectfuse finetune on {meta.get('data')} (from {extractor.weights.filename})")
+    head_state = torch.load(path.parent / meta["head_file"], map_location="cpu", weights_only=True)
+    head = nn.Linear(head_state["weight"].shape[1], head_state["weight"].shape[0])
+    head.load_state_dict(head_state)
+    model = ExpressionClassifier(extractor.model, head, meta["classes"], extractor.mean, extractor.std,
+                                 getattr(extractor, "scale", 255.0)).to(device).eval()
+    return model, extractor

@@ -1,0 +1,132 @@
+"""One fine-tuning run end to end: data -> face crops -> split -> train -> evaluate -> export.
+
+:func:`prepare_data` is shared with ``scripts/finetune_faces_cv.py`` so that the frozen-features probe
+and the fine-tuned network see the very same crops and folds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from affectfuse.training.finetune import (FinetuneConfig, build_classifier, fit, make_split, pick_device,
+                                          stratified_subset)
+from affectfuse.training.finetune_data import CropDataset, ExpressionData, load_expression_dataset, prepare_crops
+from affectfuse.utils import FailureLog, seed_everything, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """A dataset whose images all have a face crop: ``data.paths[i]`` -> ``files[i]`` (PNG, size x size)."""
+
+    data: ExpressionData
+    files: list[Path]
+    size: int
+    no_face: int
+    failed: int
+
+
+def prepare_data(source, classes, size: int, align: str, cache_dir, failures: FailureLog | None,
+                 device: str = "cpu", progress: bool = False, template: str | None = None) -> PreparedData:
+    """Read the dataset and make (or find cached) face crops; unreadable images are left out and logged."""
+    data = load_expression_dataset(source, classes)
+    report = prepare_crops(data.paths, size, align, cache_dir, failures, device=device, progress=progress,
+                           template=template)
+    keep = np.flatnonzero(report.keep)
+    files = [report.files[i] for i in keep]
+    log.info("%s: %d images, %d cached crops, %d without a detected face (whole image used), %d left out",
+             source, len(data), report.cached, report.no_face, report.failed)
+    return PreparedData(data.subset(keep), files, size, report.no_face, report.failed)
+
+
+def _paths_hash(paths) -> str:
+    return hashlib.sha1("\n".join(str(p) for p in paths).encode()).hexdigest()
+
+
+def _check_resume_config(run: Path, cfg: FinetuneConfig) -> None:
+    file = run / "config.json"
+    if not file.exists():
+        return
+    old = json.loads(file.read_text())
+    same = ("model", "data", "val_data", "classes", "folds", "fold", "val_fraction", "max_items", "seed", "align")
+    diff = {k: (old.get(k), getattr(cfg, k)) for k in same if old.get(k) != getattr(cfg, k)}
+    if diff:
+        raise ValueError(f"{file}: cannot resume with a different setup: " +
+                         ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in diff.items()))
+
+
+def config_from_dict(values: dict) -> FinetuneConfig:
+    names = {f.name for f in fields(FinetuneConfig)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown fine-tuning settings {sorted(unknown)}; valid: {sorted(names)}")
+    return FinetuneConfig(**values)
+
+
+def run_finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, progress: bool = False,
+                 prepared: PreparedData | None = None) -> dict:
+    """Fine-tune ``cfg.model`` into run folder ``out``; returns the summary also written to ``summary.json``.
+
+    ``prepared`` (from :func:`prepare_data`) skips reading the dataset again (cross-validation).
+    """
+    from affectfuse.features.registry import create_extractor
+    from affectfuse.training.finetune_export import export_finetuned
+
+    run = Path(out)
+    if resume:
+        _check_resume_config(run, cfg)
+    elif (run / "checkpoint.pt").exists():
+        raise ValueError(f"{run}: holds a fine-tuning run already; pass --resume to go on or choose another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run / "config.json", asdict(cfg))
+    seed_everything(cfg.seed)
+    failures = FailureLog(run / "failures.csv")
+    extractor = create_extractor(cfg.model, weights=cfg.weights, random_weights=cfg.random_weights, device="cpu")
+    size, template = extractor.input.size, getattr(extractor.input, "template", None)
+    device = pick_device(cfg.device)
+    if prepared is None:
+        prepared = prepare_data(cfg.data, cfg.classes, size, cfg.align, cfg.crop_cache, failures,
+                                device=str(device), progress=progress, template=template)
+    data, classes = prepared.data, prepared.data.classes
+    if cfg.val_data:
+        val_prep = prepare_data(cfg.val_data, classes, size, cfg.align, cfg.crop_cache, failures, str(device),
+                                progress, template)
+        train_idx, val_files, val_labels = np.arange(len(data)), val_prep.files, val_prep.data.labels
+    else:
+        train_idx, val_idx = make_split(data.labels, cfg.folds, cfg.fold, cfg.val_fraction, cfg.seed)
+        val_files, val_labels = [prepared.files[i] for i in val_idx], data.labels[val_idx]
+    if cfg.max_items and cfg.max_items < len(train_idx):
+        train_idx = train_idx[stratified_subset(data.labels[train_idx], cfg.max_items, cfg.seed)]
+    split = {"dataset": str(cfg.data), "n": len(data), "paths_sha1": _paths_hash(data.paths),
+             "classes": list(classes), "train": train_idx.tolist(),
+             "val": None if cfg.val_data else val_idx.tolist(), "val_data": cfg.val_data}
+    split_file = run / "split.json"
+    if resume and split_file.exists():
+        old = json.loads(split_file.read_text())
+        if old["paths_sha1"] != split["paths_sha1"] or old["train"] != split["train"]:
+            raise ValueError(f"{split_file}: the dataset or split changed since the run started; cannot resume")
+    write_json_atomic(split_file, split)
+
+    preload = cfg.preload if cfg.preload is not None else len(data) * 3 * size * size < 1.5e9
+    train_set = CropDataset([prepared.files[i] for i in train_idx], data.labels[train_idx], size, True, preload)
+    val_set = CropDataset(val_files, val_labels, size, False, preload)
+    model = build_classifier(extractor, classes)
+    result = fit(model, train_set, val_set, cfg, run, resume=resume, progress=progress)
+    info = {"data": str(cfg.data), "val_data": cfg.val_data, "fold": cfg.fold, "folds": cfg.folds,
+            "train_counts": {c: int(k) for c, k in zip(classes, np.bincount(train_set.labels, minlength=len(classes)))},
+            "best_epoch": result["best_epoch"], "epochs": cfg.epochs,
+            "metrics": None if result["best"] is None else
+            {k: result["best"][k] for k in ("accuracy", "macro_f1", "uar", "n", "per_class")}}
+    pt = export_finetuned(model.cpu(), extractor, run / "export", info)
+    summary = {"run": str(run), "export": str(pt), "classes": list(classes), "n_train": len(train_set),
+               "n_val": len(val_set), "no_face": prepared.no_face, "failed": len(failures), **{
+                   k: info[k] for k in ("best_epoch", "metrics")}}
+    write_json_atomic(run / "summary.json", summary)
+    return summary

