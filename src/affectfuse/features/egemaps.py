@@ -1,0 +1,65 @@
+"""eGeMAPS v02 (Eyben et al. 2016) functionals per audio window, computed by openSMILE.
+
+Input: (N, S) float32 mono windows at ``sample_rate`` Hz (or a list of 1-D windows of different lengths).
+Output: (N, 88) float32, one row per window, columns named as openSMILE names them
+(``describe()['columns']``). openSMILE fills a window too short for its analysis (< ~60 ms) with NaN; the
+windowing drops windows shorter than ``MIN_WINDOW_S`` (``min_window_samples``), and any NaN left becomes 0.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from affectfuse.features.base import AudioInput, Extractor
+
+MIN_WINDOW_S = 0.1  # openSMILE's eGeMAPS needs a few 60 ms frames; shorter windows give NaN
+
+
+class EGeMAPS(Extractor):
+    """openSMILE eGeMAPSv02 functionals: 88 acoustic parameters per window (no weights needed)."""
+
+    name = "egemaps"
+    modality = "audio"
+    dim = 88
+
+    def __init__(self, sample_rate: int = 16000, window_s: float = 1.0, hop_s: float = 0.5):
+        import opensmile
+
+        self.input = AudioInput(sample_rate=int(sample_rate), window_s=float(window_s), hop_s=float(hop_s))
+        self.rate = 1.0 / float(hop_s)
+        self.min_window_samples = int(MIN_WINDOW_S * self.input.sample_rate)
+        self._smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                                      feature_level=opensmile.FeatureLevel.Functionals)
+        self.columns = list(self._smile.feature_names)
+        if len(self.columns) != self.dim:  # pragma: no cover - a different openSMILE release
+            raise RuntimeError(f"openSMILE eGeMAPSv02 gives {len(self.columns)} features, expected {self.dim}")
+
+    def extract_nan(self, batch) -> np.ndarray:
+        """(N, 88) float32 with NaN rows where openSMILE could not analyse the window."""
+        out = np.empty((len(batch), self.dim), dtype=np.float32)
+        for i, window in enumerate(batch):
+            window = np.asarray(window, dtype=np.float32).reshape(-1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "Segment too short, filling with NaN."
+                frame = self._smile.process_signal(window, self.input.sample_rate)
+            out[i] = frame.to_numpy(dtype=np.float32)[0]
+        return out
+
+    def extract(self, batch) -> np.ndarray:
+        return np.nan_to_num(self.extract_nan(batch), nan=0.0, posinf=0.0, neginf=0.0)
+
+    def describe(self) -> dict:
+        import opensmile
+
+        meta = super().describe()
+        meta.update(feature_set="eGeMAPSv02", level="functionals", opensmile_version=opensmile.__version__,
+                    timestamps="window start (s)", columns=self.columns, parameters=0)
+        return meta
+
+
+def egemaps(weights=None, random_weights: bool = False, device: str = "cpu", sample_rate: int = 16000,
+            window_s: float = 1.0, hop_s: float = 0.5) -> EGeMAPS:
+    """Registry factory; eGeMAPS has no weights (``weights`` / ``random_weights`` are ignored)."""
+    return EGeMAPS(sample_rate, window_s, hop_s)

@@ -1,0 +1,461 @@
+"""The extraction engine: many videos x many extractors -> one feature set per extractor, resumable.
+
+Per video, ONE decoding pass (:func:`decode_video`, the per-video work unit, picklable in and out):
+the audio is decoded once per sample rate asked for and cut into each audio extractor's windows; faces are
+detected, tracked and aligned once (:func:`affectfuse.faces.iter_faces`), with crops at every size the face
+extractors ask for. The engine (:class:`BatchRunner`) then fills each extractor's batches across videos,
+scatters the rows back and writes a video's file as soon as all its rows are in.
+
+Rows written per video (``affectfuse.data.store.VideoFeatures``):
+- audio extractors: one row per window, ``timestamps`` = window start (s), ``mask`` all True;
+- face extractors: one row per sampled frame, ``timestamps`` = frame time (s), ``mask`` = face found
+  (rows without a face are zeros and are never fed to the network).
+
+Failures never stop the run; they are collected per (video, extractor) and written to
+``<out>/failures.csv``. A video without an audio track fails for the audio extractors only ("no audio
+track"), its face features are still written. Finished files are written atomically; a resumed run skips
+every (video, extractor) pair whose file exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from affectfuse.data.store import FeatureSet, FeatureSetMeta, VideoFeatures
+from affectfuse.features.base import Extractor
+from affectfuse.features.windows import audio_windows
+from affectfuse.utils import FailureLog
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".m4v", ".mpg", ".mpeg", ".wmv")
+AUDIO_EXTS = (".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus")
+FAILURES_FILE = "failures.csv"
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """One input: ``id`` (the feature-store key) and the media ``path``."""
+
+    id: str
+    path: Path
+
+
+def _canonical_id(value: str) -> str:
+    vid = str(value).strip()
+    return vid[1:-1].strip() if len(vid) >= 2 and vid[0] == "[" and vid[-1] == "]" else vid
+
+
+def find_inputs(source: str | os.PathLike, media_dir: str | os.PathLike | None = None) -> list[MediaItem]:
+    """Media to extract from ``source``: a folder (searched recursively), one media file, or a CSV.
+
+    Folder: every video / audio file; id = path relative to the folder without its extension.
+    CSV: a ``path`` column (relative to the CSV's folder) with an optional ``id`` column, or an ABAW5
+    ``File_ID`` column (``[00001]`` -> id ``00001``, file ``<media_dir or CSV folder>/00001.mp4``).
+    Raises FileNotFoundError / ValueError naming the file and the cause.
+    """
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTS + AUDIO_EXTS)
+        if not files:
+            raise FileNotFoundError(f"{source}: no video or audio files ({', '.join(VIDEO_EXTS + AUDIO_EXTS)})")
+        return [MediaItem(p.relative_to(source).with_suffix("").as_posix(), p) for p in files]
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: input does not exist")
+    if source.suffix.lower() != ".csv":
+        return [MediaItem(source.stem, source)]
+    with open(source, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.DictReader(fh))
+    cols = {c.strip().lower(): c for c in (rows[0].keys() if rows else [])}
+    base = Path(media_dir) if media_dir is not None else source.parent
+    items, problems = [], []
+    for line, row in enumerate(rows, start=2):
+        if "path" in cols:
+            path = Path(row[cols["path"]].strip())
+            path = path if path.is_absolute() else base / path
+            vid = row[cols["id"]].strip() if "id" in cols and row[cols["id"]].strip() else path.stem
+        elif "file_id" in cols:
+            vid = _canonical_id(row[cols["file_id"]])
+            path = next((p for p in (base / f"{vid}.mp4", base / f"{row[cols['file_id']].strip()}.mp4")
+                         if p.is_file()), base / f"{vid}.mp4")
+        else:
+            raise ValueError(f"{source}: a manifest needs a 'path' column (or ABAW5 'File_ID'); "
+                             f"columns: {', '.join(cols.values())}")
+        if not path.is_file():
+            problems.append(f"{source}: row {line} (id {vid}): media file not found: {path}")
+        items.append(MediaItem(_canonical_id(vid), path))
+    if problems:
+        raise FileNotFoundError("\n".join(problems))
+    if not items:
+        raise ValueError(f"{source}: no rows")
+    dup = sorted({i.id for i in items if sum(j.id == i.id for j in items) > 1})
+    if dup:
+        raise ValueError(f"{source}: duplicate ids {dup[:5]}")
+    return items
+
+
+# --------------------------------------------------------------------------------------------------
+# The per-video work unit
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AudioPlan:
+    sample_rate: int
+    window_s: float
+    hop_s: float
+    min_samples: int = 1
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """What one decoding pass must produce (picklable; sent to worker processes)."""
+
+    audio: dict[str, AudioPlan] = field(default_factory=dict)  # audio extractor name -> windows
+    face_sizes: tuple[int, ...] = ()  # crop sizes; empty = no face pass
+    fps: float | None = 5.0
+    batch_size: int = 32
+    keep: str = "main"
+
+
+@dataclass
+class DecodedVideo:
+    """Everything the extractors need from one video.
+
+    ``audio[name] = (starts (T,) s, T windows)``; faces: ``frame_numbers (F,)``, ``timestamps (F,)`` s,
+    ``found (F,)`` bool and ``crops[size] = (n_found, size, size, 3) uint8`` for the found rows only.
+    ``errors[name]`` holds why an extractor cannot have this video (e.g. "no audio track").
+    """
+
+    item: MediaItem
+    audio: dict[str, tuple[np.ndarray, list[np.ndarray]]] = field(default_factory=dict)
+    timestamps: np.ndarray | None = None
+    found: np.ndarray | None = None
+    crops: dict[int, np.ndarray] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    face_error: str | None = None
+
+
+def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVideo:
+    """One decoding pass over ``item`` for ``plan``; per-stream errors are recorded, not raised."""
+    from affectfuse.media import MediaError, probe, read_audio
+
+    out = DecodedVideo(item)
+    try:
+        info = probe(item.path)
+    except MediaError as exc:
+        out.face_error = str(exc)
+        out.errors = {name: str(exc) for name in plan.audio}
+        return out
+    rates = sorted({p.sample_rate for p in plan.audio.values()})
+    for rate in rates:  # audio decoded once per sample rate (normally one)
+        names = [n for n, p in plan.audio.items() if p.sample_rate == rate]
+        try:
+            audio = read_audio(item.path, sample_rate=rate) if info.has_audio else None
+        except MediaError as exc:
+            out.errors.update({n: str(exc) for n in names})
+            continue
+        for name in names:
+            p = plan.audio[name]
+            if audio is None:
+                out.errors[name] = f"{item.path}: no audio track"
+                continue
+            starts, chunks = audio_windows(audio, rate, p.window_s, p.hop_s, p.min_samples)
+            if not chunks:
+                out.errors[name] = (f"{item.path}: audio of {len(audio) / rate:.3f} s is shorter than "
+                                    f"{p.min_samples} samples, the least '{name}' can analyse")
+                continue
+            out.audio[name] = (starts, chunks)
+    if plan.face_sizes:
+        try:
+            _decode_faces(item, plan, detector, out)
+        except (MediaError, ValueError, RuntimeError) as exc:
+            out.face_error = str(exc) if str(item.path) in str(exc) else f"{item.path}: {exc}"
+    return out
+
+
+def _decode_faces(item: MediaItem, plan: DecodePlan, detector, out: DecodedVideo) -> None:
+    from affectfuse.faces import iter_faces
+
+    times, found, crops = [], [], {s: [] for s in plan.face_sizes}
+    for batch in iter_faces(item.path, fps=plan.fps, sizes=plan.face_sizes, batch_size=plan.batch_size,
+                            keep=plan.keep, detector=detector):
+        times.append(batch.timestamps)
+        found.append(batch.found)
+        for s in plan.face_sizes:
+            crops[s].append(batch.crops[s][batch.found])  # only faces go to the networks
+    out.timestamps = np.concatenate(times) if times else np.zeros(0)
+    out.found = np.concatenate(found) if found else np.zeros(0, bool)
+    out.crops = {s: (np.concatenate(v) if v else np.zeros((0, s, s, 3), np.uint8)) for s, v in crops.items()}
+    if len(out.found) == 0:
+        raise ValueError("no frames decoded")
+
+
+def _safe_decode(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVideo:
+    try:
+        return decode_video(item, plan, detector)
+    except Exception as exc:  # an unexpected decoder failure must not stop the other videos
+        msg = f"{item.path}: {type(exc).__name__}: {exc}"
+        return DecodedVideo(item, errors={n: msg for n in plan.audio}, face_error=msg if plan.face_sizes else None)
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def iter_decoded(jobs: Iterable[tuple[MediaItem, DecodePlan]], workers: int = 0,
+                 detector=None) -> Iterator[DecodedVideo]:
+    """Decode videos in order: in this process (``workers=0``) or in ``workers`` processes, with at most
+    ``2 * workers`` videos in flight (memory stays bounded however many videos there are)."""
+    if workers <= 0:
+        for item, plan in jobs:
+            yield _safe_decode(item, plan, detector)
+        return
+    import multiprocessing
+
+    pending = []
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init) as pool:
+        for item, plan in jobs:
+            pending.append((item, plan, pool.submit(_safe_decode, item, plan)))
+            while len(pending) >= 2 * workers:
+                yield _result(*pending.pop(0))
+        while pending:
+            yield _result(*pending.pop(0))
+
+
+def _result(item: MediaItem, plan: DecodePlan, future) -> DecodedVideo:
+    try:
+        return future.result()
+    except Exception as exc:  # the worker process died (out of memory, segfault in a decoder ...)
+        msg = f"{item.path}: worker failed: {type(exc).__name__}: {exc}"
+        return DecodedVideo(item, errors={n: msg for n in plan.audio}, face_error=msg if plan.face_sizes else None)
+
+
+# --------------------------------------------------------------------------------------------------
+# Batching across videos
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Slot:
+    """One (video, extractor) output being filled: values (T, D), timestamps (T,), mask (T,)."""
+
+    item: MediaItem
+    values: np.ndarray
+    timestamps: np.ndarray
+    mask: np.ndarray
+    rows: np.ndarray  # (n_inputs,) row index of each input
+    filled: int = 0
+    failed: bool = False
+
+
+class BatchRunner:
+    """Feeds each extractor full batches drawn from many videos and writes each video when complete.
+
+    ``add(video)`` queues a decoded video's inputs; full batches run at once, ``flush()`` runs the rest.
+    A batch that raises is re-run video by video so that only the culprit fails.
+    """
+
+    def __init__(self, extractors: Sequence[Extractor], sets: dict[str, FeatureSet], failures: FailureLog,
+                 batch_size: int = 32, on_video_done=None):
+        self.extractors = {e.name: e for e in extractors}
+        self.sets, self.failures, self.batch_size = sets, failures, max(1, int(batch_size))
+        self.queue: dict[str, list[tuple[_Slot, int, np.ndarray]]] = {n: [] for n in self.extractors}
+        self.open: dict[str, int] = {}  # video id -> slots not yet written or failed
+        self.on_video_done = on_video_done
+        self.written: dict[str, list[str]] = {n: [] for n in self.extractors}
+        self.calls: dict[str, int] = {n: 0 for n in self.extractors}
+
+    def add(self, video: DecodedVideo, names: Sequence[str]) -> None:
+        vid = video.item.id
+        self.open[vid] = self.open.get(vid, 0) + len(names)
+        for name in names:
+            ext = self.extractors[name]
+            if ext.modality == "audio":
+                slot, inputs = self._audio_slot(video, name)
+            else:
+                slot, inputs = self._face_slot(video, ext)
+            if slot is None:
+                self._fail(video.item, name, inputs)
+                continue
+            if len(inputs) == 0:
+                self._write(name, slot)
+                continue
+            self.queue[name].extend((slot, k, x) for k, x in enumerate(inputs))
+            while len(self.queue[name]) >= self.batch_size:
+                self._run(name, self.batch_size)
+
+    def _audio_slot(self, video: DecodedVideo, name: str):
+        if name not in video.audio:
+            return None, video.errors.get(name, f"{video.item.path}: no audio windows")
+        starts, chunks = video.audio[name]
+        dim = self.extractors[name].dim
+        slot = _Slot(video.item, np.zeros((len(chunks), dim), np.float32), starts, np.ones(len(chunks), bool),
+                     np.arange(len(chunks)))
+        return slot, chunks
+
+    def _face_slot(self, video: DecodedVideo, ext: Extractor):
+        if video.face_error is not None or video.found is None:
+            return None, video.face_error or f"{video.item.path}: faces were not decoded"
+        crops = video.crops[ext.input.size]
+        slot = _Slot(video.item, np.zeros((len(video.found), ext.dim), np.float32), video.timestamps,
+                     video.found.copy(), np.flatnonzero(video.found))
+        return slot, list(crops)
+
+    def _run(self, name: str, n: int) -> None:
+        batch, self.queue[name] = self.queue[name][:n], self.queue[name][n:]
+        batch = [b for b in batch if not b[0].failed]
+        if not batch:
+            return
+        try:
+            self._apply(name, batch)
+        except Exception as exc:
+            if len({id(b[0]) for b in batch}) == 1:
+                self._fail(batch[0][0].item, name, f"{batch[0][0].item.path}: {type(exc).__name__}: {exc}",
+                           batch[0][0])
+                return
+            for slot in {id(b[0]): b[0] for b in batch}.values():  # isolate the culprit
+                part = [b for b in batch if b[0] is slot]
+                try:
+                    self._apply(name, part)
+                except Exception as exc2:
+                    self._fail(slot.item, name, f"{slot.item.path}: {type(exc2).__name__}: {exc2}", slot)
+
+    def _apply(self, name: str, batch: list) -> None:
+        inputs = [x for _, _, x in batch]
+        if len({np.shape(x) for x in inputs}) == 1:
+            inputs = np.stack(inputs)
+        self.calls[name] += 1
+        out = self.extractors[name](inputs)  # (n, D)
+        for (slot, k, _), row in zip(batch, out):
+            slot.values[slot.rows[k]] = row
+            slot.filled += 1
+            if slot.filled == len(slot.rows):
+                self._write(name, slot)
+
+    def _write(self, name: str, slot: _Slot) -> None:
+        try:
+            self.sets[name].write(VideoFeatures(slot.item.id, slot.values, slot.timestamps, slot.mask))
+        except Exception as exc:
+            self._fail(slot.item, name, f"{slot.item.path}: writing features failed: {exc}", slot)
+            return
+        self.written[name].append(slot.item.id)
+        self._slot_done(slot.item)
+
+    def _fail(self, item: MediaItem, name: str, message: str, slot: _Slot | None = None) -> None:
+        if slot is not None:
+            if slot.failed:
+                return
+            slot.failed = True
+        self.failures.add(f"{item.id} [{name}]", f"{message}" if str(item.path) in message else
+                          f"{item.path}: {message}")
+        self._slot_done(item)
+
+    def _slot_done(self, item: MediaItem) -> None:
+        self.open[item.id] -= 1
+        if self.open[item.id] == 0:
+            del self.open[item.id]
+            if self.on_video_done is not None:
+                self.on_video_done(item)
+
+    def flush(self) -> None:
+        for name in self.queue:
+            while self.queue[name]:
+                self._run(name, self.batch_size)
+
+
+# --------------------------------------------------------------------------------------------------
+# The job
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class ExtractReport:
+    """What a run did: ids written per extractor, ids skipped as already done, failures, batch calls."""
+
+    out_root: Path
+    written: dict[str, list[str]]
+    skipped: list[str]
+    failures: list[tuple[str, str]]
+    calls: dict[str, int]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def feature_meta(ext: Extractor, fps: float | None = None) -> FeatureSetMeta:
+    """``meta.json`` of an extractor's feature set, from ``extractor.describe()``."""
+    d = dict(ext.describe())
+    rate = d.pop("rate", None)
+    if ext.modality == "face" and fps:
+        rate = float(fps)
+    base = {k: d.pop(k, None) for k in ("extractor", "modality", "dim", "weights", "random_weights")}
+    return FeatureSetMeta(name=ext.name, dim=int(ext.dim), rate=rate, extractor=base["extractor"] or ext.name,
+                          weights=base["weights"], random_weights=bool(base["random_weights"]),
+                          modality=base["modality"] or ext.modality, extra=d)
+
+
+def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequence[Extractor],
+            out_root: str | os.PathLike, fps: float | None = 5.0, batch_size: int = 32, workers: int = 0,
+            keep: str = "main", detector=None, progress: bool = True) -> ExtractReport:
+    """Extract every extractor's features from every input into ``out_root/<extractor>/``.
+
+    Args:
+        inputs: :class:`MediaItem` s, or a folder / media file / CSV for :func:`find_inputs`.
+        extractors: built extractors (``affectfuse.features.create_extractor``); names must be unique.
+        out_root: one feature set per extractor is written to ``out_root/<extractor.name>``; failures to
+            ``out_root/failures.csv`` (rewritten by every run: a resumed run retries earlier failures).
+        fps: face frames sampled per second (``None``: every frame).
+        batch_size: inputs per extractor call (filled across videos).
+        workers: decoding processes (0: decode in this process).
+        keep: ``"main"`` face per frame (see :func:`affectfuse.faces.iter_faces`).
+        detector: face detector to use in this process (workers build the default one).
+    """
+    from tqdm.auto import tqdm
+
+    items = list(inputs) if not isinstance(inputs, (str, os.PathLike)) else find_inputs(inputs)
+    names = [e.name for e in extractors]
+    if len(set(names)) != len(names):
+        raise ValueError(f"extractor names must be unique, got {names}")
+    out_root = Path(out_root)
+    sets = {e.name: FeatureSet.create(out_root / e.name, feature_meta(e, fps)) for e in extractors}
+    failures = FailureLog(out_root / FAILURES_FILE)
+    if (out_root / FAILURES_FILE).exists():
+        (out_root / FAILURES_FILE).unlink()
+    bar = tqdm(total=len(items), unit="video", disable=not progress, desc="extract")
+    runner = BatchRunner(extractors, sets, failures, batch_size, on_video_done=lambda item: bar.update(1))
+    skipped, todo = [], []
+    for item in items:
+        missing = [n for n in names if item.id not in sets[n]]
+        if missing:
+            todo.append((item, missing))
+        else:
+            skipped.append(item.id)
+    bar.update(len(skipped))
+    by_name = {e.name: e for e in extractors}
+
+    def plan_for(missing: list[str]) -> DecodePlan:
+        audio = {n: AudioPlan(by_name[n].input.sample_rate, by_name[n].input.window_s, by_name[n].input.hop_s,
+                              int(getattr(by_name[n], "min_window_samples", 1)))
+                 for n in missing if by_name[n].modality == "audio"}
+        sizes = tuple(sorted({by_name[n].input.size for n in missing if by_name[n].modality == "face"}))
+        return DecodePlan(audio, sizes, fps, batch_size, keep)
+
+    missing_of = {item.id: missing for item, missing in todo}
+    jobs = ((item, plan_for(missing)) for item, missing in todo)
+    for video in iter_decoded(jobs, workers, detector):
+        runner.add(video, missing_of[video.item.id])
+    runner.flush()
+    bar.close()
+    for fs in sets.values():
+        fs.write_index()
+    return ExtractReport(out_root, runner.written, skipped, list(failures), dict(runner.calls))

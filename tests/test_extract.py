@@ -1,0 +1,145 @@
+"""The extraction engine and `affectfuse extract`: one pass per video, resumable, failures isolated."""
+
+import csv
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from affectfuse.cli import main
+from affectfuse.cli.extract import build_extractors
+from affectfuse.data.store import FeatureSet
+from affectfuse.features.pipeline import MediaItem, extract, find_inputs
+
+
+def write_video(path, seconds=1.2, fps=10, audio=True, size=48, seed=0):
+    """A tiny H.264 (+ AAC 16 kHz tone) mp4 written with PyAV."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=fps)
+        v.width = v.height = size
+        v.pix_fmt = "yuv420p"
+        a = c.add_stream("aac", rate=16000, layout="mono") if audio else None
+        for _ in range(int(seconds * fps)):
+            img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        if a is not None:
+            t = np.arange(int(16000 * seconds)) / 16000
+            wave = (0.2 * np.sin(2 * np.pi * (150 + 100 * seed) * t)).astype(np.float32)
+            for s in range(0, len(wave), 1024):
+                fr = av.AudioFrame.from_ndarray(wave[None, s:s + 1024], format="flt", layout="mono")
+                fr.sample_rate, fr.pts, fr.time_base = 16000, s, Fraction(1, 16000)
+                for p in a.encode(fr):
+                    c.mux(p)
+            for p in a.encode():
+                c.mux(p)
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    write_video(root / "a.mp4", seed=0)
+    write_video(root / "b.mp4", seed=1)
+    write_video(root / "silent.mp4", audio=False, seed=2)
+    (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    return root
+
+
+@pytest.fixture(scope="module")
+def extractors():
+    return build_extractors(["deepspectrum-mobilenetv2", "egemaps", "faceexpressionnet"], random_weights=True)
+
+
+def _failures(path):
+    with open(path) as fh:
+        return {row["item"]: row["error"] for row in csv.DictReader(fh)}
+
+
+def test_extract_writes_sets_isolates_failures_and_resumes(videos, extractors, tmp_path):
+    out = tmp_path / "feats"
+    rep = extract(videos, extractors, out, fps=5, batch_size=4, progress=False)
+    ds, eg, fe = "deepspectrum-mobilenetv2", "egemaps", "faceexpressionnet"
+    assert sorted(rep.written[ds]) == sorted(rep.written[eg]) == ["a", "b"]
+    assert sorted(rep.written[fe]) == ["a", "b", "silent"]  # no audio: face features still written
+    assert rep.calls[ds] == 1  # 2 windows x 2 videos filled one batch of 4 across videos
+    fails = _failures(out / "failures.csv")
+    assert "no audio track" in fails[f"silent [{ds}]"] and "no audio track" in fails[f"silent [{eg}]"]
+    assert all("broken.mp4" in fails[f"broken [{n}]"] for n in (ds, eg, fe)) and len(fails) == 5
+
+    dset, fset = FeatureSet.open(out / ds), FeatureSet.open(out / fe)
+    assert dset.meta.dim == 1280 and dset.meta.random_weights and dset.meta.rate == 2.0
+    a = dset["a"]
+    np.testing.assert_array_equal(a.timestamps, [0.0, 0.5])
+    assert a.mask.all() and np.abs(a.values - dset["b"].values).max() > 1e-2 * np.abs(a.values).max()
+    f = fset["a"]
+    np.testing.assert_allclose(f.timestamps, np.arange(6) * 0.2, atol=1e-6)  # 1.2 s sampled at 5 fps
+    assert not f.mask.any() and not f.values.any()  # noise frames: no face, zero rows, mask False
+    assert fset.meta.rate == 5.0 and (out / fe / "index.csv").is_file()
+
+    files = sorted((out).rglob("*.npz"))
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    rep2 = extract(videos, extractors, out, fps=5, batch_size=4, progress=False)
+    assert rep2.calls == {ds: 0, eg: 0, fe: 0} and sorted(rep2.skipped) == ["a", "b"]
+    assert {p: p.stat().st_mtime_ns for p in files} == stamps  # nothing rewritten
+    assert len(_failures(out / "failures.csv")) == 5  # failures retried, and failed again
+
+    (out / eg / "a.npz").unlink()
+    rep3 = extract(videos, extractors, out, fps=5, batch_size=4, progress=False)
+    assert rep3.calls == {ds: 0, eg: 1, fe: 0} and rep3.written[eg] == ["a"]
+
+
+def test_cli_exit_code_weights_option_and_manifest(videos, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,id\n{videos / 'a.mp4'},clip_a\n{videos / 'broken.mp4'},clip_x\n")
+    out = tmp_path / "feats"
+    rc = main(["extract", str(manifest), "--extractors", "egemaps", "--out", str(out), "--no-progress",
+               "--window", "0.6", "--hop", "0.3"])
+    assert rc == 1
+    fs = FeatureSet.open(out / "egemaps")
+    assert fs.ids() == ["clip_a"] and fs.meta.extra["input"]["window_s"] == 0.6
+    np.testing.assert_allclose(fs["clip_a"].timestamps, [0.0, 0.3, 0.6, 0.9])
+    assert "clip_x [egemaps]" in _failures(out / "failures.csv")
+    assert main(["extract", str(videos / "a.mp4"), "--extractors", "egemaps", "--out", str(tmp_path / "o2"),
+                 "--no-progress"]) == 0
+    assert main(["extract", str(manifest), "--extractors", "egemaps", "--out", str(out),
+                 "--weights", "deepspectrum=/x.pth"]) == 1  # a weights option for an extractor not asked for
+
+
+def test_find_inputs_abaw_layout_and_errors(videos, tmp_path):
+    table = tmp_path / "data_info.csv"
+    table.write_text("File_ID,Split\n[a],Train\n[b],Val\n")
+    items = find_inputs(table, media_dir=videos)
+    assert items == [MediaItem("a", videos / "a.mp4"), MediaItem("b", videos / "b.mp4")]
+    table.write_text("File_ID,Split\n[a],Train\n[zz],Val\n")
+    with pytest.raises(FileNotFoundError, match=r"row 3 \(id zz\).*zz\.mp4"):
+        find_inputs(table, media_dir=videos)
+    assert [i.id for i in find_inputs(videos)] == ["a", "b", "broken", "silent"]
+
+
+def test_workers_give_the_same_features(videos, tmp_path):
+    ext = build_extractors(["egemaps"])
+    items = [MediaItem("a", videos / "a.mp4"), MediaItem("b", videos / "b.mp4")]
+    extract(items, ext, tmp_path / "serial", progress=False)
+    rep = extract(items, ext, tmp_path / "pool", workers=1, progress=False)
+    assert sorted(rep.written["egemaps"]) == ["a", "b"]
+    for vid in ("a", "b"):
+        np.testing.assert_array_equal(FeatureSet.open(tmp_path / "serial" / "egemaps")[vid].values,
+                                      FeatureSet.open(tmp_path / "pool" / "egemaps")[vid].values)
+
+
+def test_face_rows_follow_sampled_frames_on_a_real_clip(shared_data, tmp_path):
+    clip = shared_data / "media" / "single_face.mp4"
+    ext = build_extractors(["faceexpressionnet"])
+    rep = extract([MediaItem("face", clip)], ext, tmp_path, fps=2, progress=False)
+    assert rep.ok
+    vf = FeatureSet.open(tmp_path / "faceexpressionnet")["face"]
+    np.testing.assert_allclose(vf.timestamps, np.arange(len(vf.timestamps)) * 0.5, atol=0.04)
+    assert len(vf.timestamps) == 5 and vf.mask.mean() >= 0.8
+    probs = vf.values[vf.mask][:, -7:]  # the 7 expression probabilities close each row
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
