@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,17 @@ def test_dataset_on_disk_loads_as_abaw5(tmp_path):
     vf = sets["visual"]["00001"]
     assert (vf.values[~vf.mask] == 0).all()
     np.testing.assert_allclose(vf.timestamps[:3], [0.0, 1 / 3, 2 / 3])
+
+
+def test_synth_command(tmp_path, capsys):
+    from affectfuse.cli import main
+
+    out = tmp_path / "syn"
+    assert main(["synth", str(out), "--videos", "12", "--audio-dim", "6", "--visual-dim", "10",
+                 "--signal", "shuffled", "--seed", "4"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["data_info"] == str(out / "data_info.csv")
+    table = load_table(out / "data_info.csv")
+    assert len(table) == 12
+    assert FeatureSet.open(out / "features" / "visual").meta.dim == 10
+    assert main(["synth", str(tmp_path / "bad"), "--videos", "2"]) == 1
