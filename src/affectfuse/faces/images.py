@@ -1,0 +1,121 @@
+"""Still images and Aff-Wild2 ``cropped_aligned`` folders through the same downstream path as video.
+
+- A folder whose image names are all numbers (``cropped_aligned/<video>/<k:05d>.jpg``) is an
+  Aff-Wild2 crop folder: the frame number comes from the name, numbers missing between 1 and the
+  last one (or ``n_frames``) are frames with no face (``found=False``, black crops), and the images
+  are taken as already aligned (resized to each requested size; landmarks unknown = NaN) unless
+  ``aligned=False``.
+- Any other folder (sorted by name) or a list of image files: faces are detected and aligned like
+  video frames; frame numbers are 1..N in the given order; ``keep="main"`` takes the
+  largest face of each image, ``keep="all"`` every face (track id = its index in the image).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from affectfuse.faces.mtcnn import MTCNN
+from affectfuse.faces.pipeline import KEEP_MODES, FaceBatch, _Rows, default_detector
+from affectfuse.media.decode import MediaError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """(H, W, 3) uint8 RGB (EXIF orientation applied); MediaError naming the file when unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(path, "image file does not exist")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise MediaError(path, "not a readable image (corrupt, truncated or unknown format)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _list_inputs(paths_or_folder) -> tuple[list[Path], bool, str]:
+    """(files, numbered, source): numbered = Aff-Wild2 style ``<k>.jpg`` names in a folder."""
+    if isinstance(paths_or_folder, (str, os.PathLike)):
+        folder = Path(paths_or_folder)
+        if folder.is_dir():
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise MediaError(folder, f"folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            numbered = all(p.stem.isdigit() for p in files)
+            if numbered:
+                files = sorted(files, key=lambda p: int(p.stem))
+            return files, numbered, str(folder)
+        return [folder], False, str(folder)
+    files = [Path(p) for p in paths_or_folder]
+    return files, False, ",".join(str(p) for p in files[:3]) + (",..." if len(files) > 3 else "")
+
+
+def _largest(det) -> int:
+    areas = (det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])
+    return int(np.argmax(areas))
+
+
+def iter_face_images(paths_or_folder, sizes: Sequence[int] = (112,), batch_size: int = 32,
+                     keep: str = "main", detector: MTCNN | None = None, aligned: bool | None = None,
+                     n_frames: int | None = None, fps: float | None = None) -> Iterator[FaceBatch]:
+    """Yield :class:`FaceBatch` es for image files or a folder (see the module docstring).
+
+    Args:
+        paths_or_folder: a folder, one image file, or a sequence of image files.
+        sizes: crop sides to produce.
+        batch_size: rows per batch.
+        keep: ``"main"`` (largest face per image) or ``"all"``.
+        detector: MTCNN for images that are not pre-aligned (default: the pretrained one).
+        aligned: ``None`` = auto (numbered folder -> pre-aligned); True/False forces it.
+        n_frames: for numbered folders, the video's frame count, so trailing faceless frames are
+            reported too (default: the largest number present).
+        fps: frame rate for timestamps ``(k - 1) / fps``; ``None`` gives NaN timestamps.
+    """
+    if keep not in KEEP_MODES:
+        raise ValueError(f"keep must be one of {KEEP_MODES}, got {keep!r}")
+    files, numbered, source = _list_inputs(paths_or_folder)
+    pre_aligned = numbered if aligned is None else aligned
+    numbers = [int(p.stem) for p in files] if numbered else list(range(1, len(files) + 1))
+    by_number = dict(zip(numbers, files))
+    last = max(numbers + [n_frames or 0]) if numbered else len(files)
+    frames = range(1, last + 1) if numbered else numbers
+    sizes = tuple(int(s) for s in sizes)
+    rows = _Rows(sizes, source)
+    detector = None if pre_aligned else (detector or default_detector())
+    pending: list[tuple[int, float, np.ndarray | None]] = []
+
+    def flush():
+        images = [img for _, _, img in pending if img is not None]
+        dets = iter(detector.detect(images)) if detector is not None and images else iter(())
+        for num, t, img in pending:
+            if img is None:
+                rows.add(num, t)
+            elif detector is None:
+                h, w = img.shape[:2]
+                crops = {s: cv2.resize(img, (s, s), interpolation=cv2.INTER_AREA if s < max(h, w)
+                                       else cv2.INTER_LINEAR) for s in sizes}
+                rows.add(num, t, box=np.array([0, 0, w, h], np.float32), score=1.0, tid=0, crops=crops)
+            else:
+                det = next(dets)
+                if len(det) == 0:
+                    rows.add(num, t)
+                picks = [_largest(det)] if keep == "main" and len(det) else range(len(det))
+                for p in picks:
+                    rows.add(num, t, img, det.boxes[p], det.landmarks[p], float(det.scores[p]),
+                             0 if keep == "main" else int(p))
+        pending.clear()
+
+    for num in frames:
+        t = (num - 1) / fps if fps else float("nan")
+        path = by_number.get(num)
+        pending.append((num, t, read_image(path) if path is not None else None))
+        if len(pending) == batch_size:
+            flush()
+            yield rows.pop()
+    if pending:
+        flush()
+        yield rows.pop()

@@ -1,0 +1,223 @@
+"""Video -> aligned face crops, streaming: decode, detect (batched), track, align.
+
+Two passes over the file, so memory stays flat however long the video is:
+
+1. :func:`detect_video` decodes the sampled frames at detection resolution (longer side at most
+   ``detect_max_side``; swscale area filter), runs MTCNN on batches of frames and the IoU tracker,
+   and keeps only boxes, landmarks and track ids (~100 bytes per sampled frame), then stitches
+   broken tracks and picks the main person (see :mod:`affectfuse.faces.track`). Choosing "the most
+   persistent, largest" person needs the whole video, hence this pass.
+2. :func:`iter_faces` decodes the same frames again at full resolution and cuts the aligned crops
+   from the original pixels, yielding :class:`FaceBatch` es. Decoding is much cheaper than
+   detection (see docs/benchmarks.md), so the second pass costs little.
+
+Frames where the chosen face is absent are kept, with ``found=False`` and black crops.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from affectfuse.faces.align import align_face
+from affectfuse.faces.mtcnn import MTCNN, load_mtcnn
+from affectfuse.faces.track import IoUTracker, TrackStats, merge_stats, select_main_track, stitch_tracks
+from affectfuse.media.decode import MediaError, iter_frames, probe
+
+DETECT_PIXEL_BUDGET = 8_000_000  # pixels per detection batch (float32 copy ~96 MB)
+CROP_PIXEL_BUDGET = 16_000_000  # pixels per full-resolution crop batch (uint8 ~48 MB)
+KEEP_MODES = ("main", "all")
+
+
+@dataclass
+class FaceBatch:
+    """Aligned faces of up to ``batch_size`` frames (one row per frame; with ``keep="all"`` one row
+    per face, so a frame with two faces has two rows with the same frame number).
+
+    Attributes:
+        frame_numbers: (B,) int64, 1-based (Aff-Wild2 numbering).
+        timestamps: (B,) float64 seconds (NaN for image folders without ``fps``).
+        found: (B,) bool; False = no (main) face in this frame; its crops are black.
+        track_ids: (B,) int64 track (person) id, -1 where not found.
+        boxes: (B, 4) float32 ``x1, y1, x2, y2`` pixels of the original frame (NaN where not found).
+        landmarks: (B, 5, 2) float32 ``(x, y)`` pixels (NaN where not found or unknown).
+        scores: (B,) float32 detector face probability (0 where not found).
+        crops: ``{size: (B, size, size, 3) uint8 RGB}`` aligned crops per requested size.
+        source: the file or folder these came from.
+    """
+
+    frame_numbers: np.ndarray
+    timestamps: np.ndarray
+    found: np.ndarray
+    track_ids: np.ndarray
+    boxes: np.ndarray
+    landmarks: np.ndarray
+    scores: np.ndarray
+    crops: dict[int, np.ndarray]
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.frame_numbers)
+
+
+class _Rows:
+    """Accumulates FaceBatch rows."""
+
+    def __init__(self, sizes: Sequence[int], source: str):
+        self.sizes, self.source = tuple(sizes), source
+        self.clear()
+
+    def clear(self):
+        self.num, self.t, self.found, self.tid, self.box, self.lm, self.score = [], [], [], [], [], [], []
+        self.crops = {s: [] for s in self.sizes}
+
+    def add(self, num, t, image=None, box=None, lm=None, score=0.0, tid=-1, crops=None):
+        found = box is not None
+        self.num.append(num)
+        self.t.append(t)
+        self.found.append(found)
+        self.tid.append(tid if found else -1)
+        self.box.append(box if found else np.full(4, np.nan, np.float32))
+        self.lm.append(lm if lm is not None else np.full((5, 2), np.nan, np.float32))
+        self.score.append(score if found else 0.0)
+        for s in self.sizes:
+            if crops is not None:
+                crop = crops[s]
+            elif found and image is not None and lm is not None and np.isfinite(lm).all():
+                crop = align_face(image, lm, s)
+            else:
+                crop = np.zeros((s, s, 3), np.uint8)
+            self.crops[s].append(crop)
+
+    def __len__(self):
+        return len(self.num)
+
+    def pop(self) -> FaceBatch:
+        out = FaceBatch(np.asarray(self.num, np.int64), np.asarray(self.t, np.float64),
+                        np.asarray(self.found, bool), np.asarray(self.tid, np.int64),
+                        np.asarray(self.box, np.float32).reshape(-1, 4),
+                        np.asarray(self.lm, np.float32).reshape(-1, 5, 2),
+                        np.asarray(self.score, np.float32),
+                        {s: np.stack(v) if v else np.zeros((0, s, s, 3), np.uint8) for s, v in self.crops.items()},
+                        self.source)
+        self.clear()
+        return out
+
+
+@functools.lru_cache(maxsize=2)
+def default_detector(device: str = "cpu") -> MTCNN:
+    """The pretrained MTCNN, loaded once per process and device."""
+    return load_mtcnn(device=device)
+
+
+@dataclass
+class VideoDetections:
+    """Result of the detection pass over one video.
+
+    Attributes:
+        path: the video.
+        frame_numbers: (N,) int64 sampled frame numbers (1-based); timestamps: (N,) float64 s.
+        boxes, scores, landmarks, track_ids: per sampled frame, (F, 4) / (F,) / (F, 5, 2) / (F,) arrays in
+            original-frame pixels; ``track_ids`` are stitched (chain) ids.
+        tracks: per stitched track, :class:`TrackStats`; main_track: the main person's id (None: no face).
+    """
+
+    path: str
+    frame_numbers: np.ndarray
+    timestamps: np.ndarray
+    boxes: list
+    scores: list
+    landmarks: list
+    track_ids: list
+    tracks: dict[int, TrackStats] = field(default_factory=dict)
+    main_track: int | None = None
+
+    @property
+    def found_fraction(self) -> float:
+        """Share of sampled frames where the main person's face was found."""
+        if len(self.frame_numbers) == 0 or self.main_track is None:
+            return 0.0
+        return float(np.mean([(ids == self.main_track).any() for ids in self.track_ids]))
+
+
+def _batch_for(pixels_per_frame: int, batch_size: int, budget: int) -> int:
+    return int(max(1, min(batch_size, budget // max(1, pixels_per_frame))))
+
+
+def detect_video(path: str | os.PathLike, fps: float | None = None, detector: MTCNN | None = None,
+                 batch_size: int = 32, detect_max_side: int | None = 1280,
+                 tracker: IoUTracker | None = None, stitch_gap_s: float = 10.0) -> VideoDetections:
+    """Pass 1: detect and track faces in the sampled frames, keeping boxes only (memory ~100 B/frame)."""
+    info = probe(path)
+    if not info.has_video:
+        raise MediaError(path, "no video stream (audio-only file): no faces to find")
+    detector = detector or default_detector()
+    tracker = tracker or IoUTracker()
+    side = max(info.width, info.height) or 1
+    scale = min(1.0, detect_max_side / side) if detect_max_side else 1.0
+    bsize = _batch_for(int(info.width * info.height * scale * scale), batch_size, DETECT_PIXEL_BUDGET)
+    nums, times, boxes, scores, marks, ids = [], [], [], [], [], []
+    for batch in iter_frames(path, fps=fps, batch_size=bsize, max_side=detect_max_side):
+        for num, t, det in zip(batch.frame_numbers, batch.timestamps, detector.detect(batch.images)):
+            b, lm = det.boxes / batch.scale, det.landmarks / batch.scale
+            nums.append(int(num))
+            times.append(float(t))
+            boxes.append(b)
+            scores.append(det.scores)
+            marks.append(lm)
+            ids.append(tracker.update(float(t), b))
+    chain = stitch_tracks(tracker.stats, stitch_gap_s=stitch_gap_s)
+    tracks = merge_stats(tracker.stats, chain)
+    ids = [np.array([chain[int(i)] for i in row], np.int64) for row in ids]
+    return VideoDetections(str(path), np.asarray(nums, np.int64), np.asarray(times, np.float64), boxes, scores,
+                           marks, ids, tracks, select_main_track(tracks))
+
+
+def iter_faces(path: str | os.PathLike, fps: float | None = None, sizes: Sequence[int] = (112,),
+               batch_size: int = 32, keep: str = "main", detector: MTCNN | None = None,
+               detect_max_side: int | None = 1280, detections: VideoDetections | None = None) -> Iterator[FaceBatch]:
+    """Decode + detect + track + align a video, streaming.
+
+    Args:
+        path: video file.
+        fps: sampling rate in frames/s (``None``: every frame).
+        sizes: crop sides to produce (112 ArcFace template; 160, 224 MTCNN-box framing).
+        batch_size: at most this many frames per yielded batch (fewer for very large frames).
+        keep: ``"main"`` -- one row per sampled frame with the main person (most persistent x
+            largest track); ``"all"`` -- one row per face and frame with its track id (and one
+            ``found=False`` row for a frame without faces).
+        detector: an :class:`MTCNN` (default: the pretrained one on CPU).
+        detect_max_side: detection runs on frames downscaled to this longer side; crops always come
+            from the original frames. ``None``: full size.
+        detections: a finished :func:`detect_video` result to reuse (skips pass 1).
+
+    Raises:
+        MediaError: unreadable file, no video stream, zero frames (see :func:`affectfuse.media.iter_frames`).
+    """
+    if keep not in KEEP_MODES:
+        raise ValueError(f"keep must be one of {KEEP_MODES}, got {keep!r}")
+    sizes = tuple(int(s) for s in sizes)
+    info = probe(path)
+    dets = detections or detect_video(path, fps, detector, batch_size, detect_max_side)
+    rows = _Rows(sizes, str(path))
+    bsize = _batch_for(info.width * info.height, batch_size, CROP_PIXEL_BUDGET)
+    i = 0
+    for batch in iter_frames(path, fps=fps, batch_size=bsize):
+        for num, t, image in zip(batch.frame_numbers, batch.timestamps, batch.images):
+            if i >= len(dets.frame_numbers) or dets.frame_numbers[i] != num:
+                raise MediaError(path, f"frame {num} was not in the detection pass (file changed or decoding is "
+                                       "not reproducible)")
+            ids = dets.track_ids[i]
+            picks = np.flatnonzero(ids == dets.main_track) if keep == "main" else np.argsort(ids, kind="stable")
+            if len(picks) == 0:
+                rows.add(int(num), float(t))
+            for p in picks[:1] if keep == "main" else picks:
+                rows.add(int(num), float(t), image, dets.boxes[i][p], dets.landmarks[i][p],
+                         float(dets.scores[i][p]), int(ids[p]))
+            i += 1
+        if len(rows):
+            yield rows.pop()
