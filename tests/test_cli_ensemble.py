@@ -44,7 +44,8 @@ def test_two_files_average_to_their_mean(tmp_path, capsys):
     assert line["mean_pearson"] == pytest.approx(expected["mean_pearson"], abs=1e-5)
     assert line["videos"] == 8 and line["split"] == "val"
     assert [m["file"] for m in line["members"]] == [str(fa), str(fb)]
-    assert line["members"][0]["mean_pearson"] == pytest.approx(eri_metrics(labels[val], a[val])["mean_pearson"], abs=1e-5)
+    member_a = eri_metrics(labels[val], a[val])["mean_pearson"]
+    assert line["members"][0]["mean_pearson"] == pytest.approx(member_a, abs=1e-5)
     sidecar = json.loads((tmp_path / "ens.csv.json").read_text())
     assert sidecar["provenance"]["weights"] == [0.5, 0.5]
 

@@ -144,7 +144,8 @@ def run_eri(paths: list[Path], weights: np.ndarray, args: argparse.Namespace) ->
     provenance = {"ensemble_of": [str(p) for p in paths], "weights": weights.tolist(),
                   "members": [read_sidecar(p) for p in paths]}
     if args.table is not None:
-        scored, videos = score_eri(args.table, args.split, ids, {"ensemble": ensemble, **{str(p): m for p, m in zip(paths, members)}})
+        named = {"ensemble": ensemble, **{str(p): m for p, m in zip(paths, members)}}
+        scored, videos = score_eri(args.table, args.split, ids, named)
         line = {**scored["ensemble"], "split": args.split, "videos": videos,
                 "members": [{"file": str(p), "mean_pearson": scored[str(p)]["mean_pearson"]} for p in paths],
                 "weights": weights.tolist(), "out": str(args.out)}

@@ -53,7 +53,7 @@ def write_eri_predictions(path: str | Path, file_ids, preds, label_names=ERI_EMO
     problems = []
     dup = _duplicates(file_ids)
     if dup:
-        problems.append(f"duplicate ids: {', '.join(dup[:10])}{' ...' if len(dup) > 10 else ''}")
+        problems.append(f"duplicate ids: {_some(dup, 10)}")
     if not np.isfinite(preds).all():
         rows = np.flatnonzero(~np.isfinite(preds).all(axis=1))
         problems.append(f"NaN or infinite predictions for ids {', '.join(file_ids[i] for i in rows[:10])}")
@@ -133,10 +133,14 @@ def _check(path: Path, header, rows, label_names, expected_ids) -> tuple[list[st
         missing = [i for i in want if canonical_id(i) not in have]
         extra = [i for i in ids if canonical_id(i) not in want_canon]
         if missing:
-            problems.append(f"{len(missing)} missing ids: {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
+            problems.append(f"{len(missing)} missing ids: {_some(missing)}")
         if extra:
-            problems.append(f"{len(extra)} unexpected ids: {', '.join(extra[:20])}{' ...' if len(extra) > 20 else ''}")
+            problems.append(f"{len(extra)} unexpected ids: {_some(extra)}")
     return problems, ids, values
+
+
+def _some(ids: list[str], n: int = 20) -> str:
+    return ", ".join(ids[:n]) + (" ..." if len(ids) > n else "")
 
 
 def validate_eri_predictions(path: str | Path, expected_ids=None, label_names=ERI_EMOTIONS) -> None:
