@@ -9,6 +9,7 @@ import torch
 from affectfuse.cli import main
 from affectfuse.data.store import FeatureSet, FeatureSetMeta, VideoFeatures
 from affectfuse.labels import EXPR_CLASSES
+from affectfuse.outputs.expr_files import read_probabilities
 
 TINY = ["--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1",
         "--set", "model.ff_mult=2", "--set", "lr=0.003", "--set", "batch_size=8",
@@ -67,6 +68,16 @@ def test_affwild2_train_evaluate_predict_submit_validate(affwild, capsys):
                  "--out", str(d / "probs.csv")]) == 0
     probs_header = (d / "probs.csv").read_text().splitlines()[0]
     assert probs_header.endswith(",".join(EXPR_CLASSES) + ",predicted")
+    # `affectfuse ensemble` recognises EXPR probability files and scores the ensemble on annotations
+    assert main(["expr", "predict", "--checkpoint", str(run / "best.pt"), "--frame-list", str(d / "example.txt"),
+                 "--smooth", "mean:9", "--out", str(d / "probs2.csv")]) == 0
+    capsys.readouterr()
+    assert main(["ensemble", str(d / "probs.csv"), str(d / "probs2.csv"), "--weights", "3,1",
+                 "--out", str(d / "ens.csv"), "--table", str(d / "Validation_Set")]) == 0
+    ens = _last_json(capsys)
+    assert ens["videos"] == 2 and len(ens["members"]) == 2 and 0 <= ens["macro_f1"] <= 1
+    a, b, e = (read_probabilities(d / f) for f in ("probs.csv", "probs2.csv", "ens.csv"))
+    assert np.allclose(e["va"][1], 0.75 * a["va"][1] + 0.25 * b["va"][1], atol=2e-6)
     # two runs' probabilities averaged into one submission with a row for every listed frame
     assert main(["expr", "submit", "--probabilities", str(d / "probs.csv"), str(d / "probs.csv"),
                  "--frame-list", str(d / "example.txt"), "--smooth", "mode:3", "--out", str(d / "sub.txt")]) == 0
@@ -134,3 +145,29 @@ def test_probe_and_manifest_path(items, capsys):
     assert main(["expr", "predict", "--checkpoint", str(run / "best.pt"), "--manifest", str(d / "manifest.csv"),
                  "--split", "val", "--out", str(d / "items.csv")]) == 0
     assert (d / "items.csv").read_text().splitlines()[0] == "id," + ",".join(EXPR_CLASSES) + ",predicted"
+
+
+@pytest.mark.slow
+def test_real_faces_zero_shot_and_probe(shared_data, tmp_path, capsys):
+    """Real photos (../shared/data/faces, 6 per class): MTCNN + alignment + faceexpressionnet, then the probe.
+
+    The full-data figures (all 1,357 photos, 5 folds) are in docs/expr.md (benchmarks/expr_faces_probe.py)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "expr_faces_probe", Path(__file__).resolve().parents[1] / "benchmarks" / "expr_faces_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    rows = probe.read_labels(shared_data / "faces", per_class=6)
+    fs = probe.extract_photos([shared_data / "faces" / "images" / n for n, _ in rows], tmp_path / "fx")
+    found = np.mean([fs.read(Path(n).stem).mask[0] for n, _ in rows])
+    assert len(rows) == 48 and found >= 0.85
+    manifest = probe.write_manifest(rows, tmp_path / "manifest.csv")
+    assert main(["expr", "probe", "--manifest", str(manifest), "--features", str(fs.path), "--folds", "3",
+                 "--classifier", "logreg", "--zero-shot", "--out", str(tmp_path / "out")]) == 0
+    res = _last_json(capsys)
+    zero = json.loads((tmp_path / "out" / "zero_shot_scores.json").read_text())
+    # chance is 1/8; the pretrained network recognises happiness on real photos
+    assert res["zero_shot"]["macro_f1"] > 0.2 and zero["per_class"]["Happiness"]["recall"] >= 0.5, res
+    assert 0.0 <= res["logreg"]["macro_f1"] <= 1.0

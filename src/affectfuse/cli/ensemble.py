@@ -156,8 +156,23 @@ def run_eri(paths: list[Path], weights: np.ndarray, args: argparse.Namespace) ->
     return 0
 
 
+# -- EXPR (per-frame probability CSVs of affectfuse expr predict; averaging in affectfuse.cli.expr) ---
+
+def _is_expr(header: list[str]) -> bool:
+    from affectfuse.outputs.expr_files import is_probability_header
+
+    return is_probability_header(header)
+
+
+def _run_expr(paths: list[Path], weights: np.ndarray, args: argparse.Namespace) -> int:
+    from affectfuse.cli.expr import run_ensemble
+
+    return run_ensemble(paths, weights, args)
+
+
 KINDS: dict[str, Kind] = {
     "eri": Kind("ERI prediction CSV (File_ID + 7 emotions)", _is_eri, run_eri),
+    "expr": Kind("EXPR per-frame probability CSV (video, frame + 8 class columns)", _is_expr, _run_expr),
 }
 
 

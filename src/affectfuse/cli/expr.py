@@ -389,3 +389,33 @@ def zero_shot_probabilities(items, feature_set, class_names):
             if k is not None:
                 out[i, k] = p[j]
     return out
+
+
+def run_ensemble(paths, weights, args) -> int:
+    """``affectfuse ensemble`` for EXPR per-frame probability CSVs: the weighted mean of the runs' per-frame
+    probabilities (the paper's Table 4 ensemble) written to ``args.out``. With ``--table`` = an Aff-Wild2
+    annotation folder, the ensemble and each member are scored (macro F1) and one JSON line is printed."""
+    import numpy as np
+
+    from affectfuse.data.affwild2 import read_expr_folder
+    from affectfuse.metrics.classification import expr_macro_f1
+    from affectfuse.outputs.expr_files import ensemble_probability_files, labels_at, read_probabilities
+
+    ensemble_probability_files(paths, args.out, weights)
+    if getattr(args, "table", None) is None:
+        return 0
+    labels = read_expr_folder(args.table)
+
+    def score(path) -> float:
+        probs = read_probabilities(path)
+        missing = sorted(set(labels) - set(probs))
+        if missing:
+            raise ValueError(f"{path}: no predictions for {len(missing)} annotated video(s): {missing[:10]}")
+        y = [labels[v] for v in labels]
+        p = [labels_at(probs[v][0], probs[v][1].argmax(1), np.arange(1, len(labels[v]) + 1)) for v in labels]
+        return expr_macro_f1(np.concatenate(y), np.concatenate(p))
+
+    _print({"macro_f1": round(score(args.out), 4), "videos": len(labels), "out": str(args.out),
+            "members": [{"file": str(p), "macro_f1": round(score(p), 4)} for p in paths],
+            "weights": [float(w) for w in weights]})
+    return 0

@@ -69,14 +69,18 @@ def write_probabilities(path, probs: dict[str, np.ndarray], frames: dict[str, np
     return Path(path)
 
 
+def is_probability_header(header: list[str]) -> bool:
+    """True for the header of a per-frame EXPR probability CSV (used by ``affectfuse ensemble``)."""
+    return {"video", "frame", *EXPR_CLASSES} <= {h.strip() for h in header}
+
+
 def is_probability_file(path) -> bool:
-    """True when ``path`` is a per-frame EXPR probability CSV (used by ``affectfuse ensemble``)."""
+    """True when ``path`` is a per-frame EXPR probability CSV."""
     try:
         with open(path, encoding="utf-8-sig") as fh:
-            header = [h.strip() for h in fh.readline().split(",")]
+            return is_probability_header(fh.readline().strip().split(","))
     except OSError:
         return False
-    return {"video", "frame", *EXPR_CLASSES} <= set(header)
 
 
 def read_probabilities(path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -104,10 +108,12 @@ def read_probabilities(path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarr
     return out
 
 
-def average_probabilities(files) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Ensemble: the mean of per-frame probabilities over several runs' probability CSVs.
+def average_probabilities(files, weights=None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Ensemble: the (weighted) mean of per-frame probabilities over several runs' probability CSVs.
 
-    Every file must hold the same videos and frames; otherwise one error names the file and the difference.
+    ``weights``: one per file (normalised to sum 1; default equal). Every file must hold the same videos
+    and frames; otherwise one error names the file and the difference. The ``face`` flags of the first file
+    are kept.
     """
     files = [Path(f) for f in files]
     if not files:
@@ -121,13 +127,17 @@ def average_probabilities(files) -> dict[str, tuple[np.ndarray, np.ndarray, np.n
         for vid in base:
             if not np.array_equal(run[vid][0], base[vid][0]):
                 raise SubmissionError(f"{f}: frames of video {vid!r} differ from {files[0]}")
-    return {vid: (fr, np.mean([run[vid][1] for run in runs], axis=0), face)
+    w = np.full(len(runs), 1.0 / len(runs)) if weights is None else np.asarray(weights, np.float64)
+    if w.shape != (len(runs),) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"need {len(runs)} non-negative weights with a positive sum, got {weights}")
+    w = w / w.sum()
+    return {vid: (fr, np.tensordot(w, np.stack([run[vid][1] for run in runs]), axes=1), face)
             for vid, (fr, _, face) in base.items()}
 
 
-def ensemble_probability_files(files, output) -> Path:
+def ensemble_probability_files(files, output, weights=None) -> Path:
     """Average several probability CSVs (see :func:`average_probabilities`) into ``output``."""
-    avg = average_probabilities(files)
+    avg = average_probabilities(files, weights)
     return write_probabilities(output, {v: p for v, (_, p, _) in avg.items()},
                                {v: fr for v, (fr, _, _) in avg.items()}, {v: fc for v, (_, _, fc) in avg.items()})
 
