@@ -1,0 +1,148 @@
+"""``affectfuse predict [VIDEO ...]``: videos -> per-frame expressions, voice emotion, a report per video.
+
+With no VIDEO it runs on the sample clip shipped in the package. A VIDEO may be a folder (every media
+file inside is taken). Per video, ``OUT/<stem>/`` gets ``expressions.csv``, ``summary.json``,
+``timeline.png`` and ``report.html``; ``OUT/index.html`` links them all and ``OUT/failures.csv``
+lists the videos that failed (the others still finish; the exit code is then 1). A video whose
+``summary.json`` already exists for the same file is skipped unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+HELP = "videos -> per-frame expressions, voice emotion, fused top emotion, ERI, HTML report"
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp")
+log = logging.getLogger(__name__)
+
+
+def _add(parser, *flags, **kwargs) -> None:
+    """Add an option unless the parser already has one of its flags (shared with the feature-set mode)."""
+    if any(f in parser._option_string_actions for f in flags):
+        return
+    parser.add_argument(*flags, **kwargs)
+
+
+def add_arguments(parser) -> None:
+    """Options of the video mode (safe to call on a parser that already has some of them)."""
+    if not any(a.dest == "videos" for a in parser._actions):
+        parser.add_argument("videos", nargs="*", metavar="VIDEO",
+                            help="video files or folders (default: the bundled sample clip)")
+    _add(parser, "--out", "-o", default="predict_out", help="output folder (default: ./predict_out)")
+    _add(parser, "--fps", type=float, default=None, help="analyse frames at this rate (default: every frame)")
+    _add(parser, "--batch-size", type=int, default=32, help="frames per batch (default 32)")
+    _add(parser, "--expr-checkpoint", default=None,
+         help="an EXPR checkpoint for the per-frame expressions (default: the face-api FaceExpressionNet)")
+    _add(parser, "--eri-checkpoint", default=None,
+         help="an ERI checkpoint: adds the 7 emotional reaction intensities in [0, 1]")
+    _add(parser, "--voice-head", default="default",
+         help="voice emotion head: 'default' (bundled EmoDB head), a checkpoint path, or 'none'")
+    _add(parser, "--fusion-weights", default="0.5,0.5", help="face,voice weights of the late fusion (default 0.5,0.5)")
+    _add(parser, "--detect-max-side", type=int, default=320,
+         help="run face detection on frames downscaled to this longer side in pixels (default 320; crops "
+              "always come from the full frames)")
+    _add(parser, "--min-face-size", type=float, default=20.0,
+         help="smallest face side to detect, in pixels of the detection frame (default 20; larger is faster)")
+    _add(parser, "--thumbnails", type=int, default=6, help="aligned face thumbnails in the report (default 6)")
+    _add(parser, "--device", default="cpu", help="torch device (default cpu)")
+    _add(parser, "--overwrite", action="store_true", help="redo videos whose results already exist")
+
+
+def collect_videos(items: list[str]) -> list[Path]:
+    """Expand folders into their media files (sorted); files are taken as given (checked later)."""
+    out: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        else:
+            out.append(path)
+    return out
+
+
+def output_names(videos: list[Path]) -> list[str]:
+    """One folder name per video: the stem, made unique with ``_2``, ``_3`` ... when stems repeat."""
+    seen: dict[str, int] = {}
+    names = []
+    for v in videos:
+        stem = v.stem or "video"
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return names
+
+
+def _fingerprint(path: Path) -> dict:
+    st = path.stat()
+    return {"path": str(path.resolve()), "bytes": st.st_size, "mtime": int(st.st_mtime)}
+
+
+def _done(folder: Path, video: Path) -> dict | None:
+    """The summary of a finished earlier run on the same file, else None."""
+    summary_path = folder / "summary.json"
+    if not summary_path.is_file() or not (folder / "report.html").is_file():
+        return None
+    try:
+        summary = json.loads(summary_path.read_text())
+        return summary if summary.get("source_file") == _fingerprint(video) else None
+    except (OSError, ValueError):
+        return None
+
+
+def run(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from affectfuse.inference.video import PredictOptions, VideoPredictor, sample_clip_path
+    from affectfuse.outputs.report import write_index
+    from affectfuse.utils import FailureLog
+
+    torch.set_num_threads(max(1, min(int(os.environ.get("AFFECTFUSE_THREADS", 2)), os.cpu_count() or 1)))
+    videos = collect_videos(list(args.videos)) if args.videos else [sample_clip_path()]
+    if not videos:
+        raise FileNotFoundError(f"no video files found in {', '.join(args.videos)}")
+    out = Path(args.out or "predict_out")
+    out.mkdir(parents=True, exist_ok=True)
+    failures = FailureLog(out / "failures.csv")
+    try:
+        weights = tuple(float(w) for w in str(args.fusion_weights).split(","))
+        assert len(weights) == 2 and min(weights) >= 0 and sum(weights) > 0
+    except (ValueError, AssertionError):
+        raise ValueError(f"--fusion-weights must be two non-negative numbers 'face,voice', got {args.fusion_weights!r}")
+    options = PredictOptions(
+        fps=args.fps, batch_size=args.batch_size, expr_checkpoint=args.expr_checkpoint,
+        eri_checkpoint=args.eri_checkpoint, voice_head=args.voice_head, fusion_weights=weights,
+        detect_max_side=args.detect_max_side, min_face_size=args.min_face_size, thumbnails=args.thumbnails, device=args.device)
+    predictor = VideoPredictor(options)  # loads every model once; a bad checkpoint stops here, before any video
+    rows = []
+    names = output_names(videos)
+    bar = tqdm(list(zip(videos, names)), desc="predict", unit="video", disable=None)
+    for video, name in bar:
+        bar.set_postfix_str(video.name)
+        folder = out / name
+        try:
+            exists = video.is_file()
+            summary = None if args.overwrite or not exists else _done(folder, video)
+            if summary is None:  # a missing or unreadable file fails in predict with a MediaError naming it
+                summary = predictor.predict(video, folder, extra={"source_file": _fingerprint(video) if exists else None})
+            rows.append({"video_id": name, "video": str(video), "top_emotion": summary.get("top_emotion"),
+                         "report": f"{name}/report.html"})
+        except Exception as exc:  # one bad video never stops the others
+            if isinstance(exc, (KeyboardInterrupt, MemoryError)):
+                raise
+            log.debug("failed on %s", video, exc_info=True)
+            failures.add(str(video), exc)
+            tqdm.write(f"failed: {video}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    index = write_index(out, rows, list(failures))
+    for row in rows:
+        print(f"{row['video_id']}: top emotion {row['top_emotion']}  ->  {out / row['report']}")
+    print(f"index: {index}")
+    if failures:
+        print(f"{len(failures)} of {len(videos)} video(s) failed; see {failures.path}", file=sys.stderr)
+        return 1
+    if failures.path.exists():
+        failures.path.unlink()  # a stale list from an earlier run would mislead
+    return 0
