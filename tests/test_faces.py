@@ -21,9 +21,17 @@ REF_MULTI_BOXES = np.array([[682.5, 286.3, 790.5, 419.2], [530.8, 299.1, 632.8, 
                             [220.6, 65.4, 302.4, 174.3], [438.6, 213.4, 516.9, 307.9]])
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread(_torch_threads):
+    """MTCNN runs many small ops: on this shared, loaded machine one thread is ~10x faster than two
+    (no waiting at OpenMP barriers for a second time slice)."""
+    torch.set_num_threads(1)
+    yield
+
+
+
 @pytest.fixture(scope="module")
 def mtcnn() -> MTCNN:
-    torch.set_num_threads(2)
     return load_mtcnn()
 
 
@@ -66,13 +74,13 @@ def test_weights_lookup_errors_and_random_weights(tmp_path):
     assert len(model.detect(np.zeros((2, 40, 50, 3), np.uint8))) == 2
 
 
-def test_matches_reference_implementation(shared_data, mtcnn):
+def test_matches_reference_implementation(shared_data, mtcnn, fast):
     det = mtcnn.detect(read_image(shared_data / "media" / "single_face.jpg"))[0]
     assert len(det) == 1 and det.scores[0] > 0.99
     assert box_iou(det.boxes, REF_SINGLE_BOX[None])[0, 0] > 0.85
     side = REF_SINGLE_BOX[2] - REF_SINGLE_BOX[0]
     assert np.abs(det.landmarks[0] - REF_SINGLE_LANDMARKS).max() < 0.05 * side
-    multi = mtcnn.detect(read_image(shared_data / "media" / "multi_face.jpg"))[0]
+    multi = fast.detect(read_image(shared_data / "media" / "multi_face.jpg"))[0]  # faces >= 80 px
     iou = box_iou(multi.boxes, REF_MULTI_BOXES)
     assert (iou.max(axis=0) > 0.8).all()  # every reference face found
     assert multi.boxes.dtype == np.float32 and multi.landmarks.shape == (len(multi), 5, 2)
@@ -125,9 +133,10 @@ def test_video_pipeline_keeps_faceless_frames(tmp_path, face, fast):
 
 def test_keep_all_and_main_person(tmp_path, face, fast):
     path = _face_video(tmp_path, face, blank=(), second=True)
-    rows = list(iter_faces(path, keep="all", detector=fast))[0]
+    det = detect_video(path, detector=fast)
+    rows = list(iter_faces(path, keep="all", detections=det))[0]
     assert len(rows) == 8 + 4 and len(set(rows.track_ids)) == 2
-    main = list(iter_faces(path, keep="main", detector=fast))[0]
+    main = list(iter_faces(path, keep="main", detections=det))[0]
     assert len(main) == 8 and main.found.all()
     assert (main.boxes[:, 2] - main.boxes[:, 0] > 60).all()  # the big (~80 px), always-present face
 
@@ -136,7 +145,7 @@ def test_4k_detection_downscaled_crops_from_original(tmp_path, face, fast):
     import cv2
 
     big_face = cv2.resize(face, (640, 640), interpolation=cv2.INTER_CUBIC)
-    frames = np.full((2, 2160, 3840, 3), 90, np.uint8)
+    frames = np.full((1, 2160, 3840, 3), 90, np.uint8)
     frames[:, 1000:1640, 2000:2640] = big_face
     path = write_video(tmp_path / "uhd.mp4", frames, fps=5, options={"preset": "ultrafast"})
     det = detect_video(path, detector=fast, detect_max_side=640)
@@ -185,13 +194,13 @@ def test_pipeline_bad_input(tmp_path, fast):
 
 @pytest.mark.slow
 def test_real_clips_face_found(shared_data, fast):
-    pexels = detect_video(shared_data / "media" / "talking_face_pexels.mp4", fps=1, detector=fast)
-    assert len(pexels.frame_numbers) >= 19 and pexels.found_fraction >= 0.95
+    pexels = detect_video(shared_data / "media" / "talking_face_pexels.mp4", fps=0.5, detector=fast)
+    assert len(pexels.frame_numbers) == 10 and pexels.found_fraction >= 0.95
     clips = sorted((shared_data / "crema-d" / "clips").glob("1001_*.flv"))
     assert len(clips) == 6
-    found = [detect_video(c, fps=2, detector=fast) for c in clips]
+    found = [detect_video(c, fps=1, detector=fast) for c in clips]
     n = sum(len(d.frame_numbers) for d in found)
-    assert n >= 24 and sum(d.found_fraction * len(d.frame_numbers) for d in found) / n >= 0.95
-    none = detect_video(shared_data / "media" / "no_face.mp4", fps=1, detector=fast)
+    assert n >= 12 and sum(d.found_fraction * len(d.frame_numbers) for d in found) / n >= 0.95
+    none = detect_video(shared_data / "media" / "no_face.mp4", fps=1, detector=fast, detect_max_side=640)
     assert len(none.frame_numbers) >= 3 and none.main_track is None
     assert all(len(b) == 0 for b in none.boxes)

@@ -1,0 +1,122 @@
+"""Alignment: the similarity fit is exact on exact data, crops put landmarks on the template, big faces
+are area-shrunk, and the MTCNN-box template matches real faces."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from affectfuse.faces import ARCFACE_112, MTCNN_BOX_TEMPLATE, align_face, similarity_transform, template
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(_torch_threads):
+    """MTCNN runs many small ops: on this shared, loaded machine one thread is ~10x faster than two
+    (no waiting at OpenMP barriers for a second time slice)."""
+    torch.set_num_threads(1)
+    yield
+
+
+def _similarity(angle_deg, scale, shift):
+    a = np.deg2rad(angle_deg)
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    m[:, 2] = shift
+    return m
+
+
+@pytest.mark.parametrize("angle,scale", [(0, 1.0), (23, 0.4), (-70, 3.5), (180, 1.2)])
+def test_similarity_transform_recovers_known_transform(angle, scale):
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 200, (5, 2))
+    truth = _similarity(angle, scale, [13.0, -7.5])
+    dst = src @ truth[:, :2].T + truth[:, 2]
+    np.testing.assert_allclose(similarity_transform(src, dst), truth, atol=1e-8)
+
+
+def test_similarity_transform_never_reflects():
+    src = np.random.default_rng(2).uniform(0, 10, (5, 2))
+    mirrored = src * [-1, 1]
+    m = similarity_transform(src, mirrored)
+    assert np.linalg.det(m[:, :2]) > 0
+
+
+def test_templates():
+    np.testing.assert_allclose(template(112), ARCFACE_112)
+    np.testing.assert_allclose(template(224, "arcface"), ARCFACE_112 * 2)
+    np.testing.assert_allclose(template(160), MTCNN_BOX_TEMPLATE * 160 - 0.5)
+    for size in (112, 160, 224):
+        t = template(size)
+        assert t[0, 0] < t[1, 0] and t[3, 0] < t[4, 0]  # left eye/mouth on the image left
+        assert t[0, 1] < t[2, 1] < t[3, 1] and (t > 0).all() and (t < size).all()
+    with pytest.raises(ValueError, match="unknown template"):
+        template(112, "dlib")
+
+
+def _dot_image(points, shape, radius):
+    """White image with an anti-aliased black disc at each (continuous) point."""
+    img = np.full((*shape, 3), 255, np.uint8)
+    for x, y in points:  # cv2 draws in pixel-centre coordinates, with 3 fractional bits
+        cv2.circle(img, (int(round((x - 0.5) * 8)), int(round((y - 0.5) * 8))), int(radius * 8), (0, 0, 0), -1,
+                   lineType=cv2.LINE_AA, shift=3)
+    return img
+
+
+def _dot_centres(crop):
+    """Darkness-weighted centre of each dot, cv2 pixel-centre coordinates."""
+    dark = 255.0 - crop.mean(axis=2)
+    n, labels = cv2.connectedComponents((dark > 20).astype(np.uint8))
+    ys, xs = np.mgrid[: crop.shape[0], : crop.shape[1]]
+    return np.array([[np.average(xs[labels == k], weights=dark[labels == k]),
+                      np.average(ys[labels == k], weights=dark[labels == k])] for k in range(1, n)])
+
+
+@pytest.mark.parametrize("size,angle,scale", [(112, 15, 1.3), (160, -30, 0.9), (224, 5, 0.6), (112, 40, 4.0)])
+def test_aligned_crop_puts_landmarks_on_template(size, angle, scale):
+    """Landmarks drawn as dots on a rotated/scaled face land on the template (within 1 px);
+    scale 4 exercises the area-shrinking path (face 4x larger than the crop)."""
+    ref = template(size) + 0.5  # continuous coordinates of the template
+    inv = _similarity(angle, scale, [0, 0])
+    pts = ref @ inv[:, :2].T
+    pts += np.array([250, 200]) - pts.mean(0)
+    shape = (400, 500) if scale < 2 else (1200, 1200)
+    if scale >= 2:
+        pts += 350
+    crop = align_face(_dot_image(pts, shape, radius=3 * scale), pts, size)  # ~3 px dots in the crop
+    assert crop.shape == (size, size, 3) and crop.dtype == np.uint8
+    found = _dot_centres(crop)
+    assert len(found) == 5
+    dist = np.linalg.norm(found[:, None] - template(size)[None], axis=2).min(axis=1)
+    assert dist.max() < 1.0
+
+
+def test_outside_image_is_black_and_bad_landmarks_rejected():
+    img = np.full((100, 100, 3), 200, np.uint8)
+    pts = template(112) + 0.5 - 80  # face mostly above-left of the picture
+    crop = align_face(img, pts, 112)
+    assert crop[:20, :20].max() == 0 and crop[-10:, -10:].min() == 200
+    with pytest.raises(ValueError, match="NaN"):
+        align_face(img, np.full((5, 2), np.nan), 112)
+
+
+@pytest.mark.slow
+def test_box_template_matches_real_faces(shared_data):
+    """Re-measure the median landmark position inside MTCNN boxes on 20 real photographs."""
+    import torch
+
+    from affectfuse.faces import load_mtcnn, read_image
+
+    files = sorted((shared_data / "faces").rglob("*.jpg"))[::60][:20]
+    model = load_mtcnn(min_face_size=60, max_side=256)
+    norms = []
+    for f in files:
+        det = model.detect(read_image(f))[0]
+        if len(det):
+            b = det.boxes[0]
+            norms.append((det.landmarks[0] - b[:2]) / (b[2:] - b[:2]))
+    assert len(norms) >= 15
+    med = np.median(norms, axis=0)
+    mirror = med[[1, 0, 2, 4, 3]] * [-1, 1] + [1, 0]
+    np.testing.assert_allclose((med + mirror) / 2, MTCNN_BOX_TEMPLATE, atol=0.03)
