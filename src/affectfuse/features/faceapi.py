@@ -164,6 +164,6 @@ def face_expression_net(weights=None, random_weights: bool = False, device: str 
         state, path = resolve_state(FACE_EXPRESSION_WEIGHTS, weights)
         load_into(model, state, path)
     return FaceExpressionExtractor(
-        model, name="faceexpressionnet", dim=EMBED_DIM + len(FACEAPI_CLASSES), input=FaceInput(112, "arcface"),
+        model, name="faceexpressionnet", dim=EMBED_DIM + len(FACEAPI_CLASSES), input=FaceInput(112, "mtcnn_box"),
         weights=FACE_EXPRESSION_WEIGHTS, mean=FACE_EXPRESSION_WEIGHTS.mean, std=FACE_EXPRESSION_WEIGHTS.std, scale=255.0,
         random_weights=random_weights, device=device, fast=fast, batch_size=batch_size, columns=COLUMNS)
