@@ -1,0 +1,55 @@
+"""``affectfuse predict``: ERI intensities per video -> the challenge CSV.
+
+Today's input is feature sets (:func:`predict_from_features`); raw videos (positional ``VIDEO``
+arguments) go through extraction first, see the predict issue.
+"""
+
+from __future__ import annotations
+
+HELP = "predict ERI intensities (challenge CSV: File_ID + 7 emotions in [0, 1]) from feature sets"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("videos", nargs="*", metavar="VIDEO", help="raw video files (not yet supported here)")
+    p.add_argument("--checkpoint", help="trained ERI checkpoint (best.pt) or its run folder")
+    p.add_argument("--features", nargs="+", metavar="NAME=DIR", help="feature sets the checkpoint was trained on")
+    p.add_argument("--table", help="dataset table; with --split predicts that split, in table order")
+    p.add_argument("--split", default="test", help="split of --table to predict (default: test)")
+    p.add_argument("--out", help="output CSV (File_ID,Adoration,...,Surprise)")
+
+
+def predict_from_features(checkpoint: str, features: list[str], out: str, table: str | None = None,
+                          split: str | None = "test") -> dict:
+    """Feature-set mode: checkpoint + feature sets (+ optional table split) -> ERI CSV at ``out``."""
+    from affectfuse.outputs.eri_csv import write_eri_predictions
+    from affectfuse.training.checkpoint import load_checkpoint, model_from_checkpoint
+    from affectfuse.training.eri import predict
+    from affectfuse.training.run import checkpoint_data, open_feature_sets, parse_feature_args
+
+    ckpt = load_checkpoint(checkpoint)
+    tab = None
+    if table is not None:
+        from affectfuse.data.layouts import load_table
+
+        tab = load_table(table)
+    data = checkpoint_data(ckpt, open_feature_sets(parse_feature_args(features)), tab, split if tab else None)
+    pred = predict(model_from_checkpoint(ckpt), data)
+    provenance = {"checkpoint": ckpt["path"], "model": ckpt["model"]["name"],
+                  "feature_sets": {k: v.get("name", k) for k, v in ckpt["feature_sets"].items()},
+                  "random_weights": any(bool(v.get("random_weights")) for v in ckpt["feature_sets"].values())}
+    if tab is not None:
+        provenance.update(table=str(table), split=split)
+    write_eri_predictions(out, data.file_ids, pred, label_names=tuple(ckpt["label_names"]), provenance=provenance)
+    return {"out": str(out), "videos": len(data), "label_names": list(ckpt["label_names"])}
+
+
+def run(args) -> int:
+    import json
+
+    if args.videos:
+        raise ValueError("raw-video prediction is not available in this build; extract features with "
+                         "`affectfuse extract` and pass --checkpoint CKPT --features NAME=DIR ...")
+    if not (args.checkpoint and args.features and args.out):
+        raise ValueError("feature-set prediction needs --checkpoint, --features and --out")
+    print(json.dumps(predict_from_features(args.checkpoint, args.features, args.out, args.table, args.split)))
+    return 0

@@ -1,0 +1,115 @@
+"""Building blocks of the ERI fusion model (paper Fig. 1, eqs. 1-5).
+
+Letters used in shape comments: B batch (videos), T time steps, D input feature dim, d model dim.
+Masks are (B, T) bool with True = valid step (the feature-store convention).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class TemporalBlock(nn.Module):
+    """One residual TCN block (Bai et al. 2018): two dilated 1-D convolutions, ReLU, dropout.
+
+    Non-causal ("same") padding: a video-level estimate may look at the whole clip.
+    (B, C_in, T) -> (B, C_out, T).
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, dilation: int, dropout: float):
+        super().__init__()
+        pad = (kernel_size - 1) * dilation // 2
+        self.conv1 = nn.Conv1d(c_in, c_out, kernel_size, padding=pad, dilation=dilation)
+        self.conv2 = nn.Conv1d(c_out, c_out, kernel_size, padding=pad, dilation=dilation)
+        self.act = nn.ReLU()
+        self.drop = nn.Dropout(dropout)
+        self.down = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.drop(self.act(self.conv1(x)))
+        y = self.drop(self.act(self.conv2(y)))
+        return self.act(y + self.down(x))
+
+
+class TCN(nn.Module):
+    """Temporal convolution stack that embeds a (B, T, D) sequence into (B, T, d).
+
+    ``levels`` blocks with dilation 1, 2, 4, ...; the first maps D -> d, the rest keep d.
+    ``kernel_size`` must be odd so the sequence length is kept.
+    """
+
+    def __init__(self, in_dim: int, d_model: int, levels: int = 2, kernel_size: int = 3, dropout: float = 0.1):
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"TCN kernel_size must be odd to keep the sequence length, got {kernel_size}")
+        blocks = [TemporalBlock(in_dim if i == 0 else d_model, d_model, kernel_size, 2 ** i, dropout)
+                  for i in range(levels)]
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.transpose(1, 2)).transpose(1, 2)  # (B, T, D) -> (B, T, d)
+
+
+class SinusoidalPositions(nn.Module):
+    """Adds the fixed sinusoidal position code of Vaswani et al. to a (B, T, d) sequence."""
+
+    def __init__(self, d_model: int, max_len: int = 4096):
+        super().__init__()
+        pos = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
+        div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+        pe = torch.zeros(max_len, d_model)
+        pe[:, 0::2] = torch.sin(pos * div)
+        pe[:, 1::2] = torch.cos(pos * div[: d_model // 2])
+        self.register_buffer("pe", pe, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] > self.pe.shape[0]:
+            raise ValueError(f"sequence of {x.shape[1]} steps exceeds the position table ({self.pe.shape[0]})")
+        return x + self.pe[: x.shape[1]].to(x.dtype)
+
+
+def _attention_padding(mask: torch.Tensor) -> torch.Tensor:
+    """Key-padding mask for nn.MultiheadAttention (True = ignore) from a valid-mask (True = valid).
+
+    A sequence with no valid step would make every attention row NaN; there the first step is
+    attended (its values are zeros), and pooling later gives zeros for that video.
+    """
+    pad = ~mask
+    empty = pad.all(dim=1)
+    if empty.any():
+        pad = pad.clone()
+        pad[empty, 0] = False
+    return pad
+
+
+class ConcatAttentionBlock(nn.Module):
+    """out = concat(x, MHA(x), TransformerLayer(x)): (B, T, d) -> (B, T, 3d).
+
+    The paper's modality encoder (2 heads, dropout 0.5) and interaction encoder (8 heads, dropout 0.1)
+    are both this block. Padded steps are excluded as attention keys and zeroed in the output.
+    """
+
+    def __init__(self, d_model: int, heads: int, dropout: float, ff_dim: int = 2048):
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"model dim {d_model} is not divisible by {heads} heads")
+        self.mha = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
+        self.layer = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=ff_dim, dropout=dropout,
+                                                batch_first=True)
+        self.out_dim = 3 * d_model
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pad = _attention_padding(mask)                                  # (B, T) True = ignore
+        attn, _ = self.mha(x, x, x, key_padding_mask=pad, need_weights=False)
+        enc = self.layer(x, src_key_padding_mask=pad)
+        out = torch.cat([x, attn, enc], dim=-1)                         # (B, T, 3d)
+        return out * mask.unsqueeze(-1).to(out.dtype)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over valid steps: (B, T, C), (B, T) -> (B, C); zeros for a video with no valid step."""
+    w = mask.unsqueeze(-1).to(x.dtype)
+    return (x * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)

@@ -1,0 +1,171 @@
+"""The ERI fusion transformer (Li, Chen et al., ABAW 2023, arXiv 2303.09164, Fig. 1, eqs. 1-7).
+
+Per modality m (audio, visual, or any feature set):
+    x_m = TCN(f_m) + PE                      # (B, T, D_m) -> (B, T, d)
+    h_m = [x_m, MHA(x_m), TL(x_m)]           # modality encoder, 2 heads, dropout 0.5 -> (B, T, 3d)
+    g_m = masked mean over time of h_m       # (B, 3d)
+Interaction (when enabled, >= 2 modalities):
+    x_av = [x_audio, x_visual]               # (B, T, M d)
+    h_av = [x_av, MHA(x_av), TL(x_av)]       # interaction encoder, 8 heads, dropout 0.1 -> (B, T, 3 M d)
+    g_av = masked mean over time             # (B, 3 M d)
+g_cat = [g_audio, g_visual]                  # (B, 3 M d)
+z = [P_av(g_av), P_cat(g_cat)]               # projections to ``proj_dim`` each
+intensity = sigmoid(W_r z)  (B, K) in [0, 1];  logits = W_c z  (B, K)
+
+Modality sets of the paper's Table 1: A (audio only), V (visual only), A+V (no interaction), A+V+AV.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from affectfuse.models.blocks import TCN, ConcatAttentionBlock, SinusoidalPositions, masked_mean
+
+
+@dataclass
+class ERIFusionArgs:
+    """Constructor arguments of :class:`ERIFusion`; stored in checkpoints so a model rebuilds itself.
+
+    ``input_dims`` maps modality (feature-set) name -> input feature dim, in input order.
+    ``ff_dim`` is the feed-forward width of the transformer layers (PyTorch's default, 2048, which
+    the authors' code keeps); ``proj_dim`` the width of each projection of g_av and g_cat.
+    """
+
+    input_dims: dict[str, int] = field(default_factory=lambda: {"audio": 1024, "visual": 1536})
+    num_outputs: int = 7
+    d_model: int = 256
+    interaction: bool = True
+    modality_heads: int = 2
+    modality_dropout: float = 0.5
+    interaction_heads: int = 8
+    interaction_dropout: float = 0.1
+    ff_dim: int = 2048
+    proj_dim: int = 256
+    proj_dropout: float = 0.0
+    tcn_levels: int = 2
+    tcn_kernel: int = 3
+    tcn_dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ERIFusion(nn.Module):
+    """Multimodal fusion transformer for video-level emotional reaction intensity.
+
+    forward(features, masks):
+        features: {modality: (B, T, D_m) float}; masks: {modality: (B, T) bool, True = valid step}.
+        Every modality must share T. Extra keys are ignored.
+    Returns {"intensity": (B, K) in [0, 1], "logits": (B, K) unnormalised class scores}.
+    """
+
+    def __init__(self, args: ERIFusionArgs | None = None, **kwargs):
+        super().__init__()
+        args = args or ERIFusionArgs(**kwargs)
+        if not args.input_dims:
+            raise ValueError("ERIFusion needs at least one input modality")
+        if args.interaction and len(args.input_dims) < 2:
+            raise ValueError(f"the interaction encoder needs >= 2 modalities, got {list(args.input_dims)}")
+        self.args = args
+        d, m = args.d_model, len(args.input_dims)
+        self.modalities = list(args.input_dims)
+        self.embed = nn.ModuleDict({k: TCN(dim, d, args.tcn_levels, args.tcn_kernel, args.tcn_dropout)
+                                    for k, dim in args.input_dims.items()})
+        self.positions = SinusoidalPositions(d)
+        self.encoders = nn.ModuleDict({k: ConcatAttentionBlock(d, args.modality_heads, args.modality_dropout,
+                                                               args.ff_dim) for k in self.modalities})
+        cat_dim = 3 * d * m
+
+        def projection() -> nn.Sequential:
+            return nn.Sequential(nn.Linear(cat_dim, args.proj_dim), nn.ReLU(), nn.Dropout(args.proj_dropout))
+
+        self.proj_cat = projection()
+        if args.interaction:
+            self.interaction = ConcatAttentionBlock(d * m, args.interaction_heads, args.interaction_dropout,
+                                                    args.ff_dim)
+            self.proj_av = projection()
+        else:
+            self.interaction = None
+            self.proj_av = None
+        fused = args.proj_dim * (2 if args.interaction else 1)
+        self.intensity_head = nn.Linear(fused, args.num_outputs)
+        self.class_head = nn.Linear(fused, args.num_outputs)
+
+    def forward(self, features: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        missing = [k for k in self.modalities if k not in features]
+        if missing:
+            raise KeyError(f"ERIFusion expects modalities {self.modalities}; missing {missing}")
+        steps = {k: features[k].shape[1] for k in self.modalities}
+        if len(set(steps.values())) != 1:
+            raise ValueError(f"every modality must have the same number of steps, got {steps}")
+        xs, gs, ms = [], [], []
+        for k in self.modalities:
+            f, mask = features[k], masks[k].bool()                       # (B, T, D_m), (B, T)
+            f = f * mask.unsqueeze(-1).to(f.dtype)                      # invalid rows carry no signal
+            x = self.positions(self.embed[k](f))                        # (B, T, d)
+            x = x * mask.unsqueeze(-1).to(x.dtype)
+            h = self.encoders[k](x, mask)                               # (B, T, 3d)
+            gs.append(masked_mean(h, mask))                             # (B, 3d)
+            xs.append(x)
+            ms.append(mask)
+        g_cat = torch.cat(gs, dim=-1)                                   # (B, 3 M d)
+        z = [self.proj_cat(g_cat)]
+        if self.interaction is not None:
+            any_valid = torch.stack(ms, 0).any(0)                       # (B, T)
+            h_av = self.interaction(torch.cat(xs, dim=-1), any_valid)   # (B, T, 3 M d)
+            z.insert(0, self.proj_av(masked_mean(h_av, any_valid)))
+        z = torch.cat(z, dim=-1)                                        # (B, P) P = proj_dim x (1 or 2)
+        return {"intensity": torch.sigmoid(self.intensity_head(z)), "logits": self.class_head(z)}
+
+
+# -- registry -----------------------------------------------------------------------------------
+ERI_MODELS: dict[str, type[nn.Module]] = {"eri_fusion": ERIFusion}
+
+# Modality sets of the paper's Table 1, by the short names used in configs and tables.
+MODALITY_ALIASES = {"A": "audio", "V": "visual"}
+
+
+def list_eri_models() -> list[str]:
+    return sorted(ERI_MODELS)
+
+
+def create_eri_model(name: str, args: dict | ERIFusionArgs) -> nn.Module:
+    """Build a registered model from its name and argument dict (as stored in a checkpoint)."""
+    if name not in ERI_MODELS:
+        raise KeyError(f"unknown ERI model {name!r}; valid: {', '.join(list_eri_models())}")
+    if isinstance(args, dict):
+        args = ERIFusionArgs(**args)
+    return ERI_MODELS[name](args)
+
+
+def parse_modality_set(spec: str, available: list[str]) -> tuple[list[str], bool]:
+    """Resolve a modality-set name to (modalities, interaction).
+
+    ``spec`` is ``"all"`` (every available feature set, interaction when >= 2) or tokens joined by
+    ``+``: ``A``/``V`` (audio/visual), any feature-set name, and an interaction token that joins the
+    others (``AV``) or is ``X``. Examples: ``"A"``, ``"A+V"``, ``"A+V+AV"``, ``"audio+face+X"``.
+    """
+    if spec.strip().lower() == "all":
+        return list(available), len(available) >= 2
+    mods: list[str] = []
+    interaction = False
+    for token in [t.strip() for t in spec.split("+") if t.strip()]:
+        if token.upper() == "X" or (len(token) > 1 and token.isupper() and all(c in MODALITY_ALIASES for c in token)):
+            interaction = True
+            continue
+        name = MODALITY_ALIASES.get(token, token)
+        if name not in available:
+            raise ValueError(f"modality set {spec!r}: no feature set named {name!r}; given: {', '.join(available)}")
+        mods.append(name)
+    if not mods:
+        raise ValueError(f"modality set {spec!r} names no modality")
+    if interaction and len(mods) < 2:
+        raise ValueError(f"modality set {spec!r}: the interaction encoder needs >= 2 modalities")
+    return mods, interaction
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

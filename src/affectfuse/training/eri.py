@@ -1,0 +1,253 @@
+"""The paper's ERI training recipe (SPEC Part A) as one resumable loop.
+
+loss = alpha * MSE(intensity, y) + beta * CE(logits, emotions whose label is the row max (= 1))
+Adam(lr 1e-4, weight decay 1e-3), StepLR(30, x0.5), clip grad norm 0.1, EMA 0.99 of the weights
+(torch.optim.swa_utils); the EMA copy is validated, checkpointed and early-stopped (patience 15).
+
+Run folder written by :func:`fit` (when ``run_dir`` is given)::
+
+    metrics.csv           one row per epoch (losses, lr, val mean Pearson and per-emotion r)
+    tb/                   the same scalars for TensorBoard
+    best.pt               best validated (EMA) weights, self-describing (see training.checkpoint)
+    last.pt               last finished epoch with optimizer/scheduler/EMA/RNG states (for --resume)
+    val_predictions.csv   validation predictions of best.pt (ERI CSV)
+    result.json           best metric, epoch, whether the run finished
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from affectfuse.data.sequences import SequenceData
+from affectfuse.models.eri import ERIFusionArgs, create_eri_model, parse_modality_set
+from affectfuse.training.checkpoint import FORMAT, save_checkpoint, versions
+from affectfuse.training.config import RunConfig
+from affectfuse.utils import write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+def class_targets(labels: torch.Tensor) -> torch.Tensor:
+    """(B, K) intensities -> (B, K) target distribution, uniform over the emotions at the row max.
+
+    Hume-Reaction rows are normalised by their max, so these are the emotions whose label is 1.
+    """
+    top = labels >= labels.max(dim=1, keepdim=True).values - 1e-6
+    top = top.to(labels.dtype)
+    return top / top.sum(dim=1, keepdim=True)
+
+
+def eri_loss(out: dict, labels: torch.Tensor, cfg) -> tuple[torch.Tensor, float, float]:
+    """alpha * MSE + beta * CE; returns (loss, mse, ce) with ce = 0 when the class loss is off."""
+    mse = F.mse_loss(out["intensity"].float(), labels)
+    loss = cfg.alpha * mse
+    ce_value = 0.0
+    if cfg.class_loss and cfg.beta > 0:
+        ce = F.cross_entropy(out["logits"].float(), class_targets(labels))
+        loss = loss + cfg.beta * ce
+        ce_value = float(ce.detach())
+    return loss, float(mse.detach()), ce_value
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data: SequenceData, batch_size: int = 256) -> np.ndarray:
+    """(N, K) intensities in [0, 1] for every video of ``data``, in order (eval mode)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        feats, masks, _ = data.batch(torch.arange(start, min(start + batch_size, len(data))))
+        out.append(model(feats, masks)["intensity"].float())
+    model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def model_args(cfg: RunConfig, dims: dict[str, int], num_outputs: int) -> ERIFusionArgs:
+    """Model arguments from the config and the data (modality set -> input dims, interaction)."""
+    mods, interaction = parse_modality_set(cfg.model.modality_set, list(dims))
+    m = cfg.model
+    return ERIFusionArgs(
+        input_dims={k: dims[k] for k in mods}, num_outputs=num_outputs, d_model=m.d_model,
+        interaction=interaction, modality_heads=m.modality_heads, modality_dropout=m.modality_dropout,
+        interaction_heads=m.interaction_heads, interaction_dropout=m.interaction_dropout, ff_dim=m.ff_dim,
+        proj_dim=m.proj_dim, proj_dropout=m.proj_dropout, tcn_levels=m.tcn_levels, tcn_kernel=m.tcn_kernel,
+        tcn_dropout=m.tcn_dropout)
+
+
+@dataclass
+class FitResult:
+    best_metric: float
+    best_epoch: int
+    epochs: int
+    finished: bool
+    val_predictions: np.ndarray | None
+    history: list[dict]
+    checkpoint: dict
+
+
+def _val_metrics(pred: np.ndarray, data: SequenceData) -> dict:
+    from affectfuse.metrics.regression import eri_metrics
+
+    y = data.labels.numpy()
+    m = eri_metrics(y, pred, data.label_names)
+    out = {"val_mse": float(np.mean((pred - y) ** 2)), "val_mean_pearson": float(m["mean_pearson"])}
+    out.update({f"r_{k}": float(v) for k, v in m["pearson"].items()})
+    return out
+
+
+def _write_history(history: list[dict], path: Path) -> None:
+    buf = io.StringIO()
+    keys = list(history[0]) if history else []
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(history)
+    write_text_atomic(path, buf.getvalue())
+
+
+def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | Path | None = None,
+        feature_meta: dict | None = None, task: dict | None = None, resume: bool = False) -> FitResult:
+    """Train the ERI model with the recipe in ``cfg.train``; see the module doc for the run folder."""
+    from affectfuse.utils import seed_everything
+
+    tc = cfg.train
+    if train.labels is None or val.labels is None:
+        raise ValueError("training and validation data need labels")
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    seed_everything(tc.seed)
+    args = model_args(cfg, train.dims(), train.labels.shape[1])
+    model = create_eri_model(cfg.model.name, args)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True) if tc.ema else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.step_size, tc.gamma) if tc.step_size > 0 else None
+    gen = torch.Generator().manual_seed(tc.seed)
+    state = {"epoch": 0, "best": -float("inf"), "best_epoch": 0, "bad": 0, "history": [], "finished": False}
+    best_payload: dict | None = None
+    val_pred_best = None
+    last_path = run_dir / "last.pt" if run_dir else None
+    if resume and last_path is not None and last_path.is_file():
+        saved = torch.load(last_path, map_location="cpu", weights_only=True)["training"]
+        model.load_state_dict(saved["model"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng_torch"])
+        gen.set_state(saved["rng_generator"])
+        state.update({k: saved[k] for k in ("epoch", "best", "best_epoch", "bad", "history", "finished")})
+        log.info("resuming %s after epoch %d (best %.4f at epoch %d)", run_dir, state["epoch"],
+                 state["best"], state["best_epoch"])
+    eval_model = ema.module if ema is not None else model
+
+    meta = {"format": FORMAT, "model": {"name": cfg.model.name, "args": args.to_dict()},
+            "task": task or {}, "label_names": list(train.label_names),
+            "feature_sets": {k: (feature_meta or {}).get(k, {"name": k, "dim": d})
+                             for k, d in args.input_dims.items()},
+            "data": {"seq_len": cfg.data.seq_len, "sequence_mode": cfg.data.sequence_mode},
+            "config": cfg.to_dict(), "versions": versions()}
+    writer = None
+    if run_dir is not None and tc.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["epoch"] + 1)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=tc.max_epochs, initial=state["epoch"], desc="train", unit="epoch",
+               disable=not tc.progress, leave=False)
+    ran = 0
+    n = len(train)
+    model.train()
+    while not state["finished"] and state["epoch"] < tc.max_epochs:
+        if tc.stop_after and ran >= tc.stop_after:
+            break
+        epoch = state["epoch"] + 1
+        t0 = time.perf_counter()
+        sums = np.zeros(3)
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n, tc.batch_size):
+            feats, masks, labels = train.batch(perm[start:start + tc.batch_size])
+            loss, mse, ce = eri_loss(model(feats, masks), labels, tc)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
+            optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            sums += np.array([float(loss.detach()), mse, ce]) * len(labels)
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        pred = predict(eval_model, val, tc.batch_size)
+        row = {"epoch": epoch, "lr": float(lr), "train_loss": float(sums[0] / n), "train_mse": float(sums[1] / n),
+               "train_ce": float(sums[2] / n), **_val_metrics(pred, val), "seconds": time.perf_counter() - t0}
+        state["history"].append(row)
+        state["epoch"] = epoch
+        score = row["val_mean_pearson"]
+        if np.isfinite(score) and score > state["best"]:
+            state.update(best=score, best_epoch=epoch, bad=0)
+            best_payload = {**meta, "state_dict": {k: v.clone() for k, v in eval_model.state_dict().items()},
+                            "epoch": epoch, "metrics": row}
+            val_pred_best = pred
+            if run_dir is not None:
+                save_checkpoint(best_payload, run_dir / "best.pt")
+                _write_val_predictions(run_dir / "val_predictions.csv", val, pred, epoch)
+        else:
+            state["bad"] += 1
+            if tc.patience > 0 and state["bad"] >= tc.patience:
+                state["finished"] = True
+        if epoch >= tc.max_epochs:
+            state["finished"] = True
+        if run_dir is not None:
+            _write_history(state["history"], run_dir / "metrics.csv")
+            if writer is not None:
+                for k, v in row.items():
+                    if k != "epoch":
+                        writer.add_scalar(k, v, epoch)
+                writer.flush()
+            training = {"model": model.state_dict(), "ema": ema.state_dict() if ema is not None else {},
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                        "rng_torch": torch.get_rng_state(), "rng_generator": gen.get_state(),
+                        **{k: state[k] for k in ("epoch", "best", "best_epoch", "bad", "history", "finished")}}
+            save_checkpoint({**meta, "training": training}, last_path)
+        ran += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_r=f"{score:.4f}", best=f"{state['best']:.4f}")
+    bar.close()
+    if writer is not None:
+        writer.close()
+    if best_payload is None and run_dir is not None and (run_dir / "best.pt").is_file():
+        best_payload = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    if val_pred_best is None and best_payload is not None:
+        from affectfuse.training.checkpoint import model_from_checkpoint
+
+        val_pred_best = predict(model_from_checkpoint(best_payload), val, tc.batch_size)
+    result = FitResult(state["best"], state["best_epoch"], state["epoch"], state["finished"], val_pred_best,
+                       state["history"], best_payload or {})
+    if run_dir is not None:
+        write_json_atomic(run_dir / "result.json", {
+            "best_val_mean_pearson": state["best"], "best_epoch": state["best_epoch"], "epochs": state["epoch"],
+            "finished": state["finished"], "label_names": list(train.label_names),
+            "best_metrics": (best_payload or {}).get("metrics")})
+    return result
+
+
+def _write_val_predictions(path: Path, val: SequenceData, pred: np.ndarray, epoch: int) -> None:
+    from affectfuse.outputs.eri_csv import write_eri_predictions
+
+    write_eri_predictions(path, val.file_ids, pred, label_names=tuple(val.label_names),
+                          provenance={"split": "val", "epoch": epoch, "source": "best.pt (EMA weights)"})
