@@ -129,6 +129,10 @@ def test_video_pipeline_keeps_faceless_frames(tmp_path, face, fast):
     assert set(ids[found]) == {ids[0]} and (ids[~found] == -1).all()  # stitched across the gap
     boxes = np.concatenate([b.boxes for b in batches])
     assert np.isnan(boxes[3]).all() and boxes[7, 0] - boxes[0, 0] == pytest.approx(56, abs=3)
+    arc = next(iter_faces(path, sizes=(224,), templates={224: "arcface"}, detector=fast))
+    full = next(iter_frames(path)).images[0]
+    np.testing.assert_array_equal(arc.crops[224][0], align_face(full, arc.landmarks[0], 224, "arcface"))
+    assert not np.array_equal(arc.crops[224][0], crops[0])
 
 
 def test_keep_all_and_main_person(tmp_path, face, fast):

@@ -61,7 +61,8 @@ def _largest(det) -> int:
 
 def iter_face_images(paths_or_folder, sizes: Sequence[int] = (112,), batch_size: int = 32,
                      keep: str = "main", detector: MTCNN | None = None, aligned: bool | None = None,
-                     n_frames: int | None = None, fps: float | None = None) -> Iterator[FaceBatch]:
+                     n_frames: int | None = None, fps: float | None = None,
+                     templates: dict[int, str] | None = None) -> Iterator[FaceBatch]:
     """Yield :class:`FaceBatch` es for image files or a folder (see the module docstring).
 
     Args:
@@ -74,6 +75,7 @@ def iter_face_images(paths_or_folder, sizes: Sequence[int] = (112,), batch_size:
         n_frames: for numbered folders, the video's frame count, so trailing faceless frames are
             reported too (default: the largest number present).
         fps: frame rate for timestamps ``(k - 1) / fps``; ``None`` gives NaN timestamps.
+        templates: template kind per crop size for detected faces (see :func:`iter_faces`).
     """
     if keep not in KEEP_MODES:
         raise ValueError(f"keep must be one of {KEEP_MODES}, got {keep!r}")
@@ -84,7 +86,7 @@ def iter_face_images(paths_or_folder, sizes: Sequence[int] = (112,), batch_size:
     last = max(numbers + [n_frames or 0]) if numbered else len(files)
     frames = range(1, last + 1) if numbered else numbers
     sizes = tuple(int(s) for s in sizes)
-    rows = _Rows(sizes, source)
+    rows = _Rows(sizes, source, templates)
     detector = None if pre_aligned else (detector or default_detector())
     pending: list[tuple[int, float, np.ndarray | None]] = []
 

@@ -67,8 +67,8 @@ class FaceBatch:
 class _Rows:
     """Accumulates FaceBatch rows."""
 
-    def __init__(self, sizes: Sequence[int], source: str):
-        self.sizes, self.source = tuple(sizes), source
+    def __init__(self, sizes: Sequence[int], source: str, templates: dict[int, str] | None = None):
+        self.sizes, self.source, self.templates = tuple(sizes), source, dict(templates or {})
         self.clear()
 
     def clear(self):
@@ -88,7 +88,7 @@ class _Rows:
             if crops is not None:
                 crop = crops[s]
             elif found and image is not None and lm is not None and np.isfinite(lm).all():
-                crop = align_face(image, lm, s)
+                crop = align_face(image, lm, s, self.templates.get(s))
             else:
                 crop = np.zeros((s, s, 3), np.uint8)
             self.crops[s].append(crop)
@@ -179,7 +179,8 @@ def detect_video(path: str | os.PathLike, fps: float | None = None, detector: MT
 
 def iter_faces(path: str | os.PathLike, fps: float | None = None, sizes: Sequence[int] = (112,),
                batch_size: int = 32, keep: str = "main", detector: MTCNN | None = None,
-               detect_max_side: int | None = 1280, detections: VideoDetections | None = None) -> Iterator[FaceBatch]:
+               detect_max_side: int | None = 1280, detections: VideoDetections | None = None,
+               templates: dict[int, str] | None = None) -> Iterator[FaceBatch]:
     """Decode + detect + track + align a video, streaming.
 
     Args:
@@ -194,6 +195,8 @@ def iter_faces(path: str | os.PathLike, fps: float | None = None, sizes: Sequenc
         detect_max_side: detection runs on frames downscaled to this longer side; crops always come
             from the original frames. ``None``: full size.
         detections: a finished :func:`detect_video` result to reuse (skips pass 1).
+        templates: template kind per crop size, e.g. ``{224: "arcface"}`` (default per
+            :func:`affectfuse.faces.align.template`: ArcFace for 112, MTCNN-box framing otherwise).
 
     Raises:
         MediaError: unreadable file, no video stream, zero frames (see :func:`affectfuse.media.iter_frames`).
@@ -203,7 +206,7 @@ def iter_faces(path: str | os.PathLike, fps: float | None = None, sizes: Sequenc
     sizes = tuple(int(s) for s in sizes)
     info = probe(path)
     dets = detections or detect_video(path, fps, detector, batch_size, detect_max_side)
-    rows = _Rows(sizes, str(path))
+    rows = _Rows(sizes, str(path), templates)
     bsize = _batch_for(info.width * info.height, batch_size, CROP_PIXEL_BUDGET)
     i = 0
     for batch in iter_frames(path, fps=fps, batch_size=bsize):
