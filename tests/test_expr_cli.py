@@ -130,7 +130,8 @@ def items(tmp_path):
 def test_probe_and_manifest_path(items, capsys):
     d = items
     assert main(["expr", "probe", "--manifest", str(d / "manifest.csv"), "--features", str(d / "fx"),
-                 "--folds", "3", "--group", "--zero-shot", *TINY, "--set", "epochs=8", "--set", "batch_size=32", "--out", str(d / "probe")]) == 0
+                 "--folds", "3", "--group", "--zero-shot", *TINY, "--set", "epochs=8", "--set", "batch_size=32",
+                 "--out", str(d / "probe")]) == 0
     res = _last_json(capsys)
     assert res["logreg"]["macro_f1"] > 0.8 and res["transformer"]["macro_f1"] > 0.6, res
     zero = json.loads((d / "probe" / "zero_shot_scores.json").read_text())

@@ -81,9 +81,10 @@ class _FrameBank:
 
     def gather(self, rows: np.ndarray, length: int):
         """x (B, L, D), valid (B, L), y (B, L) with -1 at padding, pad (B, L)."""
-        local = rows[:, 1:2] + np.arange(length)[None, :]
-        pad = local >= self.lengths[rows[:, 0]][:, None]
-        index = torch.from_numpy(self.offsets[rows[:, 0]][:, None] + np.minimum(local, self.lengths[rows[:, 0]][:, None] - 1))
+        local = rows[:, 1:2] + np.arange(length)[None, :]  # (B, L) frame index inside each video
+        n = self.lengths[rows[:, 0]][:, None]
+        pad = local >= n
+        index = torch.from_numpy(self.offsets[rows[:, 0]][:, None] + np.minimum(local, n - 1))
         pad_t = torch.from_numpy(pad)
         y = torch.where(pad_t, torch.full_like(self.y[index], -1), self.y[index])
         return self.x[index], self.valid[index] | pad_t, y, pad_t
@@ -241,8 +242,8 @@ def train_expr(train: list[ExprVideo], val: list[ExprVideo], config: ExprTrainCo
             best, best_epoch = scores, epoch
             best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
             if run_dir is not None:
-                save_checkpoint(run_dir / "best.pt", scored, config,
-                                {**info, "epoch": epoch, "val": {k: scores[k] for k in ("macro_f1", "uar", "accuracy")}})
+                summary = {k: scores[k] for k in ("macro_f1", "uar", "accuracy")}
+                save_checkpoint(run_dir / "best.pt", scored, config, {**info, "epoch": epoch, "val": summary})
         if run_dir is not None:
             _write_history(run_dir / "metrics.csv", history)
         if epoch - best_epoch >= config.patience:
