@@ -7,8 +7,10 @@
 
 Speed: ``affectfuse.faces.iter_faces`` (two passes: detection-resolution decode + batched MTCNN +
 tracking, then full-resolution decode + 112 px alignment) versus the naive loop (decode every frame
-into a list, then detect one frame at a time and align the largest face), on the same frames, in the
-same run, at 5 fps sampling and at every frame. Memory: peak RSS of a fresh process running
+into a list, then detect one frame at a time at full size and align the largest face), on the same
+frames, in the same run: the Pexels clip at 5 fps, its first seconds at every frame, and the same
+seconds upscaled to 1920x1080 at 5 fps. Reported per CPU-second of this process (stable on a shared
+machine) and per wall-clock second. Memory: peak RSS of a fresh process running
 ``iter_faces`` at 1 fps over generated 320x180, 25 fps videos of each length (a real face photo
 drifting around), next to a process that only loads the detector.
 Prints markdown tables for docs/benchmarks.md.
@@ -67,21 +69,35 @@ def ours(path, fps, detector, size=112):
     return n, found
 
 
-def clip_of(path: Path, seconds: float, out: Path) -> Path:
-    """The first ``seconds`` of a video, re-muxed (no re-encode) so both loops see the same frames."""
+def clip_of(path: Path, seconds: float, out: Path, height: int | None = None) -> Path:
+    """The first ``seconds`` of a video re-encoded (H.264, ``height`` px high if given, e.g. 1080 to get a
+    large-frame case from a small clip), so both loops see the same frames."""
     import av
+    import cv2
 
     with av.open(str(path)) as src, av.open(str(out), "w") as dst:
         vin = src.streams.video[0]
-        vout = dst.add_stream_from_template(vin)
-        for packet in src.demux(vin):
-            if packet.dts is None:
-                continue
-            if packet.pts is not None and packet.pts * vin.time_base > seconds and packet.is_keyframe:
+        vout = dst.add_stream("libx264", rate=vin.average_rate, options={"preset": "veryfast", "crf": "18"})
+        h = height or vin.codec_context.height
+        w = int(round(vin.codec_context.width * h / vin.codec_context.height / 2)) * 2
+        vout.width, vout.height, vout.pix_fmt = w, h, "yuv420p"
+        for frame in src.decode(vin):
+            if frame.time is not None and frame.time >= seconds:
                 break
-            packet.stream = vout
+            img = frame.to_ndarray(format="rgb24")
+            if height:
+                img = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
+            for packet in vout.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                dst.mux(packet)
+        for packet in vout.encode():
             dst.mux(packet)
     return out
+
+
+def _timed(fn, *args):
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn(*args)
+    return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def speed(args) -> list[str]:
@@ -93,17 +109,21 @@ def speed(args) -> list[str]:
     torch.set_num_threads(args.threads)
     detector = load_mtcnn()
     video = Path(args.video)
-    rows = ["| sampling | frames | ours: frames/s | naive: frames/s | speed-up | faces found (ours / naive) |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| video | sampling | frames | ours: frames per CPU-s (wall) | naive: frames per CPU-s (wall) | "
+            "speed-up, CPU (wall) | faces found (ours / naive) |", "|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
-        for fps, seconds in ((5.0, None), (None, args.every_frame_seconds)):
-            path = video if seconds is None else clip_of(video, seconds, Path(tmp) / "clip.mp4")
-            ours(path, 1.0, detector)  # warm-up (allocations, caches)
-            t = time.perf_counter(); n_o, f_o = ours(path, fps, detector); t_o = time.perf_counter() - t
-            t = time.perf_counter(); n_n, f_n = naive(path, fps, detector); t_n = time.perf_counter() - t
+        cases = [(video, 5.0), (clip_of(video, args.every_frame_seconds, Path(tmp) / "clip.mp4"), None),
+                 (clip_of(video, args.every_frame_seconds, Path(tmp) / "clip1080.mp4", height=1080), 5.0)]
+        ours(cases[1][0], 1.0, detector)  # warm-up (allocations, caches)
+        for path, fps in cases:
+            (n_o, f_o), w_o, c_o = _timed(ours, path, fps, detector)
+            (n_n, f_n), w_n, c_n = _timed(naive, path, fps, detector)
             assert n_o == n_n, (n_o, n_n)
-            label = f"{fps:g} fps" if fps else f"every frame (first {probe(path).duration_s:.1f} s)"
-            rows.append(f"| {label} | {n_o} | {n_o / t_o:.1f} | {n_n / t_n:.1f} | {t_n / t_o:.2f}x | {f_o} / {f_n} |")
+            info = probe(path)
+            label = f"{info.width}x{info.height}, {info.duration_s:.1f} s"
+            rows.append(f"| {label} | {f'{fps:g} fps' if fps else 'every frame'} | {n_o} | "
+                        f"{n_o / c_o:.1f} ({n_o / w_o:.1f}) | {n_n / c_n:.1f} ({n_n / w_n:.1f}) | "
+                        f"{c_n / c_o:.2f}x ({w_n / w_o:.2f}x) | {f_o} / {f_n} |")
             print(rows[-1], flush=True)
     return rows
 
@@ -216,7 +236,8 @@ def figure(video: Path, out: Path, n: int = 6) -> None:
     grid = fig.add_gridspec(3, n + 3)
     ax = fig.add_subplot(grid[:, :3])
     ax.imshow(first)
-    box, lm = det.boxes[0][0], det.landmarks[0][0]
+    box, _, marks, _ = det.frame(0)
+    box, lm = box[0], marks[0]
     ax.add_patch(plt.Rectangle(box[:2], *(box[2:] - box[:2]), fill=False, color="lime", lw=2))
     ax.scatter(lm[:, 0], lm[:, 1], s=18, c=["red", "red", "yellow", "cyan", "cyan"])
     ax.set_title(f"frame {nums[0]}: MTCNN box + 5 landmarks", fontsize=10)

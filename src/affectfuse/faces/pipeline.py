@@ -4,7 +4,7 @@ Two passes over the file, so memory stays flat however long the video is:
 
 1. :func:`detect_video` decodes the sampled frames at detection resolution (longer side at most
    ``detect_max_side``; swscale area filter), runs MTCNN on batches of frames and the IoU tracker,
-   and keeps only boxes, landmarks and track ids (~100 bytes per sampled frame), then stitches
+   and keeps only boxes, landmarks and track ids (flat arrays, ~100 bytes per sampled frame), then stitches
    broken tracks and picks the main person (see :mod:`affectfuse.faces.track`). Choosing "the most
    persistent, largest" person needs the whole video, hence this pass.
 2. :func:`iter_faces` decodes the same frames again at full resolution and cuts the aligned crops
@@ -28,7 +28,10 @@ from affectfuse.faces.mtcnn import MTCNN, load_mtcnn
 from affectfuse.faces.track import IoUTracker, TrackStats, merge_stats, select_main_track, stitch_tracks
 from affectfuse.media.decode import MediaError, iter_frames, probe
 
-DETECT_PIXEL_BUDGET = 8_000_000  # pixels per detection batch (float32 copy ~96 MB)
+# Pixels per detection batch. On CPU, big batches only add cache misses (MTCNN is memory-bound there:
+# measured 59-74 ms CPU/frame for 2-4 frames of 640x360 vs 81-88 ms for 16), so batches stay small; on a
+# GPU, large batches are what makes it fast.
+DETECT_PIXEL_BUDGET = {"cpu": 1_000_000, "other": 16_000_000}
 CROP_PIXEL_BUDGET = 16_000_000  # pixels per full-resolution crop batch (uint8 ~48 MB)
 KEEP_MODES = ("main", "all")
 
@@ -116,32 +119,48 @@ def default_detector(device: str = "cpu") -> MTCNN:
 
 @dataclass
 class VideoDetections:
-    """Result of the detection pass over one video.
+    """Result of the detection pass over one video, stored flat (~100 bytes per sampled frame).
 
     Attributes:
         path: the video.
         frame_numbers: (N,) int64 sampled frame numbers (1-based); timestamps: (N,) float64 s.
-        boxes, scores, landmarks, track_ids: per sampled frame, (F, 4) / (F,) / (F, 5, 2) / (F,) arrays in
-            original-frame pixels; ``track_ids`` are stitched (chain) ids.
+        offsets: (N + 1,) int64; the detections of sampled frame ``i`` are rows ``offsets[i]:offsets[i+1]`` of
+        boxes: (K, 4) float32 xyxy, scores: (K,) float32, landmarks: (K, 5, 2) float32 (original-frame
+            pixels) and track_ids: (K,) int64 stitched (chain) track ids.
         tracks: per stitched track, :class:`TrackStats`; main_track: the main person's id (None: no face).
     """
 
     path: str
     frame_numbers: np.ndarray
     timestamps: np.ndarray
-    boxes: list
-    scores: list
-    landmarks: list
-    track_ids: list
+    offsets: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
+    track_ids: np.ndarray
     tracks: dict[int, TrackStats] = field(default_factory=dict)
     main_track: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.frame_numbers)
+
+    def frame(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(boxes (F, 4), scores (F,), landmarks (F, 5, 2), track_ids (F,)) of sampled frame ``i``."""
+        sl = slice(self.offsets[i], self.offsets[i + 1])
+        return self.boxes[sl], self.scores[sl], self.landmarks[sl], self.track_ids[sl]
 
     @property
     def found_fraction(self) -> float:
         """Share of sampled frames where the main person's face was found."""
         if len(self.frame_numbers) == 0 or self.main_track is None:
             return 0.0
-        return float(np.mean([(ids == self.main_track).any() for ids in self.track_ids]))
+        rows = np.flatnonzero(self.track_ids == self.main_track)
+        frames = np.searchsorted(self.offsets, rows, side="right") - 1
+        return len(np.unique(frames)) / len(self.frame_numbers)
+
+
+def _cat(parts: list, empty_shape: tuple) -> np.ndarray:
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(empty_shape, np.float32)
 
 
 def _batch_for(pixels_per_frame: int, batch_size: int, budget: int) -> int:
@@ -159,22 +178,27 @@ def detect_video(path: str | os.PathLike, fps: float | None = None, detector: MT
     tracker = tracker or IoUTracker()
     side = max(info.width, info.height) or 1
     scale = min(1.0, detect_max_side / side) if detect_max_side else 1.0
-    bsize = _batch_for(int(info.width * info.height * scale * scale), batch_size, DETECT_PIXEL_BUDGET)
-    nums, times, boxes, scores, marks, ids = [], [], [], [], [], []
+    budget = DETECT_PIXEL_BUDGET["cpu" if detector.device.type == "cpu" else "other"]
+    bsize = _batch_for(int(info.width * info.height * scale * scale), batch_size, budget)
+    nums, times, counts, boxes, scores, marks, ids = [], [], [], [], [], [], []
     for batch in iter_frames(path, fps=fps, batch_size=bsize, max_side=detect_max_side):
         for num, t, det in zip(batch.frame_numbers, batch.timestamps, detector.detect(batch.images)):
-            b, lm = det.boxes / batch.scale, det.landmarks / batch.scale
+            b = det.boxes / batch.scale
             nums.append(int(num))
             times.append(float(t))
-            boxes.append(b)
-            scores.append(det.scores)
-            marks.append(lm)
-            ids.append(tracker.update(float(t), b))
+            counts.append(len(det))
+            if len(det):
+                boxes.append(b)
+                scores.append(det.scores)
+                marks.append(det.landmarks / batch.scale)
+                ids.append(tracker.update(float(t), b))
     chain = stitch_tracks(tracker.stats, stitch_gap_s=stitch_gap_s)
     tracks = merge_stats(tracker.stats, chain)
-    ids = [np.array([chain[int(i)] for i in row], np.int64) for row in ids]
-    return VideoDetections(str(path), np.asarray(nums, np.int64), np.asarray(times, np.float64), boxes, scores,
-                           marks, ids, tracks, select_main_track(tracks))
+    ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    ids = np.array([chain[int(i)] for i in ids], np.int64)
+    return VideoDetections(str(path), np.asarray(nums, np.int64), np.asarray(times, np.float64),
+                           np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), _cat(boxes, (0, 4)),
+                           _cat(scores, (0,)), _cat(marks, (0, 5, 2)), ids, tracks, select_main_track(tracks))
 
 
 def iter_faces(path: str | os.PathLike, fps: float | None = None, sizes: Sequence[int] = (112,),
@@ -214,13 +238,12 @@ def iter_faces(path: str | os.PathLike, fps: float | None = None, sizes: Sequenc
             if i >= len(dets.frame_numbers) or dets.frame_numbers[i] != num:
                 raise MediaError(path, f"frame {num} was not in the detection pass (file changed or decoding is "
                                        "not reproducible)")
-            ids = dets.track_ids[i]
+            boxes, scores, marks, ids = dets.frame(i)
             picks = np.flatnonzero(ids == dets.main_track) if keep == "main" else np.argsort(ids, kind="stable")
             if len(picks) == 0:
                 rows.add(int(num), float(t))
             for p in picks[:1] if keep == "main" else picks:
-                rows.add(int(num), float(t), image, dets.boxes[i][p], dets.landmarks[i][p],
-                         float(dets.scores[i][p]), int(ids[p]))
+                rows.add(int(num), float(t), image, boxes[p], marks[p], float(scores[p]), int(ids[p]))
             i += 1
         if len(rows):
             yield rows.pop()
