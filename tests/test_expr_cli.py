@@ -66,6 +66,10 @@ def test_affwild2_train_evaluate_predict_submit_validate(affwild, capsys):
     assert json.loads((d / "eval" / "scores.json").read_text())["class_names"] == list(EXPR_CLASSES)
     assert main(["expr", "predict", "--checkpoint", str(run / "best.pt"), "--frame-list", str(d / "example.txt"),
                  "--out", str(d / "probs.csv")]) == 0
+    (d / "partial.txt").write_text("v_gone/00001.jpg\nva/00001.jpg\n")  # one video without features
+    assert main(["expr", "predict", "--checkpoint", str(run / "best.pt"), "--frame-list", str(d / "partial.txt"),
+                 "--out", str(d / "partial.csv")]) == 1
+    assert "v_gone" in (d / "partial.failures.csv").read_text() and "va/00001.jpg" in (d / "partial.csv").read_text()
     probs_header = (d / "probs.csv").read_text().splitlines()[0]
     assert probs_header.endswith(",".join(EXPR_CLASSES) + ",predicted")
     # `affectfuse ensemble` recognises EXPR probability files and scores the ensemble on annotations

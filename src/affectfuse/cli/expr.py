@@ -290,8 +290,13 @@ def _predict(args) -> int:
         raise ValueError("expr predict needs --frame-list, --ids, --annotations or --manifest")
     videos = _frame_data(args, info, face, audio, ids, n_frames)
     missing = sorted(set(ids or []) - {v.id for v in videos})
-    for vid in missing:
-        log.warning("no features for video %s: not predicted", vid)
+    if missing:  # the others are still predicted; the failures file lists these
+        from affectfuse.utils import FailureLog
+
+        failures = FailureLog(Path(args.out).with_suffix(".failures.csv"))
+        for vid in missing:
+            log.warning("no usable features for video %s: not predicted", vid)
+            failures.add(vid, "no usable features in " + ", ".join(str(fs.path) for fs in face))
     probs = predict_videos(model, videos, cfg["window"], cfg["predict_stride"], smoothing=smoothing)
     write_probabilities(args.out, probs, face={v.id: v.face for v in videos})
     _print({"videos": len(videos), "frames": int(sum(v.n_frames for v in videos)), "missing": missing,

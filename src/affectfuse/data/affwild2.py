@@ -255,8 +255,8 @@ def load_expr_videos(labels: dict[str, np.ndarray] | list[str], face_sets: list[
     """Build one :class:`ExprVideo` per id, features of all face sets concatenated per frame.
 
     Args:
-        labels: id -> (N,) labels (N frames), or a list of ids for unlabelled videos (N then comes from
-            ``n_frames[id]`` or the last frame of the features).
+        labels: id -> (N,) labels (N frames), or a list of ids for unlabelled videos (N is then the larger
+            of ``n_frames[id]`` and the last frame the features cover).
         face_sets: face feature sets whose columns are concatenated ("stitched") in this order.
         audio_set: optional audio features, nearest row per frame, appended after the face columns
             (never masked by the face policy).
@@ -272,12 +272,11 @@ def load_expr_videos(labels: dict[str, np.ndarray] | list[str], face_sets: list[
         try:
             feats = [_read_for(fs, vid) for fs in face_sets]
             rates = [video_fps(fs, vid, fps, f) for fs, f in zip(face_sets, feats)]
+            last = int(max(row_frames(f.timestamps, r).max(initial=0) for f, r in zip(feats, rates)))
             if isinstance(labels, dict):
                 n = len(labels[vid])
-            elif n_frames and vid in n_frames:
-                n = int(n_frames[vid])
-            else:
-                n = int(max(row_frames(f.timestamps, r).max(initial=0) for f, r in zip(feats, rates)))
+            else:  # unlabelled: every listed frame and every frame the features cover
+                n = max(int((n_frames or {}).get(vid, 0)), last)
             parts, face = [], np.ones(n, dtype=bool)
             for f, r in zip(feats, rates):
                 values, found = align_to_frames(f, n, r)
