@@ -130,17 +130,24 @@ def _modality_features(rng, drives: np.ndarray, steps: int, dim: int, modality: 
         bank = rng.standard_normal((bank_rows, dim), dtype=np.float32)
         bank *= noise * world["scale"]
         rows = rng.permutation(bank_rows) if bank_rows == n * steps else rng.integers(0, bank_rows, n * steps)
-    def fill(start: int) -> None:  # one chunk of steps; numpy releases the GIL in take and matmul
-        part = slice(start, start + CHUNK_VIDEOS * steps)
-        if noise > 0:
-            np.take(bank, rows[part], axis=0, out=flat_out[part])
-            flat_out[part] += flat_latent[part] @ world["basis"]
-        else:
-            np.matmul(flat_latent[part], world["basis"], out=flat_out[part])
+    chunk = CHUNK_VIDEOS * steps
+    workers = max(1, min(2, os.cpu_count() or 1))
 
-    starts = range(0, n * steps, CHUNK_VIDEOS * steps)
-    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-        list(pool.map(fill, starts))
+    def fill(first: int) -> None:
+        """Every ``workers``-th chunk of steps, with one reused buffer (fresh temporaries would page-fault).
+        numpy releases the GIL in take and matmul, so the workers run in parallel."""
+        buffer = np.empty((min(chunk, n * steps), dim), dtype=np.float32)
+        for start in range(first * chunk, n * steps, workers * chunk):
+            part = slice(start, start + chunk)
+            target = flat_out[part]
+            np.matmul(flat_latent[part], world["basis"], out=target)
+            if noise > 0:
+                tmp = buffer[:target.shape[0]]
+                np.take(bank, rows[part], axis=0, out=tmp)
+                target += tmp
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(fill, range(workers)))
     return out
 
 
