@@ -6,16 +6,22 @@ arguments) go through extraction first, see the predict issue.
 
 from __future__ import annotations
 
-HELP = "predict ERI intensities (challenge CSV: File_ID + 7 emotions in [0, 1]) from feature sets"
+HELP = ("videos -> expressions, voice emotion, top emotion, HTML report (no argument: the bundled clip); "
+        "with --features: ERI challenge CSV from feature sets")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("videos", nargs="*", metavar="VIDEO", help="raw video files (not yet supported here)")
+    p.add_argument("videos", nargs="*", metavar="VIDEO",
+                   help="video files or folders (video mode; default: the bundled sample clip)")
     p.add_argument("--checkpoint", help="trained ERI checkpoint (best.pt) or its run folder")
     p.add_argument("--features", nargs="+", metavar="NAME=DIR", help="feature sets the checkpoint was trained on")
     p.add_argument("--table", help="dataset table; with --split predicts that split, in table order")
     p.add_argument("--split", default="test", help="split of --table to predict (default: test)")
-    p.add_argument("--out", help="output CSV (File_ID,Adoration,...,Surprise)")
+    p.add_argument("--out", help="feature-set mode: output CSV (File_ID,Adoration,...,Surprise); "
+                                 "video mode: output folder (default predict_out)")
+    from affectfuse.cli import predict_video
+
+    predict_video.add_arguments(p)  # the video mode's options (cli/predict_video.py)
 
 
 def predict_from_features(checkpoint: str, features: list[str], out: str, table: str | None = None,
@@ -46,9 +52,10 @@ def predict_from_features(checkpoint: str, features: list[str], out: str, table:
 def run(args) -> int:
     import json
 
-    if args.videos:
-        raise ValueError("raw-video prediction is not available in this build; extract features with "
-                         "`affectfuse extract` and pass --checkpoint CKPT --features NAME=DIR ...")
+    if not args.features:  # positional VIDEOs, or no argument at all: the video mode
+        from affectfuse.cli import predict_video
+
+        return predict_video.run(args)
     if not (args.checkpoint and args.features and args.out):
         raise ValueError("feature-set prediction needs --checkpoint, --features and --out")
     print(json.dumps(predict_from_features(args.checkpoint, args.features, args.out, args.table, args.split)))

@@ -114,7 +114,7 @@ def run(args) -> int:
         raise ValueError(f"--fusion-weights must be two non-negative numbers 'face,voice', got {args.fusion_weights!r}")
     options = PredictOptions(
         fps=args.fps, batch_size=args.batch_size, expr_checkpoint=args.expr_checkpoint,
-        eri_checkpoint=args.eri_checkpoint, voice_head=args.voice_head, fusion_weights=weights,
+        eri_checkpoint=args.eri_checkpoint or getattr(args, "checkpoint", None), voice_head=args.voice_head, fusion_weights=weights,
         detect_max_side=args.detect_max_side, min_face_size=args.min_face_size, thumbnails=args.thumbnails, device=args.device)
     predictor = VideoPredictor(options)  # loads every model once; a bad checkpoint stops here, before any video
     rows = []
