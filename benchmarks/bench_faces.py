@@ -188,9 +188,12 @@ def memory_child(video: str | None, threads: int, naive_loop: bool = False) -> N
 def memory(args) -> list[str]:
     def child(video, naive_loop=False):
         extra = ["--naive"] if naive_loop else []
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        if args.mmap_threshold:
+            env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
         out = subprocess.run([sys.executable, __file__, "--memory-child", video or "", "--threads", str(args.threads)]
                              + extra,
-                             check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+                             check=True, capture_output=True, text=True, env=env)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     rows = ["| video length | sampled frames (1 fps) | faces found | peak RSS (MiB) | naive loop: peak RSS (MiB) |",
@@ -267,6 +270,8 @@ def main(argv=None) -> int:
     parser.add_argument("--naive-minutes", type=float, nargs="*", default=[1],
                         help="lengths at which the naive loop's memory is measured too (it grows with length)")
     parser.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mmap-threshold", type=int, default=0,
+                        help="run the memory processes with MALLOC_MMAP_THRESHOLD_ set (glibc; 0 = default)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")

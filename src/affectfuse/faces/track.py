@@ -62,11 +62,13 @@ class IoUTracker:
     max_gap_s: float = 1.0
     stats: dict[int, TrackStats] = field(default_factory=dict)
     _next_id: int = 0
+    _live: dict[int, TrackStats] = field(default_factory=dict)  # tracks not yet expired
 
     def update(self, t: float, boxes: np.ndarray) -> np.ndarray:
         """Assign track ids (F,) int64 to a frame's (F, 4) boxes at time ``t`` seconds."""
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        live = [s for s in self.stats.values() if t - s.last_t <= self.max_gap_s and s.last_t < t]
+        self._live = {i: s for i, s in self._live.items() if t - s.last_t <= self.max_gap_s}
+        live = [s for s in self._live.values() if s.last_t < t]
         ids = np.full(len(boxes), -1, np.int64)
         if live and len(boxes):
             iou = box_iou(np.stack([s.last_box for s in live]), boxes)
@@ -78,6 +80,7 @@ class IoUTracker:
             if ids[k] < 0:
                 ids[k] = self._next_id
                 self.stats[self._next_id] = TrackStats(self._next_id, t, t, box.copy(), box.copy())
+                self._live[self._next_id] = self.stats[self._next_id]
                 self._next_id += 1
             s = self.stats[int(ids[k])]
             s.last_t, s.last_box = t, box.copy()
@@ -100,6 +103,8 @@ def stitch_tracks(stats: dict[int, TrackStats], stitch_gap_s: float = 10.0, max_
     chain_end: dict[int, TrackStats] = {}  # chain id -> its last track
     for b in order:
         best, best_dist = None, np.inf
+        # chains that ended too long ago can never be joined again (tracks come in start order)
+        chain_end = {c: a for c, a in chain_end.items() if a.last_t + stitch_gap_s >= b.first_t}
         for cid, a in chain_end.items():
             if not (a.last_t < b.first_t <= a.last_t + stitch_gap_s):
                 continue
