@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", choices=("main",), default="main", help="faces kept per frame")
     p.add_argument("--device", default="cpu", help="torch device for the networks")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from affectfuse.cluster import add_extract_arguments
+
+    add_extract_arguments(p)
 
 
 def parse_weights(values: list[str], names: list[str]) -> dict[str, str]:
@@ -77,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
         print("WARNING: --random-weights: features are NOT pretrained (testing only)", file=sys.stderr)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
     items = find_inputs(args.input, args.media_dir)
+    if getattr(args, "ray", None) is not None:
+        from affectfuse.cluster.ray_extract import run_cli
+
+        return run_cli(args, items, names, parse_weights(args.weights, names))
     extractors = build_extractors(names, parse_weights(args.weights, names), args.random_weights, args.device,
                                   sample_rate=args.sample_rate, window_s=args.window, hop_s=args.hop)
     report = extract(items, extractors, args.out, fps=args.fps or None, batch_size=args.batch_size,

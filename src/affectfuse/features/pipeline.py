@@ -341,6 +341,16 @@ def feature_meta(ext: Extractor, fps: float | None = None) -> FeatureSetMeta:
                           modality=base["modality"] or ext.modality, extra=d)
 
 
+def decode_plan(by_name: dict[str, Extractor], missing: Sequence[str], fps: float | None = 5.0,
+                batch_size: int = 32, keep: str = "main") -> DecodePlan:
+    """The :class:`DecodePlan` serving the extractors named ``missing`` (audio windows, face crop sizes)."""
+    audio = {n: AudioPlan(by_name[n].input.sample_rate, by_name[n].input.window_s, by_name[n].input.hop_s,
+                          int(getattr(by_name[n], "min_window_samples", 1)))
+             for n in missing if by_name[n].modality == "audio"}
+    sizes = tuple(sorted({by_name[n].input.size for n in missing if by_name[n].modality == "face"}))
+    return DecodePlan(audio, sizes, fps, batch_size, keep)
+
+
 def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequence[Extractor],
             out_root: str | os.PathLike, fps: float | None = 5.0, batch_size: int = 32, workers: int = 0,
             keep: str = "main", detector=None, progress: bool = True) -> ExtractReport:
@@ -381,11 +391,7 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
     by_name = {e.name: e for e in extractors}
 
     def plan_for(missing: list[str]) -> DecodePlan:
-        audio = {n: AudioPlan(by_name[n].input.sample_rate, by_name[n].input.window_s, by_name[n].input.hop_s,
-                              int(getattr(by_name[n], "min_window_samples", 1)))
-                 for n in missing if by_name[n].modality == "audio"}
-        sizes = tuple(sorted({by_name[n].input.size for n in missing if by_name[n].modality == "face"}))
-        return DecodePlan(audio, sizes, fps, batch_size, keep)
+        return decode_plan(by_name, missing, fps, batch_size, keep)
 
     missing_of = {item.id: missing for item, missing in todo}
     jobs = ((item, plan_for(missing)) for item, missing in todo)
