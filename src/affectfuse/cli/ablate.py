@@ -35,6 +35,9 @@ def add_arguments(p) -> None:
     p.add_argument("--config", help="YAML recipe shared by every run")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="config overrides shared by every run")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run the runs as Ray tasks (affectfuse.cluster.ray_sweep); no ADDRESS: a local cluster")
+    p.add_argument("--cpus-per-run", type=float, default=1.0, help="with --ray: CPUs reserved per run")
 
 
 def plan(sets, tricks, seeds: range) -> list[dict]:
@@ -89,17 +92,14 @@ def markdown(rows: list[dict], n_seeds: int, label_names) -> str:
 
 
 def run(args) -> int:
-    import csv
-    import io
     import json
     import logging
     from pathlib import Path
 
     from affectfuse.data.layouts import load_table
-    from affectfuse.training.config import resolve_config, save_config
-    from affectfuse.training.eri import fit
+    from affectfuse.training.config import resolve_config
     from affectfuse.training.run import feature_meta, load_split, open_feature_sets, parse_feature_args, task_dict
-    from affectfuse.utils import FailureLog, write_text_atomic
+    from affectfuse.utils import FailureLog
 
     log = logging.getLogger("affectfuse.ablate")
     out = Path(args.out)
@@ -110,38 +110,63 @@ def run(args) -> int:
     val = load_split(table, sets, base.data.val_split, base.data.seq_len, base.data.sequence_mode)
     meta, task = feature_meta(sets), task_dict(table)
     failures = FailureLog(out / "failures.csv")
-    rows = []
     runs = plan(args.sets, args.tricks, range(args.first_seed, args.first_seed + args.seeds))
-    for i, r in enumerate(runs, 1):
-        run_dir = out / "runs" / r["name"]
-        done = run_dir / "result.json"
-        try:
-            info = json.loads(done.read_text()) if done.is_file() else {}
-            if not info.get("finished"):
-                cfg = resolve_config(None, r["overrides"], base=resolve_config(args.config, args.overrides))
-                run_dir.mkdir(parents=True, exist_ok=True)
-                save_config(cfg, run_dir / "config.yaml")
-                log.info("[%d/%d] %s", i, len(runs), r["name"])
-                fit(cfg, train, val, run_dir, meta, task, resume=True)
-                info = json.loads(done.read_text())
-            else:
-                log.info("[%d/%d] %s: finished earlier, skipped", i, len(runs), r["name"])
-        except Exception as exc:  # one bad run never stops the others
-            log.error("%s failed: %s", r["name"], exc)
-            failures.add(r["name"], exc)
-            continue
-        best = info["best_metrics"] or {}
-        rows.append({"name": r["name"], "table": r["table"], "row": r["row"], "seed": r["seed"],
-                     "best_val_mean_pearson": info["best_val_mean_pearson"], "best_epoch": info["best_epoch"],
-                     "epochs": info["epochs"], **{f"r_{e}": best.get(f"r_{e}", float("nan")) for e in val.label_names},
-                     "predictions": str(run_dir / "val_predictions.csv")})
+    if args.ray is not None:
+        from affectfuse.cluster.ray_sweep import ray_runs
+
+        rows = ray_runs(runs, out, args.config, args.overrides, train, val, meta, task, failures,
+                        address=args.ray or None, cpus_per_run=args.cpus_per_run)
+    else:
+        rows = []
+        for i, r in enumerate(runs, 1):
+            log.info("[%d/%d] %s", i, len(runs), r["name"])
+            try:
+                rows.append(run_one(r, out, args.config, args.overrides, train, val, meta, task))
+            except Exception as exc:  # one bad run never stops the others
+                log.error("%s failed: %s", r["name"], exc)
+                failures.add(r["name"], exc)
+    write_results(out, rows, args.seeds, val.label_names)
+    print(json.dumps({"out": str(out), "runs": len(rows), "failed": len(failures)}))
+    return 1 if failures else 0
+
+
+def run_one(r: dict, out, recipe, overrides, train, val, meta: dict, task: dict) -> dict:
+    """Train (or resume, or skip when finished) one planned run ``r``; returns its ``ablation.csv`` row."""
+    import json
+    from pathlib import Path
+
+    from affectfuse.training.config import resolve_config, save_config
+    from affectfuse.training.eri import fit
+
+    run_dir = Path(out) / "runs" / r["name"]
+    done = run_dir / "result.json"
+    info = json.loads(done.read_text()) if done.is_file() else {}
+    if not info.get("finished"):
+        cfg = resolve_config(None, r["overrides"], base=resolve_config(recipe, overrides))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        fit(cfg, train, val, run_dir, meta, task, resume=True)
+        info = json.loads(done.read_text())
+    best = info["best_metrics"] or {}
+    return {"name": r["name"], "table": r["table"], "row": r["row"], "seed": r["seed"],
+            "best_val_mean_pearson": info["best_val_mean_pearson"], "best_epoch": info["best_epoch"],
+            "epochs": info["epochs"], **{f"r_{e}": best.get(f"r_{e}", float("nan")) for e in val.label_names},
+            "predictions": str(run_dir / "val_predictions.csv")}
+
+
+def write_results(out, rows: list[dict], n_seeds: int, label_names) -> None:
+    """``ablation.csv`` (one row per run) and ``ablation.md`` (:func:`markdown`); prints the tables."""
+    import csv
+    import io
+    from pathlib import Path
+
+    from affectfuse.utils import write_text_atomic
+
     if rows:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-        write_text_atomic(out / "ablation.csv", buf.getvalue())
-        write_text_atomic(out / "ablation.md", markdown(rows, args.seeds, val.label_names))
-        print((out / "ablation.md").read_text(), end="")
-    print(json.dumps({"out": str(out), "runs": len(rows), "failed": len(failures)}))
-    return 1 if failures else 0
+        write_text_atomic(Path(out) / "ablation.csv", buf.getvalue())
+        write_text_atomic(Path(out) / "ablation.md", markdown(rows, n_seeds, label_names))
+        print((Path(out) / "ablation.md").read_text(), end="")

@@ -1,0 +1,201 @@
+"""Scale-out on a local Ray cluster: same features as one process, worker deaths lose and repeat nothing,
+training sweeps give the serial tables. One 2-CPU cluster is shared by the whole module."""
+
+import csv
+import os
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from affectfuse.cli import main  # noqa: E402
+from affectfuse.cli.extract import build_extractors  # noqa: E402
+from affectfuse.cluster.ray_extract import ExtractWorker, WorkerSpec, ray_extract  # noqa: E402
+from affectfuse.data.store import FeatureSet  # noqa: E402
+from affectfuse.features.pipeline import extract, find_inputs  # noqa: E402
+
+pytestmark = pytest.mark.slow  # a Ray cluster takes several seconds to start on a loaded 2-core machine
+NAMES = ("egemaps", "faceexpressionnet")
+
+
+def _video(path, seed, seconds=1.2, fps=10, size=48):
+    """Tiny H.264 + AAC (16 kHz tone) mp4 written with PyAV."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=fps)
+        v.width = v.height = size
+        v.pix_fmt = "yuv420p"
+        a = c.add_stream("aac", rate=16000, layout="mono")
+        for _ in range(int(seconds * fps)):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), format="rgb24")
+            for p in v.encode(frame):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        wave = (0.2 * np.sin(2 * np.pi * (150 + 90 * seed) * np.arange(int(16000 * seconds)) / 16000)).astype(np.float32)
+        for s in range(0, len(wave), 1024):
+            fr = av.AudioFrame.from_ndarray(wave[None, s:s + 1024], format="flt", layout="mono")
+            fr.sample_rate, fr.pts, fr.time_base = 16000, s, Fraction(1, 16000)
+            for p in a.encode(fr):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    for k, name in enumerate("abcd"):
+        _video(root / f"{name}.mp4", seed=k)
+    (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video")
+    return root
+
+
+@pytest.fixture(scope="module")
+def serial(videos, tmp_path_factory):
+    """The single-process engine's output, the reference for every Ray run."""
+    out = tmp_path_factory.mktemp("serial")
+    extract(find_inputs(videos), build_extractors(list(NAMES), random_weights=True), out, progress=False)
+    return out
+
+
+def _spec(out, names=("egemaps",)):
+    return WorkerSpec(str(out), tuple(names), random_weights=True)
+
+
+def _failures(out):
+    with open(out / "failures.csv") as fh:
+        return {row["item"]: row["error"] for row in csv.DictReader(fh)}
+
+
+def _assert_same(a, b, names=NAMES, ids="abcd"):
+    for name in names:
+        fa, fb = FeatureSet.open(a / name), FeatureSet.open(b / name)
+        assert sorted(fb.ids()) == sorted(ids)
+        for vid in ids:
+            x, y = fa[vid], fb[vid]
+            np.testing.assert_allclose(y.values, x.values, rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(y.timestamps, x.timestamps)
+            np.testing.assert_array_equal(y.mask, x.mask)
+
+
+def test_cli_ray_extract_equals_single_process(cluster, videos, serial, tmp_path):
+    out = tmp_path / "feats"
+    args = ["extract", str(videos), "--extractors", ",".join(NAMES), "--out", str(out), "--random-weights",
+            "--no-progress", "--ray", "--ray-workers", "2"]
+    assert main(args) == 1  # broken.mp4 fails, the others are written
+    _assert_same(serial, out)
+    assert set(_failures(out)) == {"broken [egemaps]", "broken [faceexpressionnet]"}
+    assert "broken.mp4" in _failures(out)["broken [egemaps]"]
+    assert FeatureSet.open(out / "faceexpressionnet").meta.random_weights
+    assert (out / "egemaps" / "index.csv").read_text().count("\n") == 1 + 4
+
+
+def _crashing_worker(marker_dir, write_log, deaths: int, poison: str | None = None):
+    """An ExtractWorker that logs every feature write and kills its process: the first ``deaths`` calls
+    (the first after writing its files, the next ones before any work), and every call on ``poison``."""
+
+    class Crashing(ExtractWorker):
+        def __init__(self, spec):
+            super().__init__(spec)
+            for name, fs in self.sets.items():
+                fs.write = self._logged(name, fs.write)
+
+        @staticmethod
+        def _logged(name, write):
+            def wrapped(features):
+                path = write(features)
+                with open(write_log, "a") as fh:
+                    fh.write(f"{name},{features.id},{os.getpid()}\n")
+                return path
+            return wrapped
+
+        def process(self, item, names):
+            if item.id == poison:
+                os._exit(3)
+            calls = len(os.listdir(marker_dir))
+            if calls < deaths:
+                open(os.path.join(marker_dir, f"death{calls}"), "w").close()
+                if calls > 0:
+                    os._exit(1)  # dies before touching the video
+                out = super().process(item, names)
+                os._exit(2)  # dies after its files were renamed into place, before reporting them
+            return super().process(item, names)
+
+    return Crashing
+
+
+def test_killed_workers_lose_nothing_write_nothing_twice_and_resume_skips(cluster, videos, serial, tmp_path):
+    marks, log, out = tmp_path / "marks", tmp_path / "writes.log", tmp_path / "feats"
+    marks.mkdir()
+    worker = _crashing_worker(str(marks), str(log), deaths=2)
+    report = ray_extract(find_inputs(videos), _spec(out), num_workers=2, progress=False, worker_cls=worker)
+    assert len(os.listdir(marks)) == 2  # two workers really died
+    writes = [tuple(line.split(",")[:2]) for line in log.read_text().splitlines()]
+    assert sorted(writes) == [("egemaps", v) for v in "abcd"]  # each file written exactly once
+    assert len({line.split(",")[2] for line in log.read_text().splitlines()}) >= 2  # by more than one process
+    _assert_same(serial, out, ["egemaps"])
+    assert set(_failures(out)) == {"broken [egemaps]"}
+    # the video written just before the first death is found done on its retry, not written again
+    assert len(report.written["egemaps"]) == 3
+    # resumed: every finished video is skipped (files untouched), only the broken one is tried again
+    stamps = {f: f.stat().st_mtime_ns for f in out.glob("*/*.npz")}
+    report = ray_extract(find_inputs(videos), _spec(out), num_workers=2, progress=False)
+    assert sorted(report.skipped) == list("abcd") and report.written == {"egemaps": []}
+    assert {f: f.stat().st_mtime_ns for f in out.glob("*/*.npz")} == stamps
+
+
+def test_a_video_that_kills_every_worker_is_recorded_not_retried_forever(cluster, videos, tmp_path):
+    marks, out = tmp_path / "marks", tmp_path / "feats"
+    marks.mkdir()
+    worker = _crashing_worker(str(marks), str(tmp_path / "log"), deaths=0, poison="c")
+    report = ray_extract(find_inputs(videos), _spec(out, ["egemaps"]), num_workers=2, max_attempts=2,
+                         progress=False, worker_cls=worker)
+    assert sorted(report.written["egemaps"]) == ["a", "b", "d"]
+    fails = _failures(out)
+    assert "a worker died on this video 2 times" in fails["c [egemaps]"] and "c.mp4" in fails["c [egemaps]"]
+
+
+TINY = ["model.d_model=16", "model.ff_dim=32", "model.proj_dim=16", "model.interaction_heads=4", "data.seq_len=8",
+        "train.lr=3e-3", "train.batch_size=32", "train.threads=1", "train.progress=false",
+        "train.tensorboard=false", "train.max_epochs=2"]
+
+
+def test_ablate_on_ray_gives_the_serial_tables_and_ensemble_ready_predictions(cluster, tmp_path, capsys):
+    from affectfuse.data.synthetic import make_eri_dataset
+    from affectfuse.outputs.eri_csv import read_eri_predictions, validate_eri_predictions
+
+    table = make_eri_dataset(tmp_path / "data", n_videos=80, dims={"audio": 16, "visual": 24},
+                             steps={"audio": 8, "visual": 12}, seed=0)
+    feats = [f"{m}={tmp_path / 'data' / 'features' / m}" for m in ("audio", "visual")]
+    common = ["ablate", "--table", str(table), "--features", *feats, "--seeds", "1", "--sets", "A", "A+V+AV",
+              "--tricks", "no_ema", "--set", *TINY]
+    assert main([*common, "--out", str(tmp_path / "serial")]) == 0
+    assert main([*common, "--out", str(tmp_path / "ray"), "--ray"]) == 0
+    capsys.readouterr()
+    md = (tmp_path / "ray" / "ablation.md").read_text()
+    assert md == (tmp_path / "serial" / "ablation.md").read_text()  # same runs, same numbers, same table
+    assert "| A+V+AV | " in md and "| w/o EMA |" in md
+    preds = sorted((tmp_path / "ray").glob("runs/*/val_predictions.csv"))
+    assert len(preds) == 3
+    for p in preds:
+        (ids_a, a), (ids_b, b) = read_eri_predictions(p), read_eri_predictions(
+            tmp_path / "serial" / p.relative_to(tmp_path / "ray"))
+        assert ids_a == ids_b
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert main(["ensemble", *map(str, preds[:2]), "--out", str(tmp_path / "ens.csv")]) == 0
+    validate_eri_predictions(tmp_path / "ens.csv")
+    stamp = (tmp_path / "ray" / "runs" / "set-A_seed0" / "best.pt").stat().st_mtime_ns
+    assert main([*common, "--out", str(tmp_path / "ray"), "--ray"]) == 0  # finished runs are skipped
+    assert (tmp_path / "ray" / "runs" / "set-A_seed0" / "best.pt").stat().st_mtime_ns == stamp
