@@ -56,7 +56,7 @@ class DecodePlan:
     """What one decoding pass must produce (picklable; sent to worker processes)."""
 
     audio: dict[str, AudioPlan] = field(default_factory=dict)  # audio extractor name -> windows
-    face_sizes: tuple[int, ...] = ()  # crop sizes; empty = no face pass
+    faces: tuple[tuple[int, str], ...] = ()  # (crop size, alignment template) pairs; empty = no face pass
     fps: float | None = 5.0
     batch_size: int = 32
     keep: str = "main"
@@ -67,7 +67,7 @@ class DecodedVideo:
     """Everything the extractors need from one video.
 
     ``audio[name] = (starts (T,) s, T windows)``; faces: ``frame_numbers (F,)``, ``timestamps (F,)`` s,
-    ``found (F,)`` bool and ``crops[size] = (n_found, size, size, 3) uint8`` for the found rows only.
+    ``found (F,)`` bool and ``crops[(size, template)] = (n_found, size, size, 3) uint8`` for the found rows.
     ``errors[name]`` holds why an extractor cannot have this video (e.g. "no audio track").
     """
 
@@ -75,7 +75,7 @@ class DecodedVideo:
     audio: dict[str, tuple[np.ndarray, list[np.ndarray]]] = field(default_factory=dict)
     timestamps: np.ndarray | None = None
     found: np.ndarray | None = None
-    crops: dict[int, np.ndarray] = field(default_factory=dict)
+    crops: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     face_error: str | None = None
 
@@ -110,7 +110,7 @@ def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVid
                                     f"{p.min_samples} samples, the least '{name}' can analyse")
                 continue
             out.audio[name] = (starts, chunks)
-    if plan.face_sizes:
+    if plan.faces:
         try:
             _decode_faces(item, plan, detector, out)
         except (MediaError, ValueError, RuntimeError) as exc:
@@ -119,18 +119,29 @@ def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVid
 
 
 def _decode_faces(item: MediaItem, plan: DecodePlan, detector, out: DecodedVideo) -> None:
-    from affectfuse.faces import iter_faces
+    """Detect + track once, then cut the crops; one crop pass per template a size is asked with."""
+    from affectfuse.faces import detect_video, iter_faces
 
-    times, found, crops = [], [], {s: [] for s in plan.face_sizes}
-    for batch in iter_faces(item.path, fps=plan.fps, sizes=plan.face_sizes, batch_size=plan.batch_size,
-                            keep=plan.keep, detector=detector):
-        times.append(batch.timestamps)
-        found.append(batch.found)
-        for s in plan.face_sizes:
-            crops[s].append(batch.crops[s][batch.found])  # only faces go to the networks
-    out.timestamps = np.concatenate(times) if times else np.zeros(0)
-    out.found = np.concatenate(found) if found else np.zeros(0, bool)
-    out.crops = {s: (np.concatenate(v) if v else np.zeros((0, s, s, 3), np.uint8)) for s, v in crops.items()}
+    dets = detect_video(item.path, plan.fps, detector, plan.batch_size)
+    groups: list[dict[int, str]] = []  # each: size -> template, no size twice
+    for size, tmpl in plan.faces:
+        group = next((g for g in groups if size not in g), None)
+        if group is None:
+            groups.append(group := {})
+        group[size] = tmpl
+    crops = {key: [] for key in plan.faces}
+    for g, group in enumerate(groups):
+        times, found = [], []
+        for batch in iter_faces(item.path, fps=plan.fps, sizes=tuple(group), batch_size=plan.batch_size,
+                                keep=plan.keep, detections=dets, templates=group):
+            times.append(batch.timestamps)
+            found.append(batch.found)
+            for size, tmpl in group.items():
+                crops[(size, tmpl)].append(batch.crops[size][batch.found])  # only faces go to the networks
+        if g == 0:
+            out.timestamps = np.concatenate(times) if times else np.zeros(0)
+            out.found = np.concatenate(found) if found else np.zeros(0, bool)
+    out.crops = {k: (np.concatenate(v) if v else np.zeros((0, k[0], k[0], 3), np.uint8)) for k, v in crops.items()}
     if len(out.found) == 0:
         raise ValueError("no frames decoded")
 
@@ -140,7 +151,7 @@ def _safe_decode(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVid
         return decode_video(item, plan, detector)
     except Exception as exc:  # an unexpected decoder failure must not stop the other videos
         msg = f"{item.path}: {type(exc).__name__}: {exc}"
-        return DecodedVideo(item, errors={n: msg for n in plan.audio}, face_error=msg if plan.face_sizes else None)
+        return DecodedVideo(item, errors={n: msg for n in plan.audio}, face_error=msg if plan.faces else None)
 
 
 def _worker_init() -> None:
@@ -175,7 +186,7 @@ def _result(item: MediaItem, plan: DecodePlan, future) -> DecodedVideo:
         return future.result()
     except Exception as exc:  # the worker process died (out of memory, segfault in a decoder ...)
         msg = f"{item.path}: worker failed: {type(exc).__name__}: {exc}"
-        return DecodedVideo(item, errors={n: msg for n in plan.audio}, face_error=msg if plan.face_sizes else None)
+        return DecodedVideo(item, errors={n: msg for n in plan.audio}, face_error=msg if plan.faces else None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -243,7 +254,7 @@ class BatchRunner:
     def _face_slot(self, video: DecodedVideo, ext: Extractor):
         if video.face_error is not None or video.found is None:
             return None, video.face_error or f"{video.item.path}: faces were not decoded"
-        crops = video.crops[ext.input.size]
+        crops = video.crops[(ext.input.size, ext.input.template)]
         slot = _Slot(video.item, np.zeros((len(video.found), ext.dim), np.float32), video.timestamps,
                      video.found.copy(), np.flatnonzero(video.found))
         return slot, list(crops)
@@ -347,8 +358,9 @@ def decode_plan(by_name: dict[str, Extractor], missing: Sequence[str], fps: floa
     audio = {n: AudioPlan(by_name[n].input.sample_rate, by_name[n].input.window_s, by_name[n].input.hop_s,
                           int(getattr(by_name[n], "min_window_samples", 1)))
              for n in missing if by_name[n].modality == "audio"}
-    sizes = tuple(sorted({by_name[n].input.size for n in missing if by_name[n].modality == "face"}))
-    return DecodePlan(audio, sizes, fps, batch_size, keep)
+    faces = tuple(sorted({(by_name[n].input.size, by_name[n].input.template)
+                          for n in missing if by_name[n].modality == "face"}))
+    return DecodePlan(audio, faces, fps, batch_size, keep)
 
 
 def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequence[Extractor],
