@@ -192,3 +192,32 @@ def test_table_helpers():
         VideoTable(["a"], ["a"], ["holdout"], ("x",), "regression", None)
     with pytest.raises(ValueError, match="unknown dataset layout 'hdf5'"):
         load_table("x.csv", kind="hdf5")
+
+
+def test_manifest_of_real_crema_d_tables(shared_data, tmp_path):
+    """A user's manifest built from the real CREMA-D vote tables: 6 per-clip intensities, actor groups."""
+    import pandas as pd
+
+    votes = pd.read_csv(shared_data / "crema-d" / "tabulatedVotes.csv", dtype={"Unnamed: 0": str})
+    voice = votes[votes.iloc[:, 0].str.startswith("1")]  # query modality 1 = voice only
+    codes = {"A": "Anger", "D": "Disgust", "F": "Fear", "H": "Happy", "N": "Neutral", "S": "Sad"}
+    manifest = pd.DataFrame({"id": voice["fileName"], "group": voice["fileName"].str[:4]})
+    actor = voice["fileName"].str[:4].astype(int)
+    manifest["split"] = np.where(actor <= 1070, "train", np.where(actor <= 1080, "val", "test"))
+    for code, name in codes.items():
+        share = voice[code] / voice["numResponses"]
+        manifest[name] = (share * voice[f"mean{name}Resp"].clip(lower=0) / 100).round(6)
+    path = tmp_path / "crema_voice.csv"
+    manifest.to_csv(path, index=False)
+    table = load_table(path)
+    assert len(table) == len(voice) > 7000 and len(set(table.groups)) == 91
+    assert table.task == "regression" and table.label_names == tuple(codes.values())
+    assert np.isfinite(table.labels).all() and 0 <= table.labels.min() and table.labels.max() <= 1
+    assert set(table.subset("val").groups) == {str(a) for a in range(1071, 1081)}
+
+    # the real clips as a classification manifest (path column, emotion code in the file name)
+    clips = sorted((shared_data / "crema-d" / "clips").glob("1001_*.flv"))
+    lines = ["path,label"] + [f"{c},{codes[c.stem.split('_')[2][0]]}" for c in clips]
+    clip_table = load_manifest(_write(tmp_path / "clips.csv", lines))
+    assert clip_table.ids == [c.stem for c in clips] and clip_table.paths == clips
+    assert clip_table.label_names == tuple(sorted(codes.values()))
