@@ -196,3 +196,83 @@ def test_resume_continues_and_matches_uninterrupted(tmp_path, tiny_run):
     assert finetune(data, cut, cache, *fast, "--resume") == 0
     assert (cut / "checkpoint.pt").stat().st_mtime_ns == mtime
     assert finetune(data, cut, cache, *fast[:-1], "5", "--resume") == 1  # changed setup: refused
+
+
+# ---------------------------------------------------------------- real faces (../shared/data/faces)
+
+def test_probe_head_equals_sklearn_pipeline():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from affectfuse.training.finetune import fit_probe
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 3], 20)  # class 2 absent from the training labels
+    emb = rng.normal(size=(60, 16)) * rng.uniform(0.5, 5, 16) + 3 + labels[:, None] * rng.normal(size=16)
+    weight, bias = fit_probe(emb, labels, 4, 0.1)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, class_weight="balanced", max_iter=3000))
+    pipe.fit(emb, labels)
+    test = rng.normal(size=(50, 16)) * 3 + 3
+    ours = test @ weight.T + bias
+    np.testing.assert_array_equal(ours.argmax(1), pipe.predict(test))
+    np.testing.assert_allclose(ours[:, [0, 1, 3]], pipe.decision_function(test), rtol=1e-4, atol=1e-4)
+    assert (ours[:, 2] < -1e3).all()  # an absent class is never predicted
+
+
+# ---------------------------------------------------------------- real faces (../shared/data/faces)
+
+@pytest.mark.slow
+def test_real_faces_finetune_from_probe(shared_data, tmp_path):
+    """Small version of scripts/finetune_faces_cv.py: 10 photographs per class of 6 classes, fold 0 of 4,
+    MTCNN-aligned crops (cached in tmp), fine-tuning started from the frozen-embedding probe.
+
+    On 45 training images the held-out gain is within noise, so this checks that fine-tuning runs on real
+    faces (the unfrozen blocks move, the frozen ones do not), is no worse than the probe it starts from and
+    exports weights that reproduce it; the 5-fold comparison on all 1,357 images is scripts/finetune_faces_cv.py
+    (docs/finetune.md)."""
+    from affectfuse.features.registry import create_extractor
+    from affectfuse.metrics.classification import classification_scores
+    from affectfuse.training.finetune import fit_probe, make_split
+    from affectfuse.training.finetune_export import load_finetuned
+
+    faces = shared_data / "faces"
+    rows = [line.split(",") for line in (faces / "labels.csv").read_text().splitlines()[1:]]
+    keep = {"anger", "disgust", "happiness", "neutral", "sadness", "surprise"}
+    chosen = [r for c in sorted(keep) for r in sorted(x for x in rows if x[1] == c)[:10]]
+    csv_file = tmp_path / "subset.csv"
+    csv_file.write_text("image,emotion\n" + "".join(f"{faces / 'images' / i},{e}\n" for i, e in chosen))
+    run, cache = tmp_path / "run", tmp_path / "crops"
+    assert main(["finetune", "--data", str(csv_file), "--classes", "expr8", "--out", str(run), "--crop-cache",
+                 str(cache), "--folds", "4", "--fold", "0", "--epochs", "3", "--batch-size", "16", "--lr", "1e-4",
+                 "--head-lr-mult", "1", "--head-init", "probe", "--freeze", "dense0,dense1", "--select", "last",
+                 "--no-progress"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["n_train"] == 45 and summary["n_val"] == 15 and summary["no_face"] <= 4
+    tuned_f1 = summary["metrics"]["macro_f1"]
+
+    # frozen-features probe on the same crops and the same split
+    split = json.loads((run / "split.json").read_text())
+    dataset = load_expression_dataset(csv_file, "expr8")
+    extractor = create_extractor("faceexpressionnet")
+    report = prepare_crops(dataset.paths, 112, "mtcnn", cache, template=extractor.input.template)
+    assert report.cached == len(dataset)  # detection ran once, in the fine-tuning run
+    crops = np.stack([np.asarray(Image.open(f)) for f in report.files])
+    emb, labels = extractor(crops)[:, :256], dataset.labels
+    train, val = make_split(labels, 4, 0, 0.0, 0)
+    assert train.tolist() == split["train"] and val.tolist() == split["val"]
+    weight, bias = fit_probe(emb[train], labels[train], 8, 0.01)
+    probe_f1 = classification_scores(labels[val], (emb[val] @ weight.T + bias).argmax(1))["macro_f1"]
+    assert tuned_f1 >= probe_f1, (tuned_f1, probe_f1)
+    tuned = torch.load(run / "export" / "faceexpressionnet.pt", weights_only=True)
+    start = extractor.model.state_dict()
+    assert torch.equal(tuned["dense0.conv0.conv.weight"], start["dense0.conv0.conv.weight"])  # frozen
+    assert not torch.equal(tuned["dense3.conv3.pointwise.weight"], start["dense3.conv3.pointwise.weight"])
+
+    # the export reproduces the fine-tuned network on real crops
+    loaded, ex = load_finetuned(run / "export" / "faceexpressionnet.pt")
+    x = torch.from_numpy(crops[val]).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        pred = loaded(x).argmax(1).numpy()
+        np.testing.assert_allclose(ex(crops[val])[:, :256], loaded.embed(x).numpy(), atol=1e-4)
+    assert classification_scores(labels[val], pred)["macro_f1"] == pytest.approx(tuned_f1)

@@ -42,6 +42,10 @@ OPTIONS = {
     "--warmup-epochs": ("warmup_epochs", float, "linear warm-up before the cosine decay (default 1)"),
     "--label-smoothing": ("label_smoothing", float, "cross-entropy label smoothing (default 0)"),
     "--balance": ("balance", str, "loss (class-weighted, default) | sampler | none"),
+    "--class-weights": ("class_weights", str, "with --balance loss: inverse (default) | inverse_sqrt | effective"),
+    "--head-init": ("head_init", str, "pretrained (the extractor's head rows by class name, default) | probe "
+                    "(linear probe of the frozen embeddings, then fine-tune)"),
+    "--probe-c": ("probe_c", float, "inverse regularisation of the --head-init probe (default 0.01)"),
     "--loss": ("loss", str, "ce (default) | focal"),
     "--gamma": ("gamma", float, "focal loss gamma (default 2)"),
     "--freeze": ("freeze", str, "comma-separated parameter-name prefixes kept fixed, e.g. dense0,dense1"),

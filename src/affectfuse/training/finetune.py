@@ -52,8 +52,12 @@ class FinetuneConfig:
 
     ``fold``: 0..folds-1 (stratified K-fold), or None to hold out ``val_fraction`` (stratified;
     0 = train on everything and keep the last epoch), unless ``val_data`` names a separate set.
-    ``balance``: ``"loss"`` (inverse-frequency class weights in the loss), ``"sampler"``
-    (class-balanced sampling) or ``"none"``. ``loss``: ``"ce"`` or ``"focal"`` (``gamma``).
+    ``balance``: ``"loss"`` (class weights in the loss, scheme ``class_weights``: ``inverse``,
+    ``inverse_sqrt`` or ``effective`` frequency), ``"sampler"`` (class-balanced sampling) or ``"none"``.
+    ``head_init``: ``"pretrained"`` (rows of the extractor's own head where class names match, the rest
+    zero) or ``"probe"`` (a class-balanced logistic regression, inverse regularisation ``probe_c`` on
+    standardised embeddings, fitted on the frozen embeddings of the training crops: "linear probe, then
+    fine-tune", Kumar et al. 2022). ``loss``: ``"ce"`` or ``"focal"`` (``gamma``).
     ``max_items``: stratified subset of the training set (quick runs, tests).
     ``freeze``: comma-separated parameter-name prefixes of the extractor network kept fixed
     (e.g. ``"dense0,dense1"``: partial fine-tuning, cheaper on CPU).
@@ -83,6 +87,9 @@ class FinetuneConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     balance: str = "loss"
+    class_weights: str = "inverse"
+    head_init: str = "pretrained"
+    probe_c: float = 0.01
     loss: str = "ce"
     gamma: float = 2.0
     device: str = "auto"
@@ -204,7 +211,7 @@ def make_loss(cfg: FinetuneConfig, train_labels: np.ndarray, n_classes: int, dev
 
     weights = None
     if cfg.balance == "loss":
-        weights = torch.from_numpy(class_weights(train_labels, n_classes, "inverse")).to(device)
+        weights = torch.from_numpy(class_weights(train_labels, n_classes, cfg.class_weights)).to(device)
     elif cfg.balance not in ("sampler", "none"):
         raise ValueError(f"balance must be loss, sampler or none, got {cfg.balance!r}")
     if cfg.loss == "ce":
@@ -289,6 +296,63 @@ def evaluate(model, dataset, cfg, device) -> dict:
     return classification_scores(dataset.labels, pred, n_classes=len(model.classes), class_names=model.classes)
 
 
+@torch.no_grad()
+def embeddings(model: ExpressionClassifier, dataset, cfg: FinetuneConfig, device) -> np.ndarray:
+    """(N, D) float32 embeddings of ``dataset`` (no augmentation)."""
+    model.eval()
+    outs = [np.zeros((0, model.head.in_features), np.float32)]
+    for x, _ in make_loader(dataset, cfg, 0, train=False):
+        with autocast(device, cfg.amp):
+            outs.append(model.embed(x.to(device)).float().cpu().numpy())
+    return np.concatenate(outs)
+
+
+def fit_probe(emb: np.ndarray, labels: np.ndarray, n_classes: int, c: float) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced logistic regression on standardised (N, D) embeddings, returned in raw-embedding
+    terms: weight (C, D), bias (C,) with ``logits = emb @ weight.T + bias``; absent classes get -1e4 bias."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(emb)
+    lr = LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(scaler.transform(emb), labels)
+    coef, icpt = lr.coef_, lr.intercept_
+    if len(lr.classes_) == 2:  # sklearn's binary form: one row for class 1
+        coef, icpt = np.vstack([-coef, coef]) / 2, np.array([-icpt[0], icpt[0]]) / 2
+    weight = np.zeros((n_classes, emb.shape[1]))
+    bias = np.full(n_classes, -1e4)
+    w = coef / scaler.scale_
+    weight[lr.classes_], bias[lr.classes_] = w, icpt - w @ scaler.mean_
+    return weight.astype(np.float32), bias.astype(np.float32)
+
+
+def probe_head(model: ExpressionClassifier, train_set, cfg: FinetuneConfig, device) -> None:
+    """Set the head to the linear probe of the frozen network's training embeddings (``head_init="probe"``)."""
+    emb = embeddings(model, CropView(train_set), cfg, device)
+    weight, bias = fit_probe(emb, train_set.labels, len(model.classes), cfg.probe_c)
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(weight))
+        model.head.bias.copy_(torch.from_numpy(bias))
+    log.info("head initialised by a linear probe on %d frozen training embeddings", len(emb))
+
+
+class CropView:
+    """The same crops without augmentation (the training set as the probe sees it)."""
+
+    def __init__(self, dataset):
+        from affectfuse.training.finetune_data import build_transform
+
+        self.dataset, self.labels = dataset, dataset.labels
+        self.transform = build_transform(dataset.size, train=False)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        d = self.dataset
+        image = d.images[i] if d.images is not None else d._read(d.files[i])
+        return self.transform(image), int(d.labels[i])
+
+
 def train_epoch(model, loader, loss_fn, opt, sched, device, amp: bool) -> float:
     model.train()
     total, n = 0.0, 0
@@ -359,6 +423,10 @@ def fit(model: ExpressionClassifier, train_set, val_set, cfg: FinetuneConfig, ru
     if cfg.select not in ("best", "last"):
         raise ValueError(f"select must be best or last, got {cfg.select!r}")
     end = min(cfg.epochs, cfg.stop_after) if cfg.stop_after else cfg.epochs
+    if start == 1 and cfg.head_init == "probe":
+        probe_head(model, train_set, cfg, device)
+    elif cfg.head_init not in ("pretrained", "probe"):
+        raise ValueError(f"head_init must be pretrained or probe, got {cfg.head_init!r}")
     for epoch in range(start, end + 1):
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # augmentation draws

@@ -379,7 +379,7 @@ class CropDataset:
     def __init__(self, files: list[Path], labels: np.ndarray, size: int, train: bool, preload: bool = False):
         import torch
 
-        self.files, self.labels = list(files), np.asarray(labels, dtype=np.int64)
+        self.files, self.labels, self.size = list(files), np.asarray(labels, dtype=np.int64), size
         self.transform = build_transform(size, train)
         self.images = torch.stack([self._read(f) for f in self.files]) if preload and self.files else None
 

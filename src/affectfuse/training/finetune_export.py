@@ -34,10 +34,24 @@ from affectfuse.weights import WeightsChecksumError, sha256_file
 log = logging.getLogger(__name__)
 
 
+def _vit_b16_names(state: dict, head: nn.Linear) -> dict:
+    """ViTB16 module names -> the torchvision names its loader reads; the fine-tuned head as ``heads.head``."""
+    out = {k[len("vit."):]: v for k, v in state.items() if k.startswith("vit.")}
+    out["heads.head.weight"] = head.weight.detach().cpu().clone()
+    out["heads.head.bias"] = head.bias.detach().cpu().clone()
+    return out
+
+
+# extractor name -> (module state, fine-tuned head) -> the state its factory loads; others load their own naming
+EXPORT_NAMES = {"vit-b16": _vit_b16_names}
+
+
 def export_state(model: ExpressionClassifier, extractor) -> tuple[dict, dict]:
     """(state dict in the extractor's naming, {own class -> fine-tuned class} for the head rows replaced)."""
     state = {k: v.detach().cpu().clone() for k, v in model.net.state_dict().items()}
     replaced: dict[str, str] = {}
+    if extractor.name in EXPORT_NAMES:
+        return EXPORT_NAMES[extractor.name](state, model.head), replaced
     dim = model.head.in_features
     own = find_head(model.net, dim)
     own_classes = extractor_classes(extractor)
@@ -78,7 +92,27 @@ def export_finetuned(model: ExpressionClassifier, extractor, out_dir: str | Path
         **info,
     }
     write_json_atomic(out_dir / f"{name}.json", meta)
+    meta["verified_max_abs_diff"] = verify_export(model, pt)
+    write_json_atomic(out_dir / f"{name}.json", meta)
     return pt
+
+
+@torch.no_grad()
+def verify_export(model: ExpressionClassifier, pt: Path, n: int = 2, seed: int = 0) -> float:
+    """Load ``pt`` back (:func:`load_finetuned`) and return the largest |difference| of the logits on ``n``
+    random crops; raises ValueError when the reloaded network does not reproduce the fine-tuned one."""
+    loaded, extractor = load_finetuned(pt)
+    size = extractor.input.size
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    was_training = model.training
+    model.eval()
+    want, got = model.cpu()(x), loaded(x)
+    model.train(was_training)
+    diff = float((want - got).abs().max())
+    if not diff <= 1e-3 * max(1.0, float(want.abs().max())):
+        raise ValueError(f"{pt}: the exported weights do not reproduce the fine-tuned model (max |diff| {diff:.3g})")
+    return diff
 
 
 def load_finetuned(path: str | Path, device: str = "cpu") -> tuple[ExpressionClassifier, object]:
