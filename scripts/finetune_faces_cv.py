@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 import time
@@ -54,9 +53,10 @@ def main(argv=None) -> int:
 
     from affectfuse.features.registry import create_extractor
     from affectfuse.metrics.classification import classification_scores
-    from affectfuse.training.finetune import FinetuneConfig, fit_probe, make_split
+    from affectfuse.training.finetune import FinetuneConfig
+    from affectfuse.training.finetune_probe import fit_probe
     from affectfuse.training.finetune_data import CropDataset
-    from affectfuse.training.finetune_run import prepare_data, run_finetune
+    from affectfuse.training.finetune_run import make_split, prepare_data, run_finetune
     from affectfuse.utils import FailureLog, write_json_atomic
 
     if not Path(args.data).is_file():

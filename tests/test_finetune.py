@@ -205,7 +205,7 @@ def test_probe_head_equals_sklearn_pipeline():
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from affectfuse.training.finetune import fit_probe
+    from affectfuse.training.finetune_probe import fit_probe
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 3], 20)  # class 2 absent from the training labels
@@ -233,7 +233,8 @@ def test_real_faces_finetune_from_probe(shared_data, tmp_path):
     (docs/finetune.md)."""
     from affectfuse.features.registry import create_extractor
     from affectfuse.metrics.classification import classification_scores
-    from affectfuse.training.finetune import fit_probe, make_split
+    from affectfuse.training.finetune_probe import fit_probe
+    from affectfuse.training.finetune_run import make_split
     from affectfuse.training.finetune_export import load_finetuned
 
     faces = shared_data / "faces"

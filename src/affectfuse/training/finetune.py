@@ -23,7 +23,6 @@ gives the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
@@ -172,38 +171,6 @@ def build_classifier(extractor, classes) -> ExpressionClassifier:
     return ExpressionClassifier(net, head, classes, extractor.mean, extractor.std, getattr(extractor, "scale", 255.0))
 
 
-# ---------------------------------------------------------------- split
-
-def make_split(labels: np.ndarray, folds: int, fold: int | None, val_fraction: float, seed: int):
-    """(train_idx, val_idx) int64: fold ``fold`` of a stratified ``folds``-fold split, or a stratified holdout."""
-    from sklearn.model_selection import StratifiedKFold, train_test_split
-
-    n = len(labels)
-    idx = np.arange(n)
-    if fold is not None:
-        if not 0 <= fold < folds:
-            raise ValueError(f"fold must lie in 0..{folds - 1}, got {fold}")
-        train, val = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(idx, labels))[fold]
-        return train.astype(np.int64), val.astype(np.int64)
-    if val_fraction <= 0:
-        return idx, idx[:0]
-    counts = np.bincount(labels)
-    strat = labels if counts[counts > 0].min() >= 2 else None
-    train, val = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=strat)
-    return np.sort(train), np.sort(val)
-
-
-def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Indices of about ``n`` items keeping the class proportions (each present class keeps >= 1)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        k = max(1, int(round(n * len(members) / len(labels))))
-        out.append(rng.permutation(members)[:k])
-    return np.sort(np.concatenate(out))
-
-
 # ---------------------------------------------------------------- training pieces
 
 def make_loss(cfg: FinetuneConfig, train_labels: np.ndarray, n_classes: int, device):
@@ -296,63 +263,6 @@ def evaluate(model, dataset, cfg, device) -> dict:
     return classification_scores(dataset.labels, pred, n_classes=len(model.classes), class_names=model.classes)
 
 
-@torch.no_grad()
-def embeddings(model: ExpressionClassifier, dataset, cfg: FinetuneConfig, device) -> np.ndarray:
-    """(N, D) float32 embeddings of ``dataset`` (no augmentation)."""
-    model.eval()
-    outs = [np.zeros((0, model.head.in_features), np.float32)]
-    for x, _ in make_loader(dataset, cfg, 0, train=False):
-        with autocast(device, cfg.amp):
-            outs.append(model.embed(x.to(device)).float().cpu().numpy())
-    return np.concatenate(outs)
-
-
-def fit_probe(emb: np.ndarray, labels: np.ndarray, n_classes: int, c: float) -> tuple[np.ndarray, np.ndarray]:
-    """Class-balanced logistic regression on standardised (N, D) embeddings, returned in raw-embedding
-    terms: weight (C, D), bias (C,) with ``logits = emb @ weight.T + bias``; absent classes get -1e4 bias."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(emb)
-    lr = LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(scaler.transform(emb), labels)
-    coef, icpt = lr.coef_, lr.intercept_
-    if len(lr.classes_) == 2:  # sklearn's binary form: one row for class 1
-        coef, icpt = np.vstack([-coef, coef]) / 2, np.array([-icpt[0], icpt[0]]) / 2
-    weight = np.zeros((n_classes, emb.shape[1]))
-    bias = np.full(n_classes, -1e4)
-    w = coef / scaler.scale_
-    weight[lr.classes_], bias[lr.classes_] = w, icpt - w @ scaler.mean_
-    return weight.astype(np.float32), bias.astype(np.float32)
-
-
-def probe_head(model: ExpressionClassifier, train_set, cfg: FinetuneConfig, device) -> None:
-    """Set the head to the linear probe of the frozen network's training embeddings (``head_init="probe"``)."""
-    emb = embeddings(model, CropView(train_set), cfg, device)
-    weight, bias = fit_probe(emb, train_set.labels, len(model.classes), cfg.probe_c)
-    with torch.no_grad():
-        model.head.weight.copy_(torch.from_numpy(weight))
-        model.head.bias.copy_(torch.from_numpy(bias))
-    log.info("head initialised by a linear probe on %d frozen training embeddings", len(emb))
-
-
-class CropView:
-    """The same crops without augmentation (the training set as the probe sees it)."""
-
-    def __init__(self, dataset):
-        from affectfuse.training.finetune_data import build_transform
-
-        self.dataset, self.labels = dataset, dataset.labels
-        self.transform = build_transform(dataset.size, train=False)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        d = self.dataset
-        image = d.images[i] if d.images is not None else d._read(d.files[i])
-        return self.transform(image), int(d.labels[i])
-
-
 def train_epoch(model, loader, loss_fn, opt, sched, device, amp: bool) -> float:
     model.train()
     total, n = 0.0, 0
@@ -424,6 +334,8 @@ def fit(model: ExpressionClassifier, train_set, val_set, cfg: FinetuneConfig, ru
         raise ValueError(f"select must be best or last, got {cfg.select!r}")
     end = min(cfg.epochs, cfg.stop_after) if cfg.stop_after else cfg.epochs
     if start == 1 and cfg.head_init == "probe":
+        from affectfuse.training.finetune_probe import probe_head
+
         probe_head(model, train_set, cfg, device)
     elif cfg.head_init not in ("pretrained", "probe"):
         raise ValueError(f"head_init must be pretrained or probe, got {cfg.head_init!r}")
@@ -460,8 +372,3 @@ def fit(model: ExpressionClassifier, train_set, val_set, cfg: FinetuneConfig, ru
         model.load_state_dict(load_checkpoint(best_path)["model"])
     best = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else None
     return {"best_epoch": best_epoch, "best": best, "history": history}
-
-
-def clone_classifier(model: ExpressionClassifier) -> ExpressionClassifier:
-    """An independent copy (e.g. to keep the starting model while another is trained)."""
-    return copy.deepcopy(model)

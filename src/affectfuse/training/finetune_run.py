@@ -14,12 +14,41 @@ from pathlib import Path
 
 import numpy as np
 
-from affectfuse.training.finetune import (FinetuneConfig, build_classifier, fit, make_split, pick_device,
-                                          stratified_subset)
+from affectfuse.training.finetune import FinetuneConfig, build_classifier, fit, pick_device
 from affectfuse.training.finetune_data import CropDataset, ExpressionData, load_expression_dataset, prepare_crops
 from affectfuse.utils import FailureLog, seed_everything, write_json_atomic
 
 log = logging.getLogger(__name__)
+
+
+def make_split(labels: np.ndarray, folds: int, fold: int | None, val_fraction: float, seed: int):
+    """(train_idx, val_idx) int64: fold ``fold`` of a stratified ``folds``-fold split, or a stratified holdout."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    n = len(labels)
+    idx = np.arange(n)
+    if fold is not None:
+        if not 0 <= fold < folds:
+            raise ValueError(f"fold must lie in 0..{folds - 1}, got {fold}")
+        train, val = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(idx, labels))[fold]
+        return train.astype(np.int64), val.astype(np.int64)
+    if val_fraction <= 0:
+        return idx, idx[:0]
+    counts = np.bincount(labels)
+    strat = labels if counts[counts > 0].min() >= 2 else None
+    train, val = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=strat)
+    return np.sort(train), np.sort(val)
+
+
+def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of about ``n`` items keeping the class proportions (each present class keeps >= 1)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        k = max(1, int(round(n * len(members) / len(labels))))
+        out.append(rng.permutation(members)[:k])
+    return np.sort(np.concatenate(out))
 
 
 @dataclass
