@@ -37,7 +37,10 @@ def test_registry_lists_every_face_extractor():
     assert sorted(FACE) == sorted(DIMS)
 
 
-@pytest.mark.parametrize("name", FACE)
+BIG = {"vit-b16", "posterv2", "posterv2-vit"}  # 17-26 GFLOP per image: marked slow (still run in CI)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in FACE])
 def test_contract_shape_determinism_batch_consistency(name):
     torch.manual_seed(0)
     ex = create_extractor(name, random_weights=True)
@@ -92,6 +95,7 @@ def _seeded_like(state: dict, extra: dict | None = None) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_inception_resnet_loads_facenet_pytorch_file(tmp_path):
     """A file with facenet-pytorch's key names (identity head included) loads and reproduces facenet-pytorch."""
     from affectfuse.features.inception_resnet import InceptionResnetV1

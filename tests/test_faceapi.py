@@ -14,7 +14,8 @@ from affectfuse.labels import EXPR_CLASSES
 from affectfuse.weights import WeightsNotFoundError, resolve
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("convert_faceapi_weights", REPO / "scripts" / "convert_faceapi_weights.py")
+spec = importlib.util.spec_from_file_location("convert_faceapi_weights",
+                                              REPO / "scripts" / "convert_faceapi_weights.py")
 convert = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(convert)
 

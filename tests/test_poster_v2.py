@@ -30,7 +30,8 @@ _MFN_TOP = {"stem": "conv1", "stem_dw": "conv2_dw", "down2": "conv_23", "down3":
             "expand": "conv_6_sep", "head": "output_layer"}
 _MFN_IN = {"expand": "conv", "depthwise": "conv_dw", "project": "project", "dw": "conv_6_dw"}
 _REVERSE = [
-    (r"^image_backbone\.stem_(conv|bn|prelu)\.", lambda m: f"ir_back.input_layer.{['conv', 'bn', 'prelu'].index(m[1])}."),
+    (r"^image_backbone\.stem_(conv|bn|prelu)\.",
+     lambda m: f"ir_back.input_layer.{['conv', 'bn', 'prelu'].index(m[1])}."),
     (r"^image_backbone\.stage(\d)\.(\d+)\.(bn1|conv1|prelu|conv2|bn2)\.",
      lambda m: f"ir_back.body{m[1]}.{m[2]}.res_layer.{['bn1', 'conv1', 'prelu', 'conv2', 'bn2'].index(m[3])}."),
     (r"^image_backbone\.stage(\d)\.(\d+)\.down_(conv|bn)\.",
@@ -127,10 +128,12 @@ def golden_input() -> torch.Tensor:
     y, x = np.mgrid[0:224, 0:224]
     img = np.stack([(x + 2 * y) % 256, (3 * x + y + 50) % 256, (x * y // 7) % 256], -1).astype(np.float32) / 255
     t = torch.from_numpy(img).permute(2, 0, 1)[None]
-    t = (t - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    t = (t - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     return t
 
 
+@pytest.mark.slow
 def test_official_checkpoint_maps_and_matches_official_outputs():
     shapes = official_shapes()
     assert len(shapes) == 747  # keys of the official pyramid_trans_expr2 state dict
@@ -172,10 +175,12 @@ def test_pretrained_backbone_files_map():
 
     mfn = MobileFaceNet()
     official = {re.sub(r"^stage(\d)\.(\d+)\.(expand|depthwise|project)",
-                       lambda m: f"conv_{m[1]}.model.{m[2]}.{_MFN_IN[m[3]]}", k): v for k, v in mfn.state_dict().items()}
+                       lambda m: f"conv_{m[1]}.model.{m[2]}.{_MFN_IN[m[3]]}", k): v
+                for k, v in mfn.state_dict().items()}
     official = {re.sub(r"^(down\d|head)\.(expand|depthwise|project|dw)",
                        lambda m: f"{_MFN_TOP[m[1]]}.{_MFN_IN[m[2]]}", k): v for k, v in official.items()}
-    official = {re.sub(r"^(stem_dw|stem|expand|head)\.", lambda m: f"{_MFN_TOP[m[1]]}.", k): v for k, v in official.items()}
+    official = {re.sub(r"^(stem_dw|stem|expand|head)\.", lambda m: f"{_MFN_TOP[m[1]]}.", k): v
+                for k, v in official.items()}
     assert "conv_4.model.5.conv_dw.prelu.weight" in official and "output_layer.conv_6_dw.bn.weight" in official
     MobileFaceNet().load_state_dict(map_mobilefacenet_keys(official), strict=True)
 

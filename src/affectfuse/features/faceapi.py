@@ -70,12 +70,12 @@ class SeparableConv(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1):
         super().__init__()
-        self.stride = stride
-        self.depthwise = nn.Conv2d(c_in, c_in, 3, stride, 0, groups=c_in, bias=False)
+        self.stride = stride  # stride 1: TF 'same' = symmetric padding 1, done inside the convolution
+        self.depthwise = nn.Conv2d(c_in, c_in, 3, stride, 1 if stride == 1 else 0, groups=c_in, bias=False)
         self.pointwise = nn.Conv2d(c_in, c_out, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(tf_same_pad(x, 3, self.stride)))
+        return self.pointwise(self.depthwise(x if self.stride == 1 else tf_same_pad(x, 3, self.stride)))
 
 
 class PlainConv(nn.Module):
@@ -154,16 +154,13 @@ class FaceExpressionExtractor(TorchFaceExtractor):
 
 
 def face_expression_net(weights=None, random_weights: bool = False, device: str = "cpu",
-                        fast: bool = False, batch_size: int = 64) -> FaceExpressionExtractor:
-    """Factory of ``faceexpressionnet`` (registry). ``weights``: a path overriding the shipped file.
-
-    ``fast`` defaults to False: on CPUs channels-last slows depthwise convolutions (benchmarks/bench_backbones.py).
-    """
+                        fast: bool = True, batch_size: int = 64) -> FaceExpressionExtractor:
+    """Factory of ``faceexpressionnet`` (registry). ``weights``: a path overriding the shipped file."""
     model = FaceExpressionNet()
     if not random_weights:
         state, path = resolve_state(FACE_EXPRESSION_WEIGHTS, weights)
         load_into(model, state, path)
     return FaceExpressionExtractor(
         model, name="faceexpressionnet", dim=EMBED_DIM + len(FACEAPI_CLASSES), input=FaceInput(112, "mtcnn_box"),
-        weights=FACE_EXPRESSION_WEIGHTS, mean=FACE_EXPRESSION_WEIGHTS.mean, std=FACE_EXPRESSION_WEIGHTS.std, scale=255.0,
+        weights=FACE_EXPRESSION_WEIGHTS, mean=FACE_EXPRESSION_WEIGHTS.mean, std=FACE_EXPRESSION_WEIGHTS.std,
         random_weights=random_weights, device=device, fast=fast, batch_size=batch_size, columns=COLUMNS)

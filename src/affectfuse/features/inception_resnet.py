@@ -26,7 +26,8 @@ LICENCE = ("MIT (facenet-pytorch code); weights from David Sandberg's facenet mo
            "VGGFace2 / CASIA-WebFace - research use, check the dataset terms")
 WEIGHTS = {
     "vggface2": WeightsSpec(
-        name="inception_resnet_v1.vggface2", filename="20180402-114759-vggface2.pt", url=RELEASE + "20180402-114759-vggface2.pt",
+        name="inception_resnet_v1.vggface2", filename="20180402-114759-vggface2.pt",
+        url=RELEASE + "20180402-114759-vggface2.pt",
         licence=LICENCE, source="facenet-pytorch v2.2.9 release (Sandberg 20180402-114759, VGGFace2)",
         env_var="AFFECTFUSE_IRV1_VGGFACE2", input_size=(160, 160), mean=(0.5, 0.5, 0.5), std=(128 / 255,) * 3,
         extra={"classes": 8631}),

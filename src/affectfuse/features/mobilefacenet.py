@@ -101,7 +101,10 @@ _INNER = {"conv": "expand", "conv_dw": "depthwise", "project": "project", "conv_
 
 
 def map_mobilefacenet_key(key: str) -> str:
-    """One official MobileFaceNet key -> ours (``conv_3.model.2.conv_dw.bn.weight`` -> ``stage3.2.depthwise.bn.weight``)."""
+    """One official MobileFaceNet key -> ours.
+
+    ``conv_3.model.2.conv_dw.bn.weight`` -> ``stage3.2.depthwise.bn.weight``.
+    """
     parts = key.split(".")
     if parts[0] not in _TOP:
         return key
