@@ -200,9 +200,10 @@ def ray_extract(items: Sequence[MediaItem], spec: WorkerSpec, num_workers: int |
                     idle.append(new_actor())
                 if attempts[item.id] < max_attempts:
                     continue
-                result = {"id": item.id, "written": [], "skipped": [], "calls": {}, "failures": [
+                landed = [n for n in missing if item.id in sets[n]]  # files renamed in before a death are done
+                result = {"id": item.id, "written": landed, "skipped": [], "calls": {}, "failures": [
                     (f"{item.id} [{n}]", f"{item.path}: a worker died on this video {max_attempts} times "
-                                         f"(last: {type(exc).__name__})") for n in missing]}
+                                         f"(last: {type(exc).__name__})") for n in missing if n not in landed]}
             except Exception as exc:  # unexpected error inside process(): this video fails, the rest go on
                 idle.append(actor)
                 result = {"id": item.id, "written": [], "skipped": [], "calls": {},
