@@ -163,15 +163,18 @@ def test_export_loads_and_reproduces(tiny_run):
     assert np.allclose(own / own.sum(1, keepdims=True), mapped.softmax(1).numpy(), atol=1e-4)
 
 
-@pytest.mark.xfail(reason="affectfuse.weights.resolve checks an explicit --weights path against the shipped "
-                          "file's sha256 (WeightsChecksumError); load_finetuned works around it",
-                   raises=Exception, strict=False)
 def test_registry_loads_export_by_path(tiny_run):
     from affectfuse.features.registry import create_extractor
 
     _, _, run = tiny_run
-    extractor = create_extractor("faceexpressionnet", weights=str(run / "export" / "faceexpressionnet.pt"))
-    assert extractor.dim == 263
+    path = run / "export" / "faceexpressionnet.pt"
+    extractor = create_extractor("faceexpressionnet", weights=str(path))
+    shipped = create_extractor("faceexpressionnet")
+    assert not extractor.random_weights
+    tuned = torch.load(path, map_location="cpu", weights_only=True)
+    for name, value in extractor.model.state_dict().items():
+        assert torch.equal(value, tuned[name]), name
+    assert any(not torch.equal(v, shipped.model.state_dict()[k]) for k, v in tuned.items())
 
 
 def test_resume_continues_and_matches_uninterrupted(tmp_path, tiny_run):

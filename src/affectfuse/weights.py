@@ -126,9 +126,14 @@ def _missing_message(spec: WeightsSpec, tried: list[Path], reason: str = "") -> 
 def resolve(spec: WeightsSpec, path: str | os.PathLike | None = None, check: bool = True) -> Path:
     """Return the local path of ``spec``'s file, downloading only when allowed and possible."""
     tried = candidate_paths(spec, path)
+    # A file the user names explicitly (argument or env var) may be their own fine-tuned weights,
+    # so only files found under the declared file name in caches / package data are hash-checked.
+    explicit = {Path(path)} if path is not None else set()
+    if spec.env_var and os.environ.get(spec.env_var):
+        explicit.add(Path(os.environ[spec.env_var]))
     for candidate in tried:
         if candidate.is_file():
-            if check and spec.sha256:
+            if check and spec.sha256 and candidate not in explicit:
                 digest = sha256_file(candidate)
                 if digest != spec.sha256:
                     raise WeightsChecksumError(
@@ -146,7 +151,7 @@ def resolve(spec: WeightsSpec, path: str | os.PathLike | None = None, check: boo
             torch.hub.download_url_to_file(spec.url, str(target), hash_prefix=None, progress=True)
         except Exception as exc:  # network down, 404, proxy ...
             raise WeightsNotFoundError(_missing_message(spec, tried, f"Download failed: {exc}")) from exc
-        return resolve(spec, target, check=check)
+        return resolve(spec, check=check)
     raise WeightsNotFoundError(_missing_message(spec, tried))
 
 

@@ -128,21 +128,7 @@ def load_finetuned(path: str | Path, device: str = "cpu") -> tuple[ExpressionCla
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path}: missing export description next to {path}")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    try:
-        extractor = create_extractor(meta["extractor"], weights=str(path), device=device)
-    except WeightsChecksumError as exc:
-        # The registry checks an explicit path against the shipped file's sha256; build the network
-        # through the registry and load the exported state strictly instead.
-        log.warning("%s; loading the fine-tuned state directly", exc)
-        extractor = create_extractor(meta["extractor"], random_weights=True, device=device)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        extractor.model.load_state_dict(state, strict=True)
-        extractor.random_weights = False
-        if extractor.weights is not None:
-            extractor.weights = dataclasses.replace(
-                extractor.weights, name=f"{extractor.weights.name}.finetuned", filename=path.name,
-                sha256=meta.get("sha256"), env_var=None, package_file=None,
-                source=f"affectfuse finetune on {meta.get('data')} (from {extractor.weights.filename})")
+    extractor = create_extractor(meta["extractor"], weights=str(path), device=device)
     head_state = torch.load(path.parent / meta["head_file"], map_location="cpu", weights_only=True)
     head = nn.Linear(head_state["weight"].shape[1], head_state["weight"].shape[0])
     head.load_state_dict(head_state)
