@@ -1,8 +1,9 @@
 """Real signal check of the audio extractors: EmoDB, 7 emotions, leave-one-speaker-out linear probe.
 
-    python benchmarks/bench_emodb_probe.py [--data ../shared/data/emodb] [--sample-rate 22050]
+    python benchmarks/bench_emodb_probe.py [--data ../shared/data/emodb] [--window 2.0 --hop 2.0 --C 0.01]
 
-Each utterance (2.0 s, 22.05 kHz) -> windows (1 s / 0.5 s, the original DeepSpectrum chunking) ->
+Each utterance (2.0 s, 22.05 kHz) -> windows (default: the whole utterance, one window; ``--window 1
+--hop 0.5`` gives the original DeepSpectrum chunking) ->
 ``deepspectrum-mobilenetv2`` (1280-d) and ``egemaps`` (88-d) per window -> mean and std over the windows
 per utterance -> standardised features -> logistic regression (L2, fixed C, no tuning on test speakers),
 leave-one-speaker-out over the 8 speakers. Reports unweighted average recall (UAR, chance 1/7) for each
@@ -96,9 +97,9 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emodb"))
     ap.add_argument("--sample-rate", type=int, default=22050)
-    ap.add_argument("--window", type=float, default=1.0)
-    ap.add_argument("--hop", type=float, default=0.5)
-    ap.add_argument("--C", type=float, default=0.1, help="inverse L2 strength of the probe (fixed a priori)")
+    ap.add_argument("--window", type=float, default=2.0)
+    ap.add_argument("--hop", type=float, default=2.0)
+    ap.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the probe (fixed, not tuned per fold)")
     ap.add_argument("--cache", default="/tmp/affectfuse_emodb_probe")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
