@@ -3,7 +3,8 @@
 Runs, in one process with ``torch.set_num_threads(2)``:
 
 1. end to end: :class:`affectfuse.inference.video.VideoPredictor` with the shipped defaults (detection on
-   frames downscaled to 320 px, faces of 20+ px there), writing all report files; its own per-stage timer;
+   every 2nd frame, downscaled to 320 px, faces of 20+ px there; landmarks interpolated in between),
+   writing all report files; its own per-stage timer;
 2. the same stages one by one on the same video (decode, detect, align, face features, voice, report)
    so that each cost is seen alone;
 3. the naive way for comparison: MTCNN on full-resolution frames (640 px), one frame per call, on the
@@ -62,7 +63,13 @@ def stages(video: Path, opts, naive_frames: int) -> dict:
     det = load_mtcnn(min_face_size=opts.min_face_size)
     with Clock() as c:
         dets = [d for b in small for d in det.detect(b.images)]
-    out["detect"] = {"wall": c.wall, "cpu": c.cpu, "frames_with_face": sum(len(d) > 0 for d in dets)}
+    out["detect (every frame)"] = {"wall": c.wall, "cpu": c.cpu, "frames_with_face": sum(len(d) > 0 for d in dets)}
+    every = max(1, opts.detect_every)
+    imgs = np.concatenate([b.images for b in small])[::every]
+    with Clock() as c:
+        for k in range(0, len(imgs), 32):
+            det.detect(imgs[k:k + 32])
+    out[f"detect (every {every}th frame, as predict does)"] = {"wall": c.wall, "cpu": c.cpu}
     scale = small[0].scale
     with Clock() as c:
         crops = [align_face(img, d.landmarks[0] / scale, 112) for b, ds in zip(full, _chunks(dets, full))

@@ -50,7 +50,8 @@ CARD = """# Voice emotion head (default of `affectfuse predict`)
 - **Measured**: leave-one-speaker-out (8 folds, `affectfuse expr probe --group --folds 8`), unweighted
   average recall over the 7 classes (chance 0.143): **{uar_tr:.3f}** for this classifier, {uar_lr:.3f} for
   a logistic-regression probe on the same features; macro F1 {f1_tr:.3f}. Reference (data README, linear
-  probe): eGeMAPS 0.611. Per-class recall: {per_class}.
+  probe): eGeMAPS 0.611. Per-class recall: {per_class}. (The z-scoring statistics of the probe come from
+  all 408 utterances, the held-out speaker's included: unlabelled statistics, no labels.)
 - **Classes and mapping to the ABAW names**: {mapping}. EmoDB has no surprise; boredom, which is not one
   of the six basic expressions, is mapped to ABAW's Other.
 - **Licence**: the head was trained on EmoDB, which TU Berlin makes available **for research only**;
@@ -111,6 +112,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/voice_head"))
     parser.add_argument("--out", type=Path, default=ROOT / "src" / "affectfuse" / "assets" / "voice")
     parser.add_argument("--skip-probe", action="store_true", help="reuse the probe scores already in --work")
+    parser.add_argument("--reuse-run", action="store_true", help="reuse a finished training run in --work/run")
     args = parser.parse_args(argv)
 
     import torch
@@ -127,7 +129,9 @@ def main(argv=None) -> int:
         run(["expr", "probe", "--manifest", str(manifest), "--features", str(egemaps), "--folds", "8", "--group",
              "--classifier", "both", "--out", str(probe_dir), *MODEL_SET])
     run_dir = args.work / "run"
-    run(["expr", "train", "--manifest", str(manifest), "--features", str(egemaps), "--out", str(run_dir), *MODEL_SET])
+    if not (args.reuse_run and (run_dir / "best.pt").is_file()):
+        run(["expr", "train", "--manifest", str(manifest), "--features", str(egemaps), "--out", str(run_dir),
+             *MODEL_SET])
 
     from affectfuse.training.expr import load_checkpoint
 

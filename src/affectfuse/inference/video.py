@@ -3,7 +3,7 @@
 :class:`VideoPredictor` loads every model once (:class:`PredictOptions` says which), then
 :meth:`VideoPredictor.predict` streams a video:
 
-    faces    = iter_faces(video)                 # batches: found (B,), crops {S: (B, S, S, 3)}
+    faces    = iter_faces_sparse(video)          # batches: found (B,), crops {S: (B, S, S, 3)}
     probs    = face_model(crops[found])          # (F, 8) over labels.EXPR_CLASSES
     audio    = read_audio(video, 16 kHz)         # (S,) or None
     voice    = voice_model(audio)                # (W, C) per window, silent windows NaN
@@ -74,6 +74,7 @@ class PredictOptions:
     fusion_weights: tuple[float, float] = (0.5, 0.5)
     detect_max_side: int | None = 320
     min_face_size: float = 20.0
+    detect_every: int = 2  # detect on every k-th analysed frame, interpolate landmarks in between
     thumbnails: int = 6
     device: str = "cpu"
     random_weights: bool = False  # tests only: networks without pretrained files (recorded in summary.json)
@@ -115,32 +116,21 @@ class VideoPredictor:
         det = self.detector
         out = [{"role": "face detection", "name": "mtcnn", "weights": det.weights_info,
                 "random_weights": bool(det.weights_info.get("random_weights", False)),
-                "min_face_size": det.min_face_size, "detect_max_side": self.options.detect_max_side},
+                "min_face_size": det.min_face_size, "detect_max_side": self.options.detect_max_side,
+                "detect_every": self.options.detect_every},
                self.face_model.describe()]
         out += [self.voice_model.describe()] if self.voice_model else []
         out += [self.eri_model.describe()] if self.eri_model else []
         return out
 
     def _faces(self, video: Path, timer: Timer):
-        """Yield face batches; times pass 1 (decode at detection size + detect + track) as ``detect``
-        and pass 2 (decode at full size + align) as ``align``."""
-        from affectfuse.faces import detect_video, iter_faces
+        """Face batches of the main person; pass 1 (decode at detection size + detect + track) is timed as
+        ``detect``, pass 2 (decode at full size + landmark interpolation + align) as ``align``."""
+        from affectfuse.inference.faces import iter_faces_sparse
 
         o = self.options
-        with timer("detect"):
-            dets = detect_video(video, fps=o.fps, detector=self.detector, batch_size=o.batch_size,
-                                detect_max_side=o.detect_max_side)
-        it = iter(iter_faces(video, fps=o.fps, sizes=self.crop_sizes, batch_size=o.batch_size, keep="main",
-                             detector=self.detector, detections=dets))
-        while True:
-            start = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                timer.add("align", time.perf_counter() - start)
-                return
-            timer.add("align", time.perf_counter() - start)
-            yield batch
+        return iter_faces_sparse(video, self.detector, fps=o.fps, sizes=self.crop_sizes, batch_size=o.batch_size,
+                                 detect_max_side=o.detect_max_side, detect_every=o.detect_every, timer=timer)
 
     def predict(self, video: str | Path, out_dir: str | Path, extra: dict | None = None) -> dict:
         """Analyse ``video`` and write its report files into ``out_dir``; returns the summary dict."""
@@ -233,9 +223,8 @@ class VideoPredictor:
             voice_probs=None if voice is None else voice.probs,
             voice_class_names=() if voice is None else voice.class_names, thumbnails=thumbs.items)
         timer.add("total_before_report", time.perf_counter() - start)
-        with timer("report"):
-            summary["timings_s"] = timer.rounded()
-            write_video_report(out_dir, report)
+        summary["timings_s"] = timer.rounded()  # shown in report.html; summary.json adds "report"
+        write_video_report(out_dir, report, timer)
         return summary
 
 

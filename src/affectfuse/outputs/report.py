@@ -214,14 +214,23 @@ def render_html(report: VideoReport, timeline_png: bytes | None) -> str:
     return "\n".join(parts)
 
 
-def write_video_report(out_dir: str | Path, report: VideoReport) -> dict[str, Path]:
-    """Write the four files of one video into ``out_dir``; summary.json last (it marks the video done)."""
+def write_video_report(out_dir: str | Path, report: VideoReport, timer=None) -> dict[str, Path]:
+    """Write the four files of one video into ``out_dir``; summary.json last (it marks the video done).
+
+    ``timer``: an :class:`affectfuse.inference.video.Timer`; the writing of the CSV, plot and HTML is
+    timed as ``report`` and all its stages go to ``summary["timings_s"]``.
+    """
+    import contextlib
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in ("expressions.csv", "timeline.png", "report.html", "summary.json")}
-    write_expressions_csv(paths["expressions.csv"], report)
-    plot_timeline(paths["timeline.png"], report)
-    write_text_atomic(paths["report.html"], render_html(report, paths["timeline.png"].read_bytes()))
+    with timer("report") if timer is not None else contextlib.nullcontext():
+        write_expressions_csv(paths["expressions.csv"], report)
+        plot_timeline(paths["timeline.png"], report)
+        write_text_atomic(paths["report.html"], render_html(report, paths["timeline.png"].read_bytes()))
+    if timer is not None:
+        report.summary["timings_s"] = timer.rounded()
     report.summary.setdefault("files", {k: k for k in paths})
     write_json_atomic(paths["summary.json"], report.summary)
     return paths

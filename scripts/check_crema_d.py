@@ -1,0 +1,55 @@
+"""Top emotion per clip on the six real CREMA-D clips (actor 1001), face / voice / fused, vs the label.
+
+Runs ``affectfuse predict`` on ``crema-d/clips/1001_DFA_*_XX.flv`` with the defaults and prints a
+Markdown table (the one in docs/predict.md). The label is the emotion code in the file name.
+
+Usage::
+
+    python scripts/check_crema_d.py [--clips ../shared/data/crema-d/clips] [--out /tmp/crema_predict]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CODES = {"ANG": "Anger", "DIS": "Disgust", "FEA": "Fear", "HAP": "Happiness", "NEU": "Neutral", "SAD": "Sadness"}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=Path, default=ROOT.parent / "shared" / "data" / "crema-d" / "clips")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/crema_predict"))
+    parser.add_argument("extra", nargs="*", help="more `affectfuse predict` options (after --)")
+    args = parser.parse_args(argv)
+
+    from affectfuse.cli import main as affectfuse
+
+    clips = sorted(args.clips.glob("1001_DFA_*_XX.flv"))
+    if len(clips) != 6:
+        raise SystemExit(f"{args.clips}: expected the six 1001_DFA_*_XX.flv clips, found {len(clips)}")
+    code = affectfuse(["predict", *map(str, clips), "--out", str(args.out), *args.extra])
+    if code:
+        raise SystemExit(f"affectfuse predict failed ({code})")
+    rows, hits = [], {"face": 0, "voice": 0, "fused": 0}
+    for clip in clips:
+        s = json.loads((args.out / clip.stem / "summary.json").read_text())
+        label = CODES[clip.stem.split("_")[2]]
+        got = {"face": s["expressions"]["top"], "voice": (s.get("voice") or {}).get("top"), "fused": s["top_emotion"]}
+        for k, v in got.items():
+            hits[k] += v == label
+        fused = s["fused"]["probabilities"]
+        p = ", ".join(f"{c[:3]} {fused[c]:.2f}" for c in sorted(fused, key=fused.get, reverse=True)[:3])
+        rows.append(f"| {clip.name} | {label} | " + " | ".join(
+            f"{v}{' ✓' if v == label else ''}" for v in got.values()) + f" | {p} |")
+    print("| clip | label | face | voice | fused | fused probabilities (top 3) |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    print(f"| **correct** | | **{hits['face']}/6** | **{hits['voice']}/6** | **{hits['fused']}/6** | |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

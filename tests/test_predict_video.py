@@ -1,0 +1,219 @@
+"""``affectfuse predict`` video mode: end to end on small generated videos and on the bundled clip."""
+
+import csv
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from affectfuse.cli import main
+from affectfuse.inference.fusion import late_fusion
+from affectfuse.inference.voice import cut_audio_windows, rms_dbfs
+from affectfuse.labels import EXPR_CLASSES
+
+
+def _sample_frames(n=10, size=(240, 180)):
+    """n real frames (a talking face) from the bundled clip, downscaled: (n, H, W, 3) uint8."""
+    import av
+
+    from affectfuse.inference.video import sample_clip_path
+
+    out = []
+    with av.open(str(sample_clip_path())) as c:
+        for k, frame in enumerate(c.decode(video=0)):
+            if k % 6 == 0:
+                out.append(frame.to_image().resize(size))
+            if len(out) == n:
+                break
+    return np.stack([np.asarray(im) for im in out])
+
+
+def write_video(path, frames, fps=10, tone_hz=220.0, audio=True):
+    """Write (T, H, W, 3) uint8 frames (+ a voiced 16 kHz tone) as H.264/AAC mp4 with PyAV."""
+    import av
+
+    rate = 16000
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=fps)
+        v.height, v.width = frames.shape[1:3]
+        v.pix_fmt = "yuv420p"
+        a = c.add_stream("aac", rate=rate, layout="mono") if audio else None
+        for img in frames:
+            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        if a is not None:
+            t = np.arange(int(rate * len(frames) / fps)) / rate
+            wave = (0.2 * np.sin(2 * np.pi * tone_hz * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+            for s in range(0, len(wave), 1024):
+                fr = av.AudioFrame.from_ndarray(wave[None, s:s + 1024], format="flt", layout="mono")
+                fr.sample_rate, fr.pts, fr.time_base = rate, s, Fraction(1, rate)
+                for p in a.encode(fr):
+                    c.mux(p)
+            for p in a.encode():
+                c.mux(p)
+    return path
+
+
+@pytest.fixture(scope="module")
+def face_video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("v") / "talk.mp4", _sample_frames())
+
+
+def _rows(path):
+    return list(csv.reader(open(path)))
+
+
+def test_end_to_end_files_columns_and_names(face_video, tmp_path):
+    out = tmp_path / "out"
+    assert main(["predict", str(face_video), "--out", str(out)]) == 0
+    folder = out / "talk"
+    assert {p.name for p in folder.iterdir()} >= {"expressions.csv", "summary.json", "timeline.png", "report.html"}
+    rows = _rows(folder / "expressions.csv")
+    assert rows[0] == ["frame", "time_s", "face_found", *EXPR_CLASSES]
+    assert [int(r[0]) for r in rows[1:]] == list(range(1, 11))  # every frame, 1-based
+    with_face = [r for r in rows[1:] if r[2] == "1"]
+    assert len(with_face) >= 8  # a real face in every frame
+    probs = np.array([[float(x) for x in r[3:]] for r in with_face])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-3)
+    s = json.loads((folder / "summary.json").read_text())
+    assert s["expressions"]["classes"] == list(EXPR_CLASSES) and "probability" in s["expressions"]["scale"]
+    assert s["top_emotion"] in EXPR_CLASSES
+    assert s["voice"]["available"] and s["voice"]["voiced_windows"] >= 1
+    assert set(s["fused"]["modalities"]) == {"face", "voice"}
+    assert {m["role"] for m in s["models"]} >= {"face expressions", "voice"}
+    assert all(m["random_weights"] is False for m in s["models"])
+    assert {"detect", "align", "face_model", "report"} <= set(s["timings_s"])
+    html = (folder / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2  # the plot and at least one face thumbnail
+    assert (out / "index.html").is_file() and not (out / "failures.csv").exists()
+    # a second run finds the finished video and does not redo it
+    before = (folder / "summary.json").stat().st_mtime_ns
+    assert main(["predict", str(face_video), "--out", str(out)]) == 0
+    assert (folder / "summary.json").stat().st_mtime_ns == before
+
+
+def test_bad_video_among_good_ones(face_video, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    out = tmp_path / "out"
+    code = main(["predict", str(bad), str(tmp_path / "missing.mp4"), str(face_video), "--out", str(out)])
+    assert code == 1
+    assert (out / "talk" / "report.html").is_file()  # the good one still finished
+    failed = _rows(out / "failures.csv")
+    assert failed[0] == ["item", "error"]
+    assert {r[0] for r in failed[1:]} == {str(bad), str(tmp_path / "missing.mp4")}
+    assert all("MediaError" in r[1] for r in failed[1:])
+    assert "broken.mp4" in (out / "index.html").read_text()
+
+
+def test_no_face_video_renders(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 40, (8, 96, 128, 3), dtype=np.uint8)  # dark noise: no face
+    video = write_video(tmp_path / "noface.mp4", frames, audio=False)
+    out = tmp_path / "out"
+    assert main(["predict", str(video), "--out", str(out)]) == 0
+    rows = _rows(out / "noface" / "expressions.csv")
+    assert len(rows) == 9 and {r[2] for r in rows[1:]} == {"0"}
+    s = json.loads((out / "noface" / "summary.json").read_text())
+    assert s["expressions"]["face_found_frames"] == 0 and s["top_emotion"] is None
+    assert s["voice"]["available"] is False
+    assert "<html>" in (out / "noface" / "report.html").read_text()
+
+
+def test_late_fusion_rule():
+    face = {"Neutral": 0.1, "Anger": 0.1, "Happiness": 0.2, "Surprise": 0.6}
+    voice = {"Neutral": 0.2, "Anger": 0.7, "Happiness": 0.0, "Other": 0.1}
+    fused = late_fusion(face, voice, face_classes=["Neutral", "Anger", "Happiness", "Surprise"],
+                        voice_classes=["Neutral", "Anger", "Happiness", "Other"])
+    assert fused["classes"] == ["Neutral", "Anger", "Happiness"]
+    # face over shared: .25 .25 .5; voice: 2/9 7/9 0 -> mean
+    np.testing.assert_allclose([fused["probabilities"][c] for c in fused["classes"]],
+                               [(0.25 + 2 / 9) / 2, (0.25 + 7 / 9) / 2, 0.25])
+    assert fused["top_emotion"] == "Anger"
+    only_face = late_fusion(face, None, face_classes=list(face), voice_classes=[])
+    assert only_face["top_emotion"] == "Surprise" and only_face["modalities"] == ["face"]
+    assert late_fusion(None, None, face_classes=[], voice_classes=[])["top_emotion"] is None
+
+
+def test_audio_windows_and_silence():
+    audio = np.zeros(int(2.5 * 16000), np.float32)
+    audio[:16000] = 0.1
+    windows, times = cut_audio_windows(audio, 1.0, 1.0)
+    np.testing.assert_allclose(times, [[0, 1], [1, 2], [1.5, 2.5]])  # the last window ends on the last sample
+    level = rms_dbfs(windows)
+    np.testing.assert_allclose(level[0], 20 * np.log10(0.1), atol=1e-4)
+    assert np.isneginf(level[1])
+    short, t = cut_audio_windows(audio[:8000], 1.0, 0.5)  # shorter than a window: one padded window
+    assert short.shape == (1, 16000) and t.tolist() == [[0.0, 0.5]]
+
+
+@pytest.mark.slow
+def test_bundled_clip_runs(tmp_path):
+    out = tmp_path / "out"
+    assert main(["predict", "--out", str(out)]) == 0
+    s = json.loads((out / "sample_clip" / "summary.json").read_text())
+    assert s["expressions"]["face_found_frames"] > 0.9 * s["expressions"]["frames"]
+    assert s["voice"]["voiced_windows"] >= 3 and s["top_emotion"] in EXPR_CLASSES
+
+
+def _eri_checkpoint(tmp_path):
+    """A tiny real ERI checkpoint trained for 2 epochs on random features of the two shipped extractors."""
+    from affectfuse.data.sequences import from_arrays
+    from affectfuse.labels import ERI_EMOTIONS
+    from affectfuse.training.config import RunConfig
+    from affectfuse.training.eri import fit
+
+    rng = np.random.default_rng(0)
+    dims = {"audio": 88, "visual": 263}
+    def data(n):
+        feats = {k: rng.normal(size=(n, 6, d)).astype(np.float32) for k, d in dims.items()}
+        return from_arrays(feats, rng.uniform(size=(n, 7)), ERI_EMOTIONS)
+    cfg = RunConfig()
+    cfg.model.d_model, cfg.model.ff_dim, cfg.model.proj_dim, cfg.model.interaction_heads = 16, 32, 16, 2
+    cfg.data.seq_len = 6
+    cfg.train.max_epochs, cfg.train.batch_size, cfg.train.progress, cfg.train.tensorboard = 2, 8, False, False
+    meta = {"audio": {"name": "egemaps", "dim": 88, "extractor": "egemaps", "rate": 2.0,
+                      "extra": {"input": {"sample_rate": 16000, "window_s": 1.0, "hop_s": 0.5}}},
+            "visual": {"name": "faceexpressionnet", "dim": 263, "extractor": "faceexpressionnet", "rate": 5.0}}
+    fit(cfg, data(16), data(8), run_dir=tmp_path / "eri", feature_meta=meta)
+    return tmp_path / "eri" / "best.pt"
+
+
+def test_eri_checkpoint_adds_named_intensities(face_video, tmp_path):
+    from affectfuse.labels import ERI_EMOTIONS
+
+    ckpt = _eri_checkpoint(tmp_path)
+    out = tmp_path / "out"
+    assert main(["predict", str(face_video), "--out", str(out), "--eri-checkpoint", str(ckpt),
+                 "--voice-head", "none"]) == 0
+    s = json.loads((out / "talk" / "summary.json").read_text())
+    eri = s["eri"]
+    assert list(eri["intensities"]) == list(ERI_EMOTIONS) and eri["emotions"] == list(ERI_EMOTIONS)
+    assert all(0.0 <= v <= 1.0 for v in eri["intensities"].values())
+    assert eri["valid_rows"]["visual"] >= 4 and eri["valid_rows"]["audio"] >= 1  # 1 s video at 5 rows/s
+    assert "Empathic-Pain" in (out / "talk" / "report.html").read_text()
+    assert any(m["role"] == "ERI intensities" for m in s["models"])
+
+
+def test_sparse_detection_interpolates_landmarks(face_video):
+    """Detecting every 2nd frame: in-between landmarks are interpolated and close to detected ones."""
+    from affectfuse.faces import load_mtcnn
+    from affectfuse.inference.faces import interpolate, iter_faces_sparse
+
+    times, found = np.array([0.0, 0.2, 0.4]), np.array([True, True, False])
+    vals = np.array([[0.0], [2.0], [9.0]])
+    assert interpolate(0.1, times, found, vals, 0.3)[0] == pytest.approx(1.0)
+    assert interpolate(0.3, times, found, vals, 0.3) is None  # a neighbour without the face
+    assert interpolate(0.2, times, found, vals, 0.3)[0] == 2.0
+    det = load_mtcnn()
+    dense = [b for b in iter_faces_sparse(face_video, det, detect_every=1)]
+    sparse = [b for b in iter_faces_sparse(face_video, det, detect_every=2)]
+    lm_d = np.concatenate([b.landmarks for b in dense])
+    lm_s = np.concatenate([b.landmarks for b in sparse])
+    ok = np.concatenate([b.found for b in dense]) & np.concatenate([b.found for b in sparse])
+    assert ok.sum() >= 7
+    err = np.abs(lm_d[ok] - lm_s[ok]).max(axis=(1, 2))  # pixels, 240x180 frames
+    assert np.median(err) < 3.0 and err.max() < 12.0
