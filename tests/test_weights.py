@@ -32,17 +32,19 @@ def test_lookup_order_env_then_dir_then_hub(tmp_path, caches, monkeypatch):
     monkeypatch.setenv("AFFECTFUSE_WEIGHTS_DIR", str(mine))
     assert resolve(spec) == mine / "net.pt"
     tuned = tmp_path / "tuned.pt"
-    _save(tuned, 3.0)  # a user's own file: different hash, still accepted when named explicitly
+    _save(tuned, 3.0)  # a user's own file (another name): different hash, still accepted
     monkeypatch.setenv("NET_WEIGHTS", str(tuned))
     assert torch.equal(load_state_dict(spec)["w"], torch.full((2,), 3.0))
     assert resolve(spec, path=tuned) == tuned
 
 
-def test_corrupt_cached_file_is_named(caches):
+def test_corrupt_file_under_the_declared_name_is_named(tmp_path, caches):
     _save(caches / "net.pt", 2.0)
     spec = WeightsSpec("net", "net.pt", sha256="0" * 64)
     with pytest.raises(WeightsChecksumError, match="net.pt: sha256 .* does not match"):
         resolve(spec)
+    with pytest.raises(WeightsChecksumError):
+        resolve(spec, path=caches / "net.pt")
 
 
 def test_missing_file_message_says_what_and_where(tmp_path, caches):

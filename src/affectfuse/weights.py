@@ -9,6 +9,9 @@ Lookup order for a :class:`WeightsSpec` (first hit wins):
 5. package data shipped with affectfuse (``spec.package_file``);
 6. a download from ``spec.url`` into the torch hub cache, unless ``AFFECTFUSE_OFFLINE=1``.
 
+A file found under the declared ``filename`` is checked against ``sha256``; a file the user names
+with another name (their own fine-tuned weights) is loaded as is.
+
 When all fail, :class:`WeightsNotFoundError` says which file to get, from where, and where to put it.
 """
 
@@ -126,14 +129,11 @@ def _missing_message(spec: WeightsSpec, tried: list[Path], reason: str = "") -> 
 def resolve(spec: WeightsSpec, path: str | os.PathLike | None = None, check: bool = True) -> Path:
     """Return the local path of ``spec``'s file, downloading only when allowed and possible."""
     tried = candidate_paths(spec, path)
-    # A file the user names explicitly (argument or env var) may be their own fine-tuned weights,
-    # so only files found under the declared file name in caches / package data are hash-checked.
-    explicit = {Path(path)} if path is not None else set()
-    if spec.env_var and os.environ.get(spec.env_var):
-        explicit.add(Path(os.environ[spec.env_var]))
     for candidate in tried:
         if candidate.is_file():
-            if check and spec.sha256 and candidate not in explicit:
+            # A file under the declared name claims to be that release and is hash-checked; a file the
+            # user names otherwise (e.g. their fine-tuned export) is their own and is taken as is.
+            if check and spec.sha256 and candidate.name == spec.filename:
                 digest = sha256_file(candidate)
                 if digest != spec.sha256:
                     raise WeightsChecksumError(
