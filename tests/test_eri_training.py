@@ -61,17 +61,13 @@ def test_config_layers_defaults_yaml_overrides(tmp_path):
 
 
 def test_planted_signal_is_learned_and_shuffled_labels_are_not():
-    # Six emotions are carried by one modality (or the sum of both) and are learned in a few epochs.
-    # Fear is the product of an audio and a visual drive (affectfuse.data.synthetic): no linear reader sees
-    # it and this model needs far more videos and epochs than a unit test has (see docs/eri.md), so the
-    # >= 0.9 bar is checked on the six and the overall mean is held above 0.8.
+    # Every emotion is planted (affectfuse.data.synthetic); Fear needs both modalities.
     train, val = _data(600, noise=0.3)
     cfg = resolve_config(None, SMALL + ["train.max_epochs=6", "train.weight_decay=0", "train.clip_norm=0"])
     res = fit(cfg, train, val)
     best = res.history[res.best_epoch - 1]
-    six = [best[f"r_{e}"] for e in ERI_EMOTIONS if e != "Fear"]
-    assert np.mean(six) >= 0.9 and min(six) >= 0.85, best
-    assert res.best_metric >= 0.8
+    assert res.best_metric >= 0.9, best
+    assert min(best[f"r_{e}"] for e in ERI_EMOTIONS) >= 0.7, best
     pred = predict(model_from_checkpoint(res.checkpoint), val)
     np.testing.assert_allclose(pred, res.val_predictions, atol=1e-6)
 

@@ -61,25 +61,17 @@ def test_planted_signal_is_per_modality_and_shuffled_has_none():
         assert r_a[e[name]] > 0.6 and abs(r_v[e[name]]) < 0.2
     for name in ("Adoration", "Disgust", "Empathic-Pain"):
         assert r_v[e[name]] > 0.6 and abs(r_a[e[name]]) < 0.2
-    # Surprise is half audio, half visual: both help; Fear (a product) is invisible to a linear reader
-    assert r_av[e["Surprise"]] > max(r_a[e["Surprise"]], r_v[e["Surprise"]]) + 0.1
-    assert abs(r_av[e["Fear"]]) < 0.2
+    # Surprise and Fear draw on both modalities: both together beat either alone
+    for name in ("Surprise", "Fear"):
+        assert r_av[e[name]] > max(r_a[e[name]], r_v[e[name]]) + 0.1
+    # a third of Fear is the a3 x v4 product, which a linear reader cannot see
+    assert r_av[e["Fear"]] < min(r_av[e[name]] for name in ("Amusement", "Adoration", "Surprise")) - 0.05
     assert r_av.mean() > 0.55
 
     _, shuffled = make_eri_arrays(n, steps=16, dims=DIMS, seed=0, signal="shuffled")
     assert sorted(map(tuple, shuffled)) == sorted(map(tuple, labels))  # same rows, permuted
     r_s = _ridge_r(both[:cut], shuffled[:cut], both[cut:], shuffled[cut:])
     assert abs(r_s.mean()) < 0.1
-
-
-def test_fear_needs_the_audio_visual_interaction():
-    feats, labels = make_eri_arrays(1500, steps=16, dims=DIMS, seed=1)
-    a, v = feats["audio"].mean(axis=1), feats["visual"].mean(axis=1)
-    a, v = (a - a.mean(0)) / a.std(0), (v - v.mean(0)) / v.std(0)
-    cross = np.einsum("ni,nj->nij", a, v).reshape(len(a), -1)  # all audio x visual products
-    fear = ERI_EMOTIONS.index("Fear")
-    r = _ridge_r(cross[:1200], labels[:1200, [fear]], cross[1200:], labels[1200:, [fear]], lam=10.0)
-    assert r[0] > 0.5
 
 
 def test_bad_arguments():

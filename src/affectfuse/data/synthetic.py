@@ -14,7 +14,7 @@ Amusement          a1                                     audio only
 Anxiety            a2                                     audio only
 Disgust            v2                                     visual only
 Empathic-Pain      v3                                     visual only
-Fear               a3 * v4  (an interaction)              needs both modalities
+Fear               (a3 + v4 + a3 * v4) / sqrt(3)          needs both (one third interaction)
 Surprise           (a4 + v5) / sqrt(2)                    half audio, half visual
 =================  =====================================  ========================
 
@@ -25,7 +25,8 @@ random directions, each modulated over time by a smooth per-video envelope (a su
 reaction bump at a random time), on top of a low-rank AR(1) background (slowly varying nuisance
 factors), i.i.d. noise and per-dimension offsets and scales. So: audio alone explains Amusement,
 Anxiety and half of Surprise, visual alone Adoration, Disgust, Empathic-Pain and the other half,
-and Fear needs both. ``signal="shuffled"`` permutes the label rows across videos (no signal left).
+and Fear needs both: its additive part is read from either modality, its product part (a third of
+its variance) only by a model that combines them. ``signal="shuffled"`` permutes the label rows across videos (no signal left).
 
 The feature space (directions, offsets, scales, background factors) depends only on the dims and
 ``WORLD_SEED``, not on ``seed``: arrays made with different seeds share one "extractor", so a model
@@ -62,7 +63,8 @@ SIGNALS = ("planted", "shuffled")
 def _emotion_drives(z: dict[str, np.ndarray]) -> np.ndarray:
     """(N, 7) raw drives of the 7 ERI emotions from the latent drives (see the module table)."""
     return np.stack([
-        z["v1"], z["a1"], z["a2"], z["v2"], z["v3"], z["a3"] * z["v4"], (z["a4"] + z["v5"]) / np.sqrt(2.0),
+        z["v1"], z["a1"], z["a2"], z["v2"], z["v3"],
+        (z["a3"] + z["v4"] + z["a3"] * z["v4"]) / np.sqrt(3.0), (z["a4"] + z["v5"]) / np.sqrt(2.0),
     ], axis=1)
 
 
