@@ -48,7 +48,29 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
     print(f"| **correct** | | **{hits['face']}/6** | **{hits['voice']}/6** | **{hits['fused']}/6** | |")
+    voice_only(args.clips)
     return 0
+
+
+def voice_only(clips_dir: Path) -> None:
+    """The voice head alone on the six audio-only clips of actor 1002 (another speaker)."""
+    import numpy as np
+
+    from affectfuse.inference.fusion import mean_probabilities
+    from affectfuse.inference.models import load_voice_model
+    from affectfuse.media import read_audio
+
+    model = load_voice_model("default")
+    clips = sorted(clips_dir.glob("1002_DFA_*_XX.mp3"))
+    hits, cells = 0, []
+    for clip in clips:
+        label = CODES[clip.stem.split("_")[2]]
+        res = model(read_audio(clip, 16000))
+        mean = mean_probabilities(res.probs, res.voiced)
+        top = res.class_names[int(np.argmax(mean))] if mean is not None else None
+        hits += top == label
+        cells.append(f"{label} -> {top}{' ✓' if top == label else ''}")
+    print(f"\nvoice head alone, actor 1002 (audio-only): {hits}/{len(clips)}: " + "; ".join(cells))
 
 
 if __name__ == "__main__":

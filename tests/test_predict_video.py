@@ -199,7 +199,7 @@ def test_eri_checkpoint_adds_named_intensities(face_video, tmp_path):
 
 
 def test_sparse_detection_interpolates_landmarks(face_video):
-    """Detecting every 2nd frame: in-between landmarks are interpolated and close to detected ones."""
+    """Detecting at 5 of 10 frames/s: in-between landmarks are interpolated and close to detected ones."""
     from affectfuse.faces import load_mtcnn
     from affectfuse.inference.faces import interpolate, iter_faces_sparse
 
@@ -209,8 +209,8 @@ def test_sparse_detection_interpolates_landmarks(face_video):
     assert interpolate(0.3, times, found, vals, 0.3) is None  # a neighbour without the face
     assert interpolate(0.2, times, found, vals, 0.3)[0] == 2.0
     det = load_mtcnn()
-    dense = [b for b in iter_faces_sparse(face_video, det, detect_every=1)]
-    sparse = [b for b in iter_faces_sparse(face_video, det, detect_every=2)]
+    dense = [b for b in iter_faces_sparse(face_video, det, detect_fps=None)]
+    sparse = [b for b in iter_faces_sparse(face_video, det, detect_fps=5.0)]
     lm_d = np.concatenate([b.landmarks for b in dense])
     lm_s = np.concatenate([b.landmarks for b in sparse])
     ok = np.concatenate([b.found for b in dense]) & np.concatenate([b.found for b in sparse])

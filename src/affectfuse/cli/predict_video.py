@@ -47,9 +47,9 @@ def add_arguments(parser) -> None:
               "always come from the full frames)")
     _add(parser, "--min-face-size", type=float, default=20.0,
          help="smallest face side to detect, in pixels of the detection frame (default 20; larger is faster)")
-    _add(parser, "--detect-every", type=int, default=2,
-         help="detect faces on every k-th analysed frame and interpolate landmarks in between (default 2; "
-              "1 = detect on every frame)")
+    _add(parser, "--detect-fps", type=float, default=10.0,
+         help="detect faces at this many frames/s and interpolate landmarks in between (default 10; "
+              "0 = detect on every analysed frame)")
     _add(parser, "--thumbnails", type=int, default=6, help="aligned face thumbnails in the report (default 6)")
     _add(parser, "--device", default="cpu", help="torch device (default cpu)")
     _add(parser, "--overwrite", action="store_true", help="redo videos whose results already exist")
@@ -119,7 +119,7 @@ def run(args) -> int:
         fps=args.fps, batch_size=args.batch_size, expr_checkpoint=args.expr_checkpoint,
         eri_checkpoint=args.eri_checkpoint or getattr(args, "checkpoint", None), voice_head=args.voice_head, fusion_weights=weights,
         detect_max_side=args.detect_max_side, min_face_size=args.min_face_size,
-        detect_every=args.detect_every, thumbnails=args.thumbnails, device=args.device)
+        detect_fps=args.detect_fps or None, thumbnails=args.thumbnails, device=args.device)
     predictor = VideoPredictor(options)  # loads every model once; a bad checkpoint stops here, before any video
     rows = []
     names = output_names(videos)

@@ -1,11 +1,12 @@
-"""Faces for ``predict``: detection on every k-th frame, landmarks interpolated in between.
+"""Faces for ``predict``: detection at a lower frame rate, landmarks interpolated in between.
 
 Detection (MTCNN over an image pyramid, then R-Net and O-Net on the candidates) is the costliest step of
-``predict``. A talking face moves little in 1/12 s, so by default (``detect_every=2``) detection runs on
-every second analysed frame (:func:`affectfuse.faces.detect_video` with half the frame rate, frames
-downscaled to ``detect_max_side``), and the main person's 5 landmarks of the frames in between are
-linearly interpolated from the two detected neighbours; a frame is "found" only when both neighbours
-found the main face. ``detect_every=1`` is the faces stage's own ``iter_faces`` (every frame detected).
+``predict``. A talking face moves little in 1/10 s, so by default (``detect_fps=10``) detection runs on
+frames sampled at 10 frames/s (:func:`affectfuse.faces.detect_video` with ``fps=10``, frames downscaled
+to ``detect_max_side``), and the main person's 5 landmarks of the frames in between are linearly
+interpolated from the two detected neighbours; a frame is "found" only when both neighbours found the
+main face. ``detect_fps=None`` (or a rate at or above the analysed one) is the faces stage's own
+``iter_faces`` (every frame detected).
 
 The second pass decodes the frames at full size and aligns crops from the original pixels with
 :func:`affectfuse.faces.align_face`, yielding :class:`affectfuse.faces.FaceBatch` es like ``iter_faces``.
@@ -57,10 +58,10 @@ def interpolate(t: float, times: np.ndarray, found: np.ndarray, values: np.ndarr
 
 
 def iter_faces_sparse(path: str | os.PathLike, detector, fps: float | None = None, sizes: Sequence[int] = (112,),
-                      batch_size: int = 32, detect_max_side: int | None = 320, detect_every: int = 2,
+                      batch_size: int = 32, detect_max_side: int | None = 320, detect_fps: float | None = 10.0,
                       timer=None) -> Iterator:
-    """Like :func:`affectfuse.faces.iter_faces` with ``keep="main"``, detecting every ``detect_every``-th
-    frame only (see the module doc). ``timer`` (optional) times pass 1 as ``detect``, pass 2 as ``align``."""
+    """Like :func:`affectfuse.faces.iter_faces` with ``keep="main"``, detecting at ``detect_fps`` frames/s
+    only (see the module doc). ``timer`` (optional) times pass 1 as ``detect``, pass 2 as ``align``."""
     import contextlib
     import time
 
@@ -70,18 +71,18 @@ def iter_faces_sparse(path: str | os.PathLike, detector, fps: float | None = Non
     sizes = tuple(int(s) for s in sizes)
     info = probe(path)
     rate = fps or info.fps or 25.0
-    every = max(1, int(detect_every))
+    sparse = bool(detect_fps) and detect_fps < rate * 0.95
     ctx = timer("detect") if timer is not None else contextlib.nullcontext()
     with ctx:
-        dets = detect_video(path, fps=rate / every if every > 1 else fps, detector=detector, batch_size=batch_size,
+        dets = detect_video(path, fps=detect_fps if sparse else fps, detector=detector, batch_size=batch_size,
                             detect_max_side=detect_max_side)
-    if every == 1:
+    if not sparse:
         frames = iter_faces(path, fps=fps, sizes=sizes, batch_size=batch_size, keep="main", detector=detector,
                             detections=dets)
         yield from _timed(frames, timer)
         return
     found, marks, boxes, scores, times = main_track_rows(dets)
-    max_gap = 1.5 * every / rate
+    max_gap = 1.5 / detect_fps
     start = time.perf_counter()
     for batch in iter_frames(path, fps=fps, batch_size=batch_size):
         n = len(batch)

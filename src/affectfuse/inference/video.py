@@ -74,7 +74,7 @@ class PredictOptions:
     fusion_weights: tuple[float, float] = (0.5, 0.5)
     detect_max_side: int | None = 320
     min_face_size: float = 20.0
-    detect_every: int = 2  # detect on every k-th analysed frame, interpolate landmarks in between
+    detect_fps: float | None = 10.0  # detect at this rate, interpolate landmarks in between (None: every frame)
     thumbnails: int = 6
     device: str = "cpu"
     random_weights: bool = False  # tests only: networks without pretrained files (recorded in summary.json)
@@ -117,7 +117,7 @@ class VideoPredictor:
         out = [{"role": "face detection", "name": "mtcnn", "weights": det.weights_info,
                 "random_weights": bool(det.weights_info.get("random_weights", False)),
                 "min_face_size": det.min_face_size, "detect_max_side": self.options.detect_max_side,
-                "detect_every": self.options.detect_every},
+                "detect_fps": self.options.detect_fps},
                self.face_model.describe()]
         out += [self.voice_model.describe()] if self.voice_model else []
         out += [self.eri_model.describe()] if self.eri_model else []
@@ -130,7 +130,7 @@ class VideoPredictor:
 
         o = self.options
         return iter_faces_sparse(video, self.detector, fps=o.fps, sizes=self.crop_sizes, batch_size=o.batch_size,
-                                 detect_max_side=o.detect_max_side, detect_every=o.detect_every, timer=timer)
+                                 detect_max_side=o.detect_max_side, detect_fps=o.detect_fps, timer=timer)
 
     def predict(self, video: str | Path, out_dir: str | Path, extra: dict | None = None) -> dict:
         """Analyse ``video`` and write its report files into ``out_dir``; returns the summary dict."""

@@ -117,9 +117,9 @@ def plot_timeline(path: str | Path, report: VideoReport, dpi: int = 100) -> None
         vax = axes[1, 0]
         centres = report.voice_times.mean(axis=1)
         for c, name in enumerate(report.voice_class_names):
-            vax.step(centres, report.voice_probs[:, c], where="mid", color=CLASS_COLOURS.get(name), lw=1.6, label=name)
+            vax.plot(centres, report.voice_probs[:, c], "o-", ms=3, color=CLASS_COLOURS.get(name), lw=1.4, label=name)
         vax.set_ylim(0, 1)
-        vax.set_ylabel("voice: probability")
+        vax.set_ylabel("voice: probability\n(window centres)")
         vax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
         vax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("time (s)")
