@@ -17,6 +17,7 @@ Run folder written by :func:`fit` (when ``run_dir`` is given)::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import time
@@ -75,13 +76,11 @@ def predict(model: torch.nn.Module, data: SequenceData, batch_size: int = 256) -
 def model_args(cfg: RunConfig, dims: dict[str, int], num_outputs: int) -> ERIFusionArgs:
     """Model arguments from the config and the data (modality set -> input dims, interaction)."""
     mods, interaction = parse_modality_set(cfg.model.modality_set, list(dims))
-    m = cfg.model
-    return ERIFusionArgs(
-        input_dims={k: dims[k] for k in mods}, num_outputs=num_outputs, d_model=m.d_model,
-        interaction=interaction, modality_heads=m.modality_heads, modality_dropout=m.modality_dropout,
-        interaction_heads=m.interaction_heads, interaction_dropout=m.interaction_dropout, ff_dim=m.ff_dim,
-        proj_dim=m.proj_dim, proj_dropout=m.proj_dropout, tcn_levels=m.tcn_levels, tcn_kernel=m.tcn_kernel,
-        tcn_dropout=m.tcn_dropout)
+    # Architecture fields carry the same names in ModelConfig and ERIFusionArgs.
+    shared = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(ERIFusionArgs)
+              if hasattr(cfg.model, f.name)}
+    return ERIFusionArgs(**shared, input_dims={k: dims[k] for k in mods}, num_outputs=num_outputs,
+                         interaction=interaction)
 
 
 @dataclass
