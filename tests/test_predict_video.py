@@ -217,3 +217,30 @@ def test_sparse_detection_interpolates_landmarks(face_video):
     assert ok.sum() >= 7
     err = np.abs(lm_d[ok] - lm_s[ok]).max(axis=(1, 2))  # pixels, 240x180 frames
     assert np.median(err) < 3.0 and err.max() < 12.0
+
+
+def test_expr_checkpoint_gives_per_frame_expressions(face_video, tmp_path):
+    """An EXPR checkpoint (tiny, trained here on random faceexpressionnet-sized features) drives the CSV."""
+    from affectfuse.data.affwild2 import ExprVideo
+    from affectfuse.training.expr import ExprTrainConfig, train_expr
+
+    rng = np.random.default_rng(0)
+    def video(i, n=12):
+        labels = rng.integers(0, 8, n)
+        return ExprVideo(f"v{i}", rng.normal(size=(n, 263)).astype(np.float32), np.ones(n, bool), labels,
+                         np.arange(1, n + 1), np.ones(n, bool))
+    cfg = ExprTrainConfig(window=8, stride=4, predict_stride=4, epochs=1, batch_size=4,
+                          model={"d_model": 16, "n_heads": 2, "n_layers": 1})
+    info = {"feature_sets": [{"name": "faceexpressionnet", "dim": 263, "extractor": "faceexpressionnet"}],
+            "fill": "ffill"}
+    train_expr([video(0), video(1)], [video(2)], cfg, run_dir=tmp_path / "expr", info=info)
+    out = tmp_path / "out"
+    assert main(["predict", str(face_video), "--out", str(out), "--voice-head", "none",
+                 "--expr-checkpoint", str(tmp_path / "expr" / "best.pt")]) == 0
+    rows = _rows(out / "talk" / "expressions.csv")
+    assert rows[0][3:] == list(EXPR_CLASSES)
+    probs = np.array([[float(x) for x in r[3:]] for r in rows[1:] if r[2] == "1"])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-3)
+    s = json.loads((out / "talk" / "summary.json").read_text())
+    assert s["expressions"]["source"] == "expr-checkpoint:faceexpressionnet"
+    assert s["top_emotion"] in EXPR_CLASSES and s["fused"]["modalities"] == ["face"]
