@@ -52,3 +52,16 @@ def test_muse_csv_folder(tmp_path):
     (folder / "00003.csv").write_text("File_ID,timestamp,f1,f2\n00003,0,1,nan\n")
     with pytest.raises(FeatureStoreError, match="00003.csv: 1 rows contain NaN"):
         read_muse_csv(folder / "00003.csv")
+
+
+def test_atomic_files_get_the_usual_mode_and_values_parse(tmp_path):
+    import os
+
+    from affectfuse.utils import parse_value, write_text_atomic
+
+    write_text_atomic(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert parse_value("1e-3") == 0.001 and parse_value("3") == 3 and parse_value("A+V") == "A+V"
+    assert parse_value("[1, 2]") == [1, 2] and parse_value("true") is True

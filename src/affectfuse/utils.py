@@ -13,6 +13,15 @@ from typing import Iterator
 import numpy as np
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``.
@@ -27,6 +36,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, _FILE_MODE)  # mkstemp makes 0600; give the file the usual umask mode
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -73,6 +84,22 @@ class FailureLog:
 
     def __iter__(self):
         return iter(self.rows)
+
+
+def parse_value(text: str):
+    """A command-line ``KEY=VALUE`` value as YAML, with ``1e-3``-style numbers read as floats.
+
+    (YAML 1.1, which PyYAML follows, reads ``1e-3`` as a string.)
+    """
+    import yaml
+
+    value = yaml.safe_load(text) if text.strip() else ""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def seed_everything(seed: int) -> None:

@@ -101,6 +101,7 @@ def _config(path: str | None, overrides: list[str]):
     import yaml
 
     from affectfuse.training.expr import ExprTrainConfig
+    from affectfuse.utils import parse_value
 
     values: dict = {}
     if path:
@@ -111,7 +112,7 @@ def _config(path: str | None, overrides: list[str]):
         key, sep, text = item.partition("=")
         if not sep:
             raise ValueError(f"--set {item!r}: use KEY=VALUE")
-        value = yaml.safe_load(text)
+        value = parse_value(text)
         if key.startswith("model."):
             values.setdefault("model", {})[key[6:]] = value
         else:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from affectfuse.utils import parse_value
+
 
 @dataclass
 class ModelConfig:
@@ -140,7 +142,7 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    value = parse_value(raw)
     out: dict = {}
     node = out
     parts = key.strip().split(".")
