@@ -16,36 +16,15 @@ import os
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 
 def write_clip(path: Path, seconds: float, seed: int, fps: int = 25, size: int = 96) -> None:
-    import av
+    from affectfuse.media.write import noise_clip
 
-    rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=fps)
-        v.width = v.height = size
-        v.pix_fmt = "yuv420p"
-        a = c.add_stream("aac", rate=16000, layout="mono")
-        for _ in range(int(seconds * fps)):
-            img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in v.encode():
-            c.mux(p)
-        t = np.arange(int(16000 * seconds)) / 16000
-        wave = (0.2 * np.sin(2 * np.pi * (120 + 20 * seed) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
-        for s in range(0, len(wave), 1024):
-            fr = av.AudioFrame.from_ndarray(wave[None, s:s + 1024], format="flt", layout="mono")
-            fr.sample_rate, fr.pts, fr.time_base = 16000, s, Fraction(1, 16000)
-            for p in a.encode(fr):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
+    noise_clip(path, seconds=seconds, fps=fps, size=size, seed=seed, tone_hz=120 + 20 * seed, audio_noise=0.05)
 
 
 def main(argv=None) -> int:

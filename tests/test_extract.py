@@ -1,7 +1,6 @@
 """The extraction engine and `affectfuse extract`: one pass per video, resumable, failures isolated."""
 
 import csv
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -10,35 +9,7 @@ from affectfuse.cli import main
 from affectfuse.cli.extract import build_extractors
 from affectfuse.data.store import FeatureSet
 from affectfuse.features.pipeline import MediaItem, extract, find_inputs
-
-
-def write_video(path, seconds=1.2, fps=10, audio=True, size=48, seed=0):
-    """A tiny H.264 (+ AAC 16 kHz tone) mp4 written with PyAV."""
-    import av
-
-    rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=fps)
-        v.width = v.height = size
-        v.pix_fmt = "yuv420p"
-        a = c.add_stream("aac", rate=16000, layout="mono") if audio else None
-        for _ in range(int(seconds * fps)):
-            img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in v.encode():
-            c.mux(p)
-        if a is not None:
-            t = np.arange(int(16000 * seconds)) / 16000
-            wave = (0.2 * np.sin(2 * np.pi * (150 + 100 * seed) * t)).astype(np.float32)
-            for s in range(0, len(wave), 1024):
-                fr = av.AudioFrame.from_ndarray(wave[None, s:s + 1024], format="flt", layout="mono")
-                fr.sample_rate, fr.pts, fr.time_base = 16000, s, Fraction(1, 16000)
-                for p in a.encode(fr):
-                    c.mux(p)
-            for p in a.encode():
-                c.mux(p)
-    return path
+from affectfuse.media.write import noise_clip as write_video
 
 
 @pytest.fixture(scope="module")

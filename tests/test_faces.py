@@ -11,7 +11,7 @@ from affectfuse.faces import (MTCNN, MTCNN_WEIGHTS, align_face, detect_video, it
 from affectfuse.faces.track import box_iou
 from affectfuse.media import MediaError, iter_frames
 from affectfuse.weights import WeightsChecksumError, WeightsNotFoundError, resolve, sha256_file
-from test_media import write_video
+from affectfuse.media.write import write_video
 
 # facenet-pytorch 2.6.0 MTCNN (the reference implementation of these weights) on single_face.jpg and
 # multi_face.jpg, run once with its default settings; our detector must agree within a few pixels.

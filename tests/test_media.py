@@ -10,47 +10,7 @@ import numpy as np
 import pytest
 
 from affectfuse.media import MediaError, iter_audio, iter_frames, probe, read_audio
-
-
-def write_video(path, frames, fps=10, codec="libx264", pts=None, rotation=None, audio=None, audio_rate=44100,
-                time_base=None, options=None):
-    """Write (N, H, W, 3) uint8 frames (or a callable k -> frame with ``n=len(pts)``) to ``path``.
-
-    pts: optional per-frame presentation times in ``time_base`` units (variable frame rate).
-    rotation: display rotation, counter-clockwise degrees. audio: optional (n,) float32 mono signal.
-    """
-    n = len(frames)
-    first = frames[0]
-    with av.open(str(path), "w") as c:
-        vs = c.add_stream(codec, rate=fps, options=options or {})
-        vs.width, vs.height = first.shape[1], first.shape[0]
-        vs.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        if time_base is not None:
-            vs.time_base = vs.codec_context.time_base = time_base
-        if rotation is not None:
-            vs.set_display_rotation(rotation)
-        aus = c.add_stream("aac", rate=audio_rate, layout="mono") if audio is not None else None
-        for k in range(n):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[k]), format="rgb24")
-            if pts is not None:
-                frame.pts = int(pts[k])
-                frame.time_base = time_base
-            for p in vs.encode(frame):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
-        if aus is not None:
-            step = 1024
-            for i in range(0, len(audio), step):
-                chunk = np.asarray(audio[i:i + step], np.float32)[None]
-                af = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
-                af.sample_rate = audio_rate
-                af.pts = i
-                for p in aus.encode(af):
-                    c.mux(p)
-            for p in aus.encode():
-                c.mux(p)
-    return path
+from affectfuse.media.write import write_video
 
 
 def gray_frames(n, h=48, w=64):

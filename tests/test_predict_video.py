@@ -2,7 +2,6 @@
 
 import csv
 import json
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from affectfuse.cli import main
 from affectfuse.inference.fusion import late_fusion
 from affectfuse.inference.voice import cut_audio_windows, rms_dbfs
 from affectfuse.labels import EXPR_CLASSES
+from affectfuse.media import write as media_write
 
 
 def _sample_frames(n=10, size=(240, 180)):
@@ -31,30 +31,11 @@ def _sample_frames(n=10, size=(240, 180)):
 
 def write_video(path, frames, fps=10, tone_hz=220.0, audio=True):
     """Write (T, H, W, 3) uint8 frames (+ a voiced 16 kHz tone) as H.264/AAC mp4 with PyAV."""
-    import av
-
-    rate = 16000
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=fps)
-        v.height, v.width = frames.shape[1:3]
-        v.pix_fmt = "yuv420p"
-        a = c.add_stream("aac", rate=rate, layout="mono") if audio else None
-        for img in frames:
-            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in v.encode():
-            c.mux(p)
-        if a is not None:
-            t = np.arange(int(rate * len(frames) / fps)) / rate
-            wave = (0.2 * np.sin(2 * np.pi * tone_hz * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-            for s in range(0, len(wave), 1024):
-                fr = av.AudioFrame.from_ndarray(wave[None, s:s + 1024], format="flt", layout="mono")
-                fr.sample_rate, fr.pts, fr.time_base = rate, s, Fraction(1, rate)
-                for p in a.encode(fr):
-                    c.mux(p)
-            for p in a.encode():
-                c.mux(p)
-    return path
+    wave = None
+    if audio:
+        t = np.arange(int(16000 * len(frames) / fps)) / 16000
+        wave = (0.2 * np.sin(2 * np.pi * tone_hz * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    return media_write.write_video(path, frames, fps=fps, audio=wave, audio_rate=16000)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ training sweeps give the serial tables. One 2-CPU cluster is shared by the whole
 
 import csv
 import os
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -15,35 +14,10 @@ from affectfuse.cli.extract import build_extractors  # noqa: E402
 from affectfuse.cluster.ray_extract import ExtractWorker, WorkerSpec, ray_extract  # noqa: E402
 from affectfuse.data.store import FeatureSet  # noqa: E402
 from affectfuse.features.pipeline import extract, find_inputs  # noqa: E402
+from affectfuse.media.write import noise_clip  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a Ray cluster takes several seconds to start on a loaded 2-core machine
 NAMES = ("egemaps", "faceexpressionnet")
-
-
-def _video(path, seed, seconds=1.2, fps=10, size=48):
-    """Tiny H.264 + AAC (16 kHz tone) mp4 written with PyAV."""
-    import av
-
-    rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=fps)
-        v.width = v.height = size
-        v.pix_fmt = "yuv420p"
-        a = c.add_stream("aac", rate=16000, layout="mono")
-        for _ in range(int(seconds * fps)):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), format="rgb24")
-            for p in v.encode(frame):
-                c.mux(p)
-        for p in v.encode():
-            c.mux(p)
-        wave = (0.2 * np.sin(2 * np.pi * (150 + 90 * seed) * np.arange(int(16000 * seconds)) / 16000)).astype(np.float32)
-        for s in range(0, len(wave), 1024):
-            fr = av.AudioFrame.from_ndarray(wave[None, s:s + 1024], format="flt", layout="mono")
-            fr.sample_rate, fr.pts, fr.time_base = 16000, s, Fraction(1, 16000)
-            for p in a.encode(fr):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +31,7 @@ def cluster():
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("videos")
     for k, name in enumerate("abcd"):
-        _video(root / f"{name}.mp4", seed=k)
+        noise_clip(root / f"{name}.mp4", seed=k)
     (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video")
     return root
 
