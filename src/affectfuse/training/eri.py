@@ -33,6 +33,7 @@ from affectfuse.data.sequences import SequenceData
 from affectfuse.models.eri import ERIFusionArgs, create_eri_model, parse_modality_set
 from affectfuse.training.checkpoint import FORMAT, save_checkpoint, versions
 from affectfuse.training.config import RunConfig
+from affectfuse.training.step import optimizer_step
 from affectfuse.utils import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -179,13 +180,7 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
         for start in range(0, n, tc.batch_size):
             feats, masks, labels = train.batch(perm[start:start + tc.batch_size])
             loss, mse, ce = eri_loss(model(feats, masks), labels, tc)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
-            optimizer.step()
-            if ema is not None:
-                ema.update_parameters(model)
+            optimizer_step(model, loss, optimizer, tc.clip_norm, ema)
             sums += np.array([float(loss.detach()), mse, ce]) * len(labels)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:

@@ -28,6 +28,7 @@ from affectfuse.labels import EXPR_CLASSES
 from affectfuse.metrics.classification import classification_scores
 from affectfuse.models.expr import ExprModelConfig, ExprTransformer
 from affectfuse.training.losses import FocalLoss, class_weights
+from affectfuse.training.step import optimizer_step
 from affectfuse.utils import atomic_path, seed_everything, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -221,13 +222,7 @@ def train_expr(train: list[ExprVideo], val: list[ExprVideo], config: ExprTrainCo
             x, valid, y, pad = bank.gather(rows[b.numpy()], config.window)
             logits = model(x.to(config.device), valid.to(config.device), pad.to(config.device))
             loss = criterion(logits, y.to(config.device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-            optimizer.step()
-            if ema is not None:
-                ema.update_parameters(model)
+            optimizer_step(model, loss, optimizer, config.clip_norm, ema)
             losses.append(loss.item())
         scored = ema.module if ema is not None else model
         probs = predict_videos(scored, val, config.window, config.predict_stride, device=config.device)
