@@ -88,3 +88,41 @@ def test_bad_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "x.pt")
     with pytest.raises(ValueError, match="unknown EXPR training option"):
         ExprTrainConfig.from_dict({"lr": 1.0, "bogus": 2})
+
+
+def test_resumed_run_equals_uninterrupted_and_redoes_nothing(tmp_path, monkeypatch):
+    import affectfuse.training.expr as expr_training
+
+    rng = np.random.default_rng(1)
+    protos = rng.standard_normal((8, 12)).astype(np.float32)
+    train, val = planted_videos(8, rng, protos, frames=(60, 90)), planted_videos(3, rng, protos, frames=(60, 90))
+    cfg = ExprTrainConfig(window=32, stride=16, predict_stride=16, epochs=4, patience=10, lr=2e-3, batch_size=16,
+                          ema_decay=0.5, model=TINY)
+    whole = train_expr(train, val, cfg, run_dir=tmp_path / "whole")
+
+    real, calls = expr_training.evaluate_probabilities, []
+
+    def crash_in_epoch_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed during epoch 3")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(expr_training, "evaluate_probabilities", crash_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_expr(train, val, cfg, run_dir=tmp_path / "cut")
+    monkeypatch.setattr(expr_training, "evaluate_probabilities", real)
+    with pytest.raises(ValueError, match="--resume"):
+        train_expr(train, val, cfg, run_dir=tmp_path / "cut")
+    with pytest.raises(ValueError, match="config differs"):
+        train_expr(train, val, ExprTrainConfig(**{**cfg.__dict__, "lr": 1e-3}), run_dir=tmp_path / "cut", resume=True)
+    resumed = train_expr(train, val, cfg, run_dir=tmp_path / "cut", resume=True)
+    assert [r["val_macro_f1"] for r in resumed.history] == [r["val_macro_f1"] for r in whole.history]
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
+    assert resumed.best_epoch == whole.best_epoch
+    for k, v in whole.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    # a finished run resumes to the same result without training again
+    monkeypatch.setattr(expr_training, "evaluate_probabilities", lambda *a, **k: pytest.fail("trained again"))
+    again = train_expr(train, val, cfg, run_dir=tmp_path / "cut", resume=True)
+    assert again.best_epoch == whole.best_epoch and len(again.history) == 4

@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set epochs=50 --set model.d_model=128")
     t.add_argument("--out", required=True, metavar="RUN_DIR")
+    t.add_argument("--resume", action="store_true", help="go on with the run in --out (same config) from its last.pt")
 
     e = sub.add_parser("evaluate", help="score a checkpoint on labelled data")
     e.add_argument("--checkpoint", required=True)
@@ -208,7 +209,8 @@ def _train(args) -> int:
         class_names, info["task"] = EXPR_CLASSES, "frames"
     else:
         raise ValueError("expr train needs --annotations and --val-annotations, or --manifest")
-    run = train_expr(train, val, config, run_dir=args.out, info=info, class_names=class_names, progress=True)
+    run = train_expr(train, val, config, run_dir=args.out, info=info, class_names=class_names, progress=True,
+                     resume=args.resume)
     _print({"best_epoch": run.best_epoch, "checkpoint": str(Path(args.out) / "best.pt"), **_summary(run.best)})
     return 0
 

@@ -181,10 +181,13 @@ class ExprRun:
 
 def train_expr(train: list[ExprVideo], val: list[ExprVideo], config: ExprTrainConfig,
                run_dir: str | Path | None = None, info: dict | None = None,
-               class_names=EXPR_CLASSES, progress: bool = False) -> ExprRun:
+               class_names=EXPR_CLASSES, progress: bool = False, resume: bool = False) -> ExprRun:
     """Train on ``train`` windows, early-stop on ``val`` macro F1; write ``run_dir`` when given.
 
-    ``run_dir`` gets ``config.yaml`` (resolved), ``metrics.csv`` (one row per epoch), ``best.pt``.
+    ``run_dir`` gets ``config.yaml`` (resolved), ``metrics.csv`` (one row per epoch), ``best.pt`` and
+    ``last.pt`` (after every epoch: weights, optimizer, EMA, random states, history). ``resume=True``
+    goes on from ``last.pt`` with the same config and gives the same weights and history as an
+    uninterrupted run; a finished run is not trained again. Without ``resume`` an existing run is an error.
     """
     if not train or not val:
         raise ValueError("training needs at least one training and one validation video")
@@ -207,15 +210,30 @@ def train_expr(train: list[ExprVideo], val: list[ExprVideo], config: ExprTrainCo
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
     info = {**(info or {}), "class_names": list(class_names), "class_weights": alpha.tolist()}
+    rows = bank.windows(config.window, config.stride)
+    generator = torch.Generator().manual_seed(config.seed)
+    state = {"epoch": 0, "history": [], "best": None, "best_epoch": -1, "best_state": None, "finished": False}
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         import yaml
 
-        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(_plain(asdict(config)), sort_keys=False))
-    rows = bank.windows(config.window, config.stride)
-    generator = torch.Generator().manual_seed(config.seed)
-    history, best, best_epoch, best_state = [], None, -1, None
-    for epoch in range(1, config.epochs + 1):
+        config_text = yaml.safe_dump(_plain(asdict(config)), sort_keys=False)
+        last = run_dir / "last.pt"
+        if last.is_file() and not resume:
+            raise ValueError(f"{run_dir}: an EXPR run exists here already; pass --resume to go on or choose "
+                             "another --out")
+        if resume and last.is_file():
+            old = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else None
+            if old != config_text:
+                raise ValueError(f"{run_dir / 'config.yaml'}: the training config differs from this one; "
+                                 "resume with the same config or choose another --out")
+            _load_last(last, model, optimizer, ema, generator, state)
+            log.info("%s: resuming after epoch %d (best macro F1 %.4f at epoch %d)", run_dir, state["epoch"],
+                     state["best"]["macro_f1"] if state["best"] else float("nan"), state["best_epoch"])
+        write_text_atomic(run_dir / "config.yaml", config_text)
+    history, best, best_epoch, best_state = (state[k] for k in ("history", "best", "best_epoch", "best_state"))
+    first = state["epoch"] + 1 if not state["finished"] else config.epochs + 1
+    for epoch in range(first, config.epochs + 1):
         model.train()
         start, losses = time.perf_counter(), []
         for b in torch.randperm(len(rows), generator=generator).split(config.batch_size):
@@ -239,13 +257,47 @@ def train_expr(train: list[ExprVideo], val: list[ExprVideo], config: ExprTrainCo
             if run_dir is not None:
                 summary = {k: scores[k] for k in ("macro_f1", "uar", "accuracy")}
                 save_checkpoint(run_dir / "best.pt", scored, config, {**info, "epoch": epoch, "val": summary})
+        stop = epoch - best_epoch >= config.patience or epoch == config.epochs
         if run_dir is not None:
             _write_history(run_dir / "metrics.csv", history)
-        if epoch - best_epoch >= config.patience:
+            _save_last(run_dir / "last.pt", epoch, stop, model, optimizer, ema, generator, history, best,
+                       best_epoch, best_state)
+        if stop:
             break
+    if best_state is None:
+        raise ValueError(f"{run_dir}: the run holds no trained epoch (config epochs={config.epochs})")
     final = ExprTransformer(model_cfg)
     final.load_state_dict(best_state)
     return ExprRun(final.to(config.device).eval(), history, best, best_epoch)
+
+
+def _save_last(path: Path, epoch: int, finished: bool, model, optimizer, ema, generator, history, best,
+               best_epoch: int, best_state) -> None:
+    """Everything needed to go on after ``epoch`` (``weights_only``-loadable)."""
+    payload = {"format": CHECKPOINT_FORMAT + "-last", "epoch": epoch, "finished": finished,
+               "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+               "ema": ema.state_dict() if ema is not None else None,
+               "rng_torch": torch.get_rng_state(), "rng_generator": generator.get_state(),
+               "history": _plain(history), "best": _plain(best), "best_epoch": best_epoch, "best_state": best_state}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load_last(path: Path, model, optimizer, ema, generator, state: dict) -> None:
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: unreadable resume checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT + "-last":
+        raise ValueError(f"{path}: not an affectfuse EXPR resume checkpoint")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if ema is not None and saved["ema"] is not None:
+        ema.load_state_dict(saved["ema"])
+    torch.set_rng_state(saved["rng_torch"])
+    generator.set_state(saved["rng_generator"])
+    state.update(epoch=saved["epoch"], finished=saved["finished"], history=list(saved["history"]),
+                 best=saved["best"], best_epoch=saved["best_epoch"], best_state=saved["best_state"])
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
