@@ -26,18 +26,15 @@ from affectfuse.models.blocks import TCN, ConcatAttentionBlock, SinusoidalPositi
 
 
 @dataclass
-class ERIFusionArgs:
-    """Constructor arguments of :class:`ERIFusion`; stored in checkpoints so a model rebuilds itself.
+class ERIArchitecture:
+    """The architecture knobs of :class:`ERIFusion`, shared by the model's arguments and the training
+    config (``ModelConfig``), so each is declared once.
 
-    ``input_dims`` maps modality (feature-set) name -> input feature dim, in input order.
     ``ff_dim`` is the feed-forward width of the transformer layers (PyTorch's default, 2048, which
     the authors' code keeps); ``proj_dim`` the width of each projection of g_av and g_cat.
     """
 
-    input_dims: dict[str, int] = field(default_factory=lambda: {"audio": 1024, "visual": 1536})
-    num_outputs: int = 7
     d_model: int = 256
-    interaction: bool = True
     modality_heads: int = 2
     modality_dropout: float = 0.5
     interaction_heads: int = 8
@@ -48,6 +45,18 @@ class ERIFusionArgs:
     tcn_levels: int = 2
     tcn_kernel: int = 3
     tcn_dropout: float = 0.1
+
+
+@dataclass
+class ERIFusionArgs(ERIArchitecture):
+    """Constructor arguments of :class:`ERIFusion`; stored in checkpoints so a model rebuilds itself.
+
+    ``input_dims`` maps modality (feature-set) name -> input feature dim, in input order.
+    """
+
+    input_dims: dict[str, int] = field(default_factory=lambda: {"audio": 1024, "visual": 1536})
+    num_outputs: int = 7
+    interaction: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)

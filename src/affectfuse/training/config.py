@@ -14,27 +14,18 @@ from pathlib import Path
 
 import yaml
 
+from affectfuse.models.eri import ERIArchitecture
 from affectfuse.utils import parse_value
 
 
 @dataclass
-class ModelConfig:
-    """Model architecture; ``modality_set`` is ``all``, ``A``, ``V``, ``A+V``, ``A+V+AV`` or feature-set
-    names joined by ``+`` (see :func:`affectfuse.models.eri.parse_modality_set`)."""
+class ModelConfig(ERIArchitecture):
+    """Model architecture: the model's name, the modality set (``all``, ``A``, ``V``, ``A+V``,
+    ``A+V+AV`` or feature-set names joined by ``+``, see :func:`affectfuse.models.eri.parse_modality_set`)
+    and the architecture fields of :class:`~affectfuse.models.eri.ERIArchitecture`."""
 
     name: str = "eri_fusion"
     modality_set: str = "all"
-    d_model: int = 256
-    modality_heads: int = 2
-    modality_dropout: float = 0.5
-    interaction_heads: int = 8
-    interaction_dropout: float = 0.1
-    ff_dim: int = 2048
-    proj_dim: int = 256
-    proj_dropout: float = 0.0
-    tcn_levels: int = 2
-    tcn_kernel: int = 3
-    tcn_dropout: float = 0.1
 
 
 @dataclass

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from affectfuse.data.sequences import SequenceData
-from affectfuse.models.eri import ERIFusionArgs, create_eri_model, parse_modality_set
+from affectfuse.models.eri import ERIArchitecture, ERIFusionArgs, create_eri_model, parse_modality_set
 from affectfuse.training.checkpoint import FORMAT, save_checkpoint, versions
 from affectfuse.training.config import RunConfig
 from affectfuse.training.step import optimizer_step
@@ -77,9 +77,7 @@ def predict(model: torch.nn.Module, data: SequenceData, batch_size: int = 256) -
 def model_args(cfg: RunConfig, dims: dict[str, int], num_outputs: int) -> ERIFusionArgs:
     """Model arguments from the config and the data (modality set -> input dims, interaction)."""
     mods, interaction = parse_modality_set(cfg.model.modality_set, list(dims))
-    # Architecture fields carry the same names in ModelConfig and ERIFusionArgs.
-    shared = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(ERIFusionArgs)
-              if hasattr(cfg.model, f.name)}
+    shared = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(ERIArchitecture)}
     return ERIFusionArgs(**shared, input_dims={k: dims[k] for k in mods}, num_outputs=num_outputs,
                          interaction=interaction)
 
