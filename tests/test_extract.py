@@ -114,3 +114,41 @@ def test_face_rows_follow_sampled_frames_on_a_real_clip(shared_data, tmp_path):
     assert len(vf.timestamps) == 5 and vf.mask.mean() >= 0.8
     probs = vf.values[vf.mask][:, -7:]  # the 7 expression probabilities close each row
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_frame_folders_and_still_images(shared_data, tmp_path):
+    """Aff-Wild2 cropped_aligned folders (frame numbers from the names, gaps = no face) and photos."""
+    import cv2
+
+    from affectfuse.faces import read_image
+
+    root = tmp_path / "in"
+    crops = root / "cropped_aligned" / "video1"
+    crops.mkdir(parents=True)
+    face = read_image(shared_data / "media" / "single_face.jpg")
+    rng = np.random.default_rng(0)
+    tiles = {k: rng.integers(0, 255, (120, 120, 3), dtype=np.uint8) for k in (1, 2, 4)}
+    for k, tile in tiles.items():
+        cv2.imwrite(str(crops / f"{k:05d}.jpg"), tile[..., ::-1])
+    cv2.imwrite(str(root / "photo.png"), face[..., ::-1])
+    items = find_inputs(root)
+    assert [(i.id, i.path.name) for i in items] == [("cropped_aligned/video1", "video1"), ("photo", "photo.png")]
+    assert find_inputs(crops) == [MediaItem("video1", crops)]
+
+    ext = build_extractors(["egemaps", "faceexpressionnet"])
+    rep = extract(root, ext, tmp_path / "feats", frame_rate=25.0, progress=False)
+    assert sorted(rep.written["faceexpressionnet"]) == ["cropped_aligned/video1", "photo"]
+    fails = _failures(tmp_path / "feats" / "failures.csv")
+    assert set(fails) == {"cropped_aligned/video1 [egemaps]", "photo [egemaps]"}
+    assert all("images have no audio" in v for v in fails.values())
+
+    fset = FeatureSet.open(tmp_path / "feats" / "faceexpressionnet")
+    vid = fset["cropped_aligned/video1"]
+    np.testing.assert_allclose(vid.timestamps, np.arange(4) / 25.0)
+    np.testing.assert_array_equal(vid.mask, [True, True, False, True])  # frame 3 has no image
+    assert not vid.values[2].any()
+    # the crops are taken as aligned: frame 1's row is the network on the resized image
+    tile1 = cv2.resize(read_image(crops / "00001.jpg"), (112, 112), interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(vid.values[0], ext[1](tile1[None])[0], atol=1e-5)
+    photo = fset["photo"]
+    assert photo.values.shape == (1, 263) and photo.mask.all() and photo.timestamps[0] == 0.0

@@ -12,13 +12,16 @@ AUDIO_OPTIONS = ("sample_rate", "window_s", "hop_s")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="folder of videos / audio files (recursive), one media file, or a CSV "
+    p.add_argument("input", help="folder of videos / audio / image files and frame folders (recursive), one "
+                                 "media file, one frame folder, or a CSV "
                                  "(column 'path' [+ 'id'], or ABAW5 data_info.csv with File_ID)")
     p.add_argument("--extractors", default=DEFAULT_EXTRACTORS,
                    help=f"comma-separated extractor names (default {DEFAULT_EXTRACTORS}); "
                         "see `python -c 'import affectfuse.features as f; print(f.list_extractors())'`")
     p.add_argument("--out", required=True, help="FEATS_ROOT: one folder per extractor is written here")
     p.add_argument("--fps", type=float, default=5.0, help="face frames sampled per second (0 = every frame)")
+    p.add_argument("--frame-rate", type=float, default=30.0,
+                   help="frame rate of frame folders (cropped_aligned/<video>/00001.jpg ...), for their timestamps")
     p.add_argument("--window", type=float, default=1.0, help="audio window in seconds (default 1.0)")
     p.add_argument("--hop", type=float, default=0.5, help="audio hop in seconds (default 0.5)")
     p.add_argument("--sample-rate", type=int, default=16000, help="audio is resampled to this rate (Hz)")
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     extractors = build_extractors(names, parse_weights(args.weights, names), args.random_weights, args.device,
                                   sample_rate=args.sample_rate, window_s=args.window, hop_s=args.hop)
     report = extract(items, extractors, args.out, fps=args.fps or None, batch_size=args.batch_size,
-                     workers=args.workers, keep=args.keep, progress=not args.no_progress)
+                     workers=args.workers, keep=args.keep, progress=not args.no_progress, frame_rate=args.frame_rate)
     done = {n: len(v) for n, v in report.written.items()}
     print(f"{len(items)} inputs: written {done}, {len(report.skipped)} already done, "
           f"{len(report.failures)} failures" + (f" (see {report.out_root / 'failures.csv'})" if report.failures else ""))

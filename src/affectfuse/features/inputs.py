@@ -9,6 +9,18 @@ from pathlib import Path
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".m4v", ".mpg", ".mpeg", ".wmv")
 AUDIO_EXTS = (".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def is_frame_folder(folder: Path) -> bool:
+    """An Aff-Wild2 ``cropped_aligned/<video>/`` style folder: images only, every name a frame number."""
+    files = [p for p in folder.iterdir() if p.is_file()]
+    return bool(files) and all(p.suffix.lower() in IMAGE_EXTS and p.stem.isdigit() for p in files)
+
+
+def is_still_input(path: Path) -> bool:
+    """An image file or a frame folder: decoded as images (faces only, no audio), not by PyAV."""
+    return path.is_dir() or path.suffix.lower() in IMAGE_EXTS
 
 
 @dataclass(frozen=True)
@@ -27,17 +39,27 @@ def _canonical_id(value: str) -> str:
 def find_inputs(source: str | os.PathLike, media_dir: str | os.PathLike | None = None) -> list[MediaItem]:
     """Media to extract from ``source``: a folder (searched recursively), one media file, or a CSV.
 
-    Folder: every video / audio file; id = path relative to the folder without its extension.
+    Folder: every video / audio / image file; id = path relative to the folder without its extension.
+    A sub-folder of numbered images (Aff-Wild2 ``cropped_aligned/<video>/00001.jpg ...``) is one item, a
+    video given as its frames (id = the sub-folder's relative path); the folder itself may be one too.
     CSV: a ``path`` column (relative to the CSV's folder) with an optional ``id`` column, or an ABAW5
     ``File_ID`` column (``[00001]`` -> id ``00001``, file ``<media_dir or CSV folder>/00001.mp4``).
     Raises FileNotFoundError / ValueError naming the file and the cause.
     """
     source = Path(source)
     if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTS + AUDIO_EXTS)
-        if not files:
-            raise FileNotFoundError(f"{source}: no video or audio files ({', '.join(VIDEO_EXTS + AUDIO_EXTS)})")
-        return [MediaItem(p.relative_to(source).with_suffix("").as_posix(), p) for p in files]
+        if is_frame_folder(source):
+            return [MediaItem(source.name, source)]
+        exts = VIDEO_EXTS + AUDIO_EXTS + IMAGE_EXTS
+        frame_folders = sorted(d for d in source.rglob("*") if d.is_dir() and is_frame_folder(d))
+        inside = tuple(frame_folders)
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in exts
+                       and p.parent not in inside)
+        items = [MediaItem(p.relative_to(source).with_suffix("").as_posix(), p) for p in files]
+        items += [MediaItem(d.relative_to(source).as_posix(), d) for d in frame_folders]
+        if not items:
+            raise FileNotFoundError(f"{source}: no video, audio or image files ({', '.join(exts)})")
+        return sorted(items, key=lambda i: i.id)
     if not source.is_file():
         raise FileNotFoundError(f"{source}: input does not exist")
     if source.suffix.lower() != ".csv":
@@ -59,7 +81,7 @@ def find_inputs(source: str | os.PathLike, media_dir: str | os.PathLike | None =
         else:
             raise ValueError(f"{source}: a manifest needs a 'path' column (or ABAW5 'File_ID'); "
                              f"columns: {', '.join(cols.values())}")
-        if not path.is_file():
+        if not (path.is_file() or (path.is_dir() and is_frame_folder(path))):
             problems.append(f"{source}: row {line} (id {vid}): media file not found: {path}")
         items.append(MediaItem(_canonical_id(vid), path))
     if problems:

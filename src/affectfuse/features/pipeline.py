@@ -9,7 +9,9 @@ scatters the rows back and writes a video's file as soon as all its rows are in.
 Rows written per video (``affectfuse.data.store.VideoFeatures``):
 - audio extractors: one row per window, ``timestamps`` = window start (s), ``mask`` all True;
 - face extractors: one row per sampled frame, ``timestamps`` = frame time (s), ``mask`` = face found
-  (rows without a face are zeros and are never fed to the network).
+  (rows without a face are zeros and are never fed to the network). A still image is one frame at 0 s;
+  a frame folder (Aff-Wild2 ``cropped_aligned/<video>/``) gives a row for every frame number up to the
+  last image, at ``(k - 1) / frame_rate``, with ``mask`` False where the image is missing.
 
 Failures never stop the run; they are collected per (video, extractor) and written to
 ``<out>/failures.csv``. A video without an audio track fails for the audio extractors only ("no audio
@@ -30,7 +32,8 @@ import numpy as np
 
 from affectfuse.data.store import FeatureSet, FeatureSetMeta, VideoFeatures
 from affectfuse.features.base import Extractor
-from affectfuse.features.inputs import AUDIO_EXTS, VIDEO_EXTS, MediaItem, find_inputs  # noqa: F401 (re-export)
+from affectfuse.features.inputs import (AUDIO_EXTS, VIDEO_EXTS, MediaItem, find_inputs,  # noqa: F401 (re-export)
+                                        is_still_input)
 from affectfuse.features.windows import audio_windows
 from affectfuse.utils import FailureLog
 
@@ -60,6 +63,7 @@ class DecodePlan:
     fps: float | None = 5.0
     batch_size: int = 32
     keep: str = "main"
+    frame_rate: float = 30.0  # frame folders: timestamps (k - 1) / frame_rate (s); images carry no clock
 
 
 @dataclass
@@ -85,6 +89,14 @@ def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVid
     from affectfuse.media import MediaError, probe, read_audio
 
     out = DecodedVideo(item)
+    if is_still_input(Path(item.path)):  # an image or a frame folder: faces only
+        out.errors = {name: f"{item.path}: images have no audio" for name in plan.audio}
+        if plan.faces:
+            try:
+                _decode_faces(item, plan, detector, out)
+            except (MediaError, ValueError, RuntimeError) as exc:
+                out.face_error = str(exc) if str(item.path) in str(exc) else f"{item.path}: {exc}"
+        return out
     try:
         info = probe(item.path)
     except MediaError as exc:
@@ -119,10 +131,14 @@ def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVid
 
 
 def _decode_faces(item: MediaItem, plan: DecodePlan, detector, out: DecodedVideo) -> None:
-    """Detect + track once, then cut the crops; one crop pass per template a size is asked with."""
-    from affectfuse.faces import detect_video, iter_faces
+    """Detect + track once, then cut the crops; one crop pass per template a size is asked with.
 
-    dets = detect_video(item.path, plan.fps, detector, plan.batch_size)
+    Images and frame folders go through :func:`affectfuse.faces.iter_face_images` (every image; a
+    numbered folder's crops are taken as aligned, frame numbers from the names)."""
+    from affectfuse.faces import detect_video, iter_face_images, iter_faces
+
+    still = is_still_input(Path(item.path))
+    dets = None if still else detect_video(item.path, plan.fps, detector, plan.batch_size)
     groups: list[dict[int, str]] = []  # each: size -> template, no size twice
     for size, tmpl in plan.faces:
         group = next((g for g in groups if size not in g), None)
@@ -132,8 +148,13 @@ def _decode_faces(item: MediaItem, plan: DecodePlan, detector, out: DecodedVideo
     crops = {key: [] for key in plan.faces}
     for g, group in enumerate(groups):
         times, found = [], []
-        for batch in iter_faces(item.path, fps=plan.fps, sizes=tuple(group), batch_size=plan.batch_size,
-                                keep=plan.keep, detections=dets, templates=group):
+        if still:
+            batches = iter_face_images(item.path, sizes=tuple(group), batch_size=plan.batch_size, keep=plan.keep,
+                                       detector=detector, fps=plan.frame_rate, templates=group)
+        else:
+            batches = iter_faces(item.path, fps=plan.fps, sizes=tuple(group), batch_size=plan.batch_size,
+                                 keep=plan.keep, detections=dets, templates=group)
+        for batch in batches:
             times.append(batch.timestamps)
             found.append(batch.found)
             for size, tmpl in group.items():
@@ -353,19 +374,19 @@ def feature_meta(ext: Extractor, fps: float | None = None) -> FeatureSetMeta:
 
 
 def decode_plan(by_name: dict[str, Extractor], missing: Sequence[str], fps: float | None = 5.0,
-                batch_size: int = 32, keep: str = "main") -> DecodePlan:
+                batch_size: int = 32, keep: str = "main", frame_rate: float = 30.0) -> DecodePlan:
     """The :class:`DecodePlan` serving the extractors named ``missing`` (audio windows, face crop sizes)."""
     audio = {n: AudioPlan(by_name[n].input.sample_rate, by_name[n].input.window_s, by_name[n].input.hop_s,
                           int(getattr(by_name[n], "min_window_samples", 1)))
              for n in missing if by_name[n].modality == "audio"}
     faces = tuple(sorted({(by_name[n].input.size, by_name[n].input.template)
                           for n in missing if by_name[n].modality == "face"}))
-    return DecodePlan(audio, faces, fps, batch_size, keep)
+    return DecodePlan(audio, faces, fps, batch_size, keep, frame_rate)
 
 
 def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequence[Extractor],
             out_root: str | os.PathLike, fps: float | None = 5.0, batch_size: int = 32, workers: int = 0,
-            keep: str = "main", detector=None, progress: bool = True) -> ExtractReport:
+            keep: str = "main", detector=None, progress: bool = True, frame_rate: float = 30.0) -> ExtractReport:
     """Extract every extractor's features from every input into ``out_root/<extractor>/``.
 
     Args:
@@ -378,6 +399,8 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
         workers: decoding processes (0: decode in this process).
         keep: ``"main"`` face per frame (see :func:`affectfuse.faces.iter_faces`).
         detector: face detector to use in this process (workers build the default one).
+        frame_rate: frames per second of frame folders (``cropped_aligned/<video>/``), for their
+            timestamps only; every image of a folder is used.
     """
     from tqdm.auto import tqdm
 
@@ -403,7 +426,7 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
     by_name = {e.name: e for e in extractors}
 
     def plan_for(missing: list[str]) -> DecodePlan:
-        return decode_plan(by_name, missing, fps, batch_size, keep)
+        return decode_plan(by_name, missing, fps, batch_size, keep, frame_rate)
 
     missing_of = {item.id: missing for item, missing in todo}
     jobs = ((item, plan_for(missing)) for item, missing in todo)
