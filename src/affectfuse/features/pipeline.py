@@ -91,12 +91,7 @@ def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVid
     out = DecodedVideo(item)
     if is_still_input(Path(item.path)):  # an image or a frame folder: faces only
         out.errors = {name: f"{item.path}: images have no audio" for name in plan.audio}
-        if plan.faces:
-            try:
-                _decode_faces(item, plan, detector, out)
-            except (MediaError, ValueError, RuntimeError) as exc:
-                out.face_error = str(exc) if str(item.path) in str(exc) else f"{item.path}: {exc}"
-        return out
+        return _faces_into(out, plan, detector)
     try:
         info = probe(item.path)
     except MediaError as exc:
@@ -122,11 +117,19 @@ def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVid
                                     f"{p.min_samples} samples, the least '{name}' can analyse")
                 continue
             out.audio[name] = (starts, chunks)
+    return _faces_into(out, plan, detector)
+
+
+def _faces_into(out: DecodedVideo, plan: DecodePlan, detector) -> DecodedVideo:
+    """Add the face crops of ``out.item`` when the plan asks for any; a failure becomes ``face_error``."""
+    from affectfuse.media import MediaError
+
     if plan.faces:
+        path = out.item.path
         try:
-            _decode_faces(item, plan, detector, out)
+            _decode_faces(out.item, plan, detector, out)
         except (MediaError, ValueError, RuntimeError) as exc:
-            out.face_error = str(exc) if str(item.path) in str(exc) else f"{item.path}: {exc}"
+            out.face_error = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
     return out
 
 
