@@ -3,7 +3,7 @@
 Runs, in one process with ``torch.set_num_threads(2)``:
 
 1. end to end (cold: the first video after loading the models): :class:`affectfuse.inference.video.
-   VideoPredictor` with the shipped defaults (detection at 10 frames/s on frames downscaled to 320 px,
+   VideoPredictor` with the shipped defaults (detection at 8 frames/s on frames downscaled to 320 px,
    faces of 20+ px there, landmarks interpolated in between), writing all report files; its own timer
    splits the time into detect (decode at detection size + MTCNN + tracking), align (decode at full
    size + alignment), face model, voice, report;

@@ -1,8 +1,8 @@
 """Faces for ``predict``: detection at a lower frame rate, landmarks interpolated in between.
 
 Detection (MTCNN over an image pyramid, then R-Net and O-Net on the candidates) is the costliest step of
-``predict``. A talking face moves little in 1/10 s, so by default (``detect_fps=10``) detection runs on
-frames sampled at 10 frames/s (:func:`affectfuse.faces.detect_video` with ``fps=10``, frames downscaled
+``predict``. A talking face moves little in 1/8 s, so by default (``detect_fps=8``) detection runs on
+frames sampled at 8 frames/s (:func:`affectfuse.faces.detect_video` with ``fps=8``, frames downscaled
 to ``detect_max_side``), and the main person's 5 landmarks of the frames in between are linearly
 interpolated from the two detected neighbours; a frame is "found" only when both neighbours found the
 main face. ``detect_fps=None`` (or a rate at or above the analysed one) is the faces stage's own
@@ -58,7 +58,7 @@ def interpolate(t: float, times: np.ndarray, found: np.ndarray, values: np.ndarr
 
 
 def iter_faces_sparse(path: str | os.PathLike, detector, fps: float | None = None, sizes: Sequence[int] = (112,),
-                      batch_size: int = 32, detect_max_side: int | None = 320, detect_fps: float | None = 10.0,
+                      batch_size: int = 32, detect_max_side: int | None = 320, detect_fps: float | None = 8.0,
                       timer=None) -> Iterator:
     """Like :func:`affectfuse.faces.iter_faces` with ``keep="main"``, detecting at ``detect_fps`` frames/s
     only (see the module doc). ``timer`` (optional) times pass 1 as ``detect``, pass 2 as ``align``."""

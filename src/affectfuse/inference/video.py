@@ -74,7 +74,7 @@ class PredictOptions:
     fusion_weights: tuple[float, float] = (0.5, 0.5)
     detect_max_side: int | None = 320
     min_face_size: float = 20.0
-    detect_fps: float | None = 10.0  # detect at this rate, interpolate landmarks in between (None: every frame)
+    detect_fps: float | None = 8.0  # detect at this rate, interpolate landmarks in between (None: every frame)
     thumbnails: int = 6
     device: str = "cpu"
     random_weights: bool = False  # tests only: networks without pretrained files (recorded in summary.json)
