@@ -12,10 +12,14 @@ AUDIO_EXTS = (".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
+def _numbered_images(names: list[str]) -> bool:
+    names = [n for n in names if not n.startswith(".")]  # .DS_Store and the like
+    return bool(names) and all(Path(n).suffix.lower() in IMAGE_EXTS and Path(n).stem.isdigit() for n in names)
+
+
 def is_frame_folder(folder: Path) -> bool:
     """An Aff-Wild2 ``cropped_aligned/<video>/`` style folder: images only, every name a frame number."""
-    files = [p for p in folder.iterdir() if p.is_file()]
-    return bool(files) and all(p.suffix.lower() in IMAGE_EXTS and p.stem.isdigit() for p in files)
+    return _numbered_images([p.name for p in folder.iterdir() if p.is_file()])
 
 
 def is_still_input(path: Path) -> bool:
@@ -51,12 +55,14 @@ def find_inputs(source: str | os.PathLike, media_dir: str | os.PathLike | None =
         if is_frame_folder(source):
             return [MediaItem(source.name, source)]
         exts = VIDEO_EXTS + AUDIO_EXTS + IMAGE_EXTS
-        frame_folders = sorted(d for d in source.rglob("*") if d.is_dir() and is_frame_folder(d))
-        inside = tuple(frame_folders)
-        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in exts
-                       and p.parent not in inside)
-        items = [MediaItem(p.relative_to(source).with_suffix("").as_posix(), p) for p in files]
-        items += [MediaItem(d.relative_to(source).as_posix(), d) for d in frame_folders]
+        items = []
+        for folder, _, names in os.walk(source):  # one pass; a frame folder's images are not listed one by one
+            folder = Path(folder)
+            if folder != source and _numbered_images(names):
+                items.append(MediaItem(folder.relative_to(source).as_posix(), folder))
+                continue
+            items += [MediaItem((folder / n).relative_to(source).with_suffix("").as_posix(), folder / n)
+                      for n in names if Path(n).suffix.lower() in exts]
         if not items:
             raise FileNotFoundError(f"{source}: no video, audio or image files ({', '.join(exts)})")
         return sorted(items, key=lambda i: i.id)
