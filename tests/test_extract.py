@@ -136,7 +136,7 @@ def test_frame_folders_and_still_images(shared_data, tmp_path):
     assert find_inputs(crops) == [MediaItem("video1", crops)]
 
     ext = build_extractors(["egemaps", "faceexpressionnet"])
-    rep = extract(root, ext, tmp_path / "feats", frame_rate=25.0, progress=False)
+    rep = extract(root, ext, tmp_path / "feats", fps=None, frame_rate=25.0, progress=False)
     assert sorted(rep.written["faceexpressionnet"]) == ["cropped_aligned/video1", "photo"]
     fails = _failures(tmp_path / "feats" / "failures.csv")
     assert set(fails) == {"cropped_aligned/video1 [egemaps]", "photo [egemaps]"}
@@ -152,3 +152,10 @@ def test_frame_folders_and_still_images(shared_data, tmp_path):
     np.testing.assert_allclose(vid.values[0], ext[1](tile1[None])[0], atol=1e-5)
     photo = fset["photo"]
     assert photo.values.shape == (1, 263) and photo.mask.all() and photo.timestamps[0] == 0.0
+    # one row per frame (fps=None): the EXPR loader numbers the rows back to the crops' frame numbers
+    from affectfuse.data.affwild2 import load_expr_videos
+
+    [video] = load_expr_videos({"cropped_aligned/video1": np.array([0, 4, 4, 5])}, [fset])
+    np.testing.assert_array_equal(video.face, [True, True, False, True])
+    np.testing.assert_array_equal(video.frames, [1, 2, 3, 4])
+    np.testing.assert_allclose(video.features[3], vid.values[3], atol=1e-6)
