@@ -52,6 +52,10 @@ CARD = """# Voice emotion head (default of `affectfuse predict`)
   a logistic-regression probe on the same features; macro F1 {f1_tr:.3f}. Reference (data README, linear
   probe): eGeMAPS 0.611. Per-class recall: {per_class}. (The z-scoring statistics of the probe come from
   all 408 utterances, the held-out speaker's included: unlabelled statistics, no labels.)
+- **Domain check**: `voice_head.json` carries `domain_check.threshold` = {thr}, the 99th percentile over the
+  training windows of the median |z| of a window's features. `affectfuse predict` counts voiced windows above
+  it (`summary.json` voice.domain_check, a warning in report.html): such input is unlike EmoDB and the voice
+  vote is unreliable. Most CREMA-D windows (English, MP3) are above it.
 - **Classes and mapping to the ABAW names**: {mapping}. EmoDB has no surprise; boredom, which is not one
   of the six basic expressions, is mapped to ABAW's Other.
 - **Licence**: the head was trained on EmoDB, which TU Berlin makes available **for research only**;
@@ -76,11 +80,14 @@ def write_manifest(emodb: Path, path: Path) -> list[dict]:
     return rows
 
 
-def standardise(src: Path, dst: Path) -> tuple[Path, dict]:
+def standardise(src: Path, dst: Path) -> tuple[Path, dict, dict]:
     """Write a z-scored copy of a feature set (eGeMAPS mixes Hz, dB and ratios; the classifier's LayerNorm
     works across columns, so columns are first put on one scale). Mean and std come from all utterances'
-    features (no labels); ``affectfuse predict`` applies the same numbers, stored in voice_head.json."""
+    features (no labels); ``affectfuse predict`` applies the same numbers, stored in voice_head.json.
+    Also returns the domain check: the 99th percentile of the training windows' typicality."""
     import numpy as np
+
+    from affectfuse.inference.voice import typicality
 
     from affectfuse.data.store import FeatureSet, FeatureSetMeta, VideoFeatures
 
@@ -94,7 +101,11 @@ def standardise(src: Path, dst: Path) -> tuple[Path, dict]:
     for vid, v in rows.items():
         out.write(VideoFeatures(vid, (v.values - mean) / std, v.timestamps, v.mask))
     out.write_index()
-    return dst, {"mean": mean.astype(float).round(6).tolist(), "std": std.astype(float).round(6).tolist()}
+    typical = typicality((allx - mean) / std)
+    check = {"statistic": "median |z| of a window's features (affectfuse.inference.voice.typicality)",
+             "threshold": round(float(np.percentile(typical, 99)), 4), "percentile": 99,
+             "of": f"the {len(typical)} training windows"}
+    return dst, {"mean": mean.astype(float).round(6).tolist(), "std": std.astype(float).round(6).tolist()}, check
 
 
 def run(argv: list[str]) -> None:
@@ -113,6 +124,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "src" / "affectfuse" / "assets" / "voice")
     parser.add_argument("--skip-probe", action="store_true", help="reuse the probe scores already in --work")
     parser.add_argument("--reuse-run", action="store_true", help="reuse a finished training run in --work/run")
+    parser.add_argument("--domain-check-only", action="store_true",
+                        help="only (re)compute the domain check of the head in --out (no training)")
     args = parser.parse_args(argv)
 
     import torch
@@ -123,7 +136,16 @@ def main(argv=None) -> int:
     feats = args.work / "feats"
     run(["extract", str(manifest), "--extractors", "egemaps", "--window", str(WINDOW_S), "--hop", str(WINDOW_S),
          "--out", str(feats), "--no-progress"])
-    egemaps, stats = standardise(feats / "egemaps", feats / "egemaps_z")
+    egemaps, stats, check = standardise(feats / "egemaps", feats / "egemaps_z")
+    if args.domain_check_only:
+        meta_file = args.out / "voice_head.json"
+        meta = json.loads(meta_file.read_text())
+        if meta["standardise"] != stats:
+            raise SystemExit(f"{meta_file}: its z-scoring differs from these features; retrain instead")
+        meta["domain_check"] = check
+        meta_file.write_text(json.dumps(meta, indent=2) + "\n")
+        print(json.dumps(check, indent=2))
+        return 0
     probe_dir = args.work / "probe"
     if not args.skip_probe:
         run(["expr", "probe", "--manifest", str(manifest), "--features", str(egemaps), "--folds", "8", "--group",
@@ -144,7 +166,7 @@ def main(argv=None) -> int:
     meta = {
         "format": "affectfuse-voice-head/1", "checkpoint": "voice_head.pt", "kind": "expr-checkpoint",
         "extractors": ["egemaps"], "sample_rate": 16000, "window_s": WINDOW_S, "hop_s": HOP_S,
-        "standardise": stats, "classes": classes, "class_mapping": {c: TO_ABAW[c] for c in classes},
+        "standardise": stats, "domain_check": check, "classes": classes, "class_mapping": {c: TO_ABAW[c] for c in classes},
         "data": "EmoDB, 8 speakers (03 08 09 10 11 12 13 14), German acted speech, 7 emotions, 408 utterances",
         "validation_speaker": VAL_SPEAKER,
         "loso": {"folds": 8, "transformer": {k: tr[k] for k in ("uar", "macro_f1", "accuracy")},
@@ -157,7 +179,7 @@ def main(argv=None) -> int:
     per_class = ", ".join(f"{k} {v:.2f}" for k, v in meta["loso"]["per_class_recall"].items())
     (args.out / "MODEL_CARD.md").write_text(CARD.format(
         params=sum(p.numel() for p in model.parameters()), val=VAL_SPEAKER, uar_tr=tr["uar"], uar_lr=lr["uar"],
-        f1_tr=tr["macro_f1"], per_class=per_class,
+        f1_tr=tr["macro_f1"], per_class=per_class, thr=check["threshold"],
         mapping=", ".join(f"{c} -> {TO_ABAW[c]}" for c in classes)))
     print(json.dumps(meta["loso"], indent=2))
     return 0

@@ -225,3 +225,30 @@ def test_expr_checkpoint_gives_per_frame_expressions(face_video, tmp_path):
     s = json.loads((out / "talk" / "summary.json").read_text())
     assert s["expressions"]["source"] == "expr-checkpoint:faceexpressionnet"
     assert s["top_emotion"] in EXPR_CLASSES and s["fused"]["modalities"] == ["face"]
+
+
+def test_voice_domain_check_flags_unfamiliar_speech(shared_data):
+    """The shipped voice head knows its training speech (EmoDB) from other corpora: an EmoDB utterance is
+    inside its domain, a CREMA-D clip (English, MP3) outside; summary.json and report.html say so."""
+    from affectfuse.inference.models import load_voice_model
+    from affectfuse.inference.video import _voice_summary
+    from affectfuse.media import read_audio
+    from affectfuse.outputs.report import VideoReport, render_html
+
+    model = load_voice_model("default")
+    assert model.head.domain_threshold == pytest.approx(1.0067)
+    german = model(read_audio(shared_data / "emodb" / "wav" / "03a01Fa.wav", 16000))
+    english = model(read_audio(shared_data / "crema-d" / "clips" / "1001_DFA_SAD_XX.flv", 16000))
+    assert german.voiced.any() and not german.outside_domain().any()
+    assert english.voiced.any() and english.outside_domain()[english.voiced].all()
+    assert np.isnan(english.typicality[~english.voiced]).all()
+
+    summary = _voice_summary(english, model)
+    check = summary["domain_check"]
+    assert check["windows_outside"] == check["voiced_windows"] == int(english.voiced.sum())
+    assert all(w["outside_domain"] for w in summary["windows"] if w["voiced"])
+    report = VideoReport("clip", np.arange(1, 3), np.zeros(2), np.zeros(2, bool), np.zeros((2, 8)),
+                         tuple(EXPR_CLASSES), {"voice": summary})
+    assert "unlike the voice head's training speech" in render_html(report, None)
+    report.summary = {"voice": _voice_summary(german, model)}
+    assert "unlike the voice head" not in render_html(report, None)

@@ -243,7 +243,18 @@ def _voice_summary(voice, model) -> dict | None:
             row["probabilities"] = {n: round(float(x), 4) for n, x in zip(voice.class_names, p)}
             row["top"] = voice.class_names[int(np.argmax(p))]
         windows.append(row)
+    outside = voice.outside_domain()
+    for row, typ, out in zip(windows, voice.typicality if voice.typicality is not None else [], outside):
+        if row["voiced"] and np.isfinite(typ):
+            row["typicality"], row["outside_domain"] = round(float(typ), 3), bool(out)
+    domain = None if voice.domain_threshold is None else {
+        "threshold": voice.domain_threshold, "windows_outside": int(outside.sum()),
+        "voiced_windows": int(voice.voiced.sum()),
+        "meaning": "typicality = median |z| of a window's features under the head's z-scoring; above the "
+                   "threshold (99th percentile over the head's training windows) the input is unlike its "
+                   "training data and the voice vote is unreliable; reported only, fusion does not use it"}
     return {"available": bool(voice.voiced.any()), "classes": list(voice.class_names),
             "scale": "probability in [0, 1] per class over the voice head's classes (ABAW names), rows sum to 1",
             "voiced_windows": int(voice.voiced.sum()), "windows": windows,
-            "mean_probabilities": named or {}, "top": max(named, key=named.get) if named else None}
+            "mean_probabilities": named or {}, "top": max(named, key=named.get) if named else None,
+            "domain_check": domain}

@@ -10,6 +10,12 @@ audio shorter than one window gives one zero-padded window (EmoDB's utterances w
 way). A window is *voiced* when its RMS level is above ``silence_dbfs`` (dB re full scale); silent
 windows are not classified (their probabilities are NaN) and do not count in the video mean.
 
+Domain check: a head may carry ``domain_check.threshold`` in its description, the 99th percentile of
+:func:`typicality` (median |z| of a window's features under the head's z-scoring) over its own training
+windows. A voiced window above it is unlike anything the head was trained on (another language, microphone
+or codec: EmoDB-trained heads flag most CREMA-D windows); ``predict`` reports how many, so a reader knows
+when the voice vote is a guess. It is reported only: the fusion rule does not use it.
+
 Letters: S samples, W windows, D feature dim, C classes.
 """
 
@@ -42,6 +48,11 @@ def cut_audio_windows(audio: np.ndarray, window_s: float, hop_s: float, sample_r
     return windows, times
 
 
+def typicality(z: np.ndarray) -> np.ndarray:
+    """(W, D) z-scored window features -> (W,) median |z| over the features (small = typical of training)."""
+    return np.median(np.abs(np.asarray(z, dtype=np.float64)), axis=1)
+
+
 def rms_dbfs(windows: np.ndarray) -> np.ndarray:
     """(W, S) -> (W,) RMS level in dB re full scale (a digital-silence window gives -inf)."""
     with np.errstate(divide="ignore"):
@@ -58,6 +69,8 @@ class VoiceResult:
         voiced: (W,) bool.
         level_dbfs: (W,) RMS level of each window.
         class_names: ABAW names of the C columns (in the head's order).
+        typicality: (W,) median |z| of each voiced window's features (NaN when silent), see :func:`typicality`.
+        domain_threshold: the head's ``domain_check.threshold``, or None when it has none.
     """
 
     times: np.ndarray
@@ -65,6 +78,14 @@ class VoiceResult:
     voiced: np.ndarray
     level_dbfs: np.ndarray
     class_names: tuple[str, ...]
+    typicality: np.ndarray | None = None
+    domain_threshold: float | None = None
+
+    def outside_domain(self) -> np.ndarray:
+        """(W,) bool: voiced windows less typical than the head's training threshold (none without one)."""
+        if self.typicality is None or self.domain_threshold is None:
+            return np.zeros(len(self.voiced), bool)
+        return self.voiced & (np.nan_to_num(self.typicality, nan=0.0) > self.domain_threshold)
 
 
 class VoiceModel:
@@ -91,12 +112,14 @@ class VoiceModel:
         level = rms_dbfs(windows)
         voiced = level > self.silence_dbfs
         probs = np.full((len(windows), len(self.class_names)), np.nan, np.float32)
+        typical = np.full(len(windows), np.nan)
         if voiced.any():
             with timer("voice_features") if timer else _null():
                 x = self.features(windows[voiced])
             with timer("voice_model") if timer else _null():
                 probs[voiced] = self.head.predict_proba(x) @ self.mapping
-        return VoiceResult(times, probs, voiced, level, self.class_names)
+                typical[voiced] = typicality(self.head.standardise(x))
+        return VoiceResult(times, probs, voiced, level, self.class_names, typical, self.head.domain_threshold)
 
     def describe(self) -> dict:
         return {"role": "voice", "name": self.head.name, "weights": self.head.describe(),
@@ -133,13 +156,19 @@ class VoiceHead:
         z = meta.get("standardise") or {}
         self.mean = np.asarray(z.get("mean", 0.0), np.float32)
         self.std = np.asarray(z.get("std", 1.0), np.float32)
+        check = meta.get("domain_check") or {}
+        self.domain_threshold = float(check["threshold"]) if "threshold" in check else None
+
+    def standardise(self, x: np.ndarray) -> np.ndarray:
+        """(W, D) window features -> the z-scores the head was trained on."""
+        return (np.asarray(x, dtype=np.float32) - self.mean) / self.std
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(W, D) window features -> (W, C) probabilities over ``class_names`` (each window on its own)."""
         import torch
 
         with torch.inference_mode():
-            x = (np.asarray(x, dtype=np.float32) - self.mean) / self.std  # the z-scoring of training
+            x = self.standardise(x)
             t = torch.from_numpy(np.ascontiguousarray(x))[:, None, :]  # (W, 1, D)
             logits = self.model(t, torch.ones(t.shape[:2], dtype=torch.bool))[:, 0]  # (W, C)
             return torch.softmax(logits.float(), dim=-1).numpy()

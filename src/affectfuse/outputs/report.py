@@ -154,6 +154,7 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:22px 0 8px}
 table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;border-bottom:1px solid #e4e4e4;text-align:left}
 td.num{font-variant-numeric:tabular-nums;white-space:nowrap} .bar{display:inline-block;height:9px;vertical-align:middle}
 .thumbs{display:flex;gap:10px;flex-wrap:wrap} .thumbs figure{margin:0;text-align:center;font-size:12px}
+.warn{background:#fff4e0;border-left:4px solid #e69500;padding:6px 10px;font-size:13px}
 .thumbs img{width:112px;height:112px;border-radius:4px} .muted{color:#777;font-size:12px}
 img.plot{max-width:100%;border:1px solid #eee}
 """
@@ -183,6 +184,11 @@ def render_html(report: VideoReport, timeline_png: bytes | None) -> str:
     parts.append("</table>")
     parts.append(f"<p class=muted>Scale: {esc(expr.get('scale', ''))}. Face found in "
                  f"{expr.get('face_found_frames', 0)} of {expr.get('frames', 0)} analysed frames.</p>")
+    domain = voice.get("domain_check") or {}
+    if domain.get("windows_outside"):
+        parts.append(f"<p class=warn>Voice: {domain['windows_outside']} of {domain['voiced_windows']} voiced windows "
+                     "are unlike the voice head's training speech (another language, microphone or codec?); "
+                     "treat the voice column as unreliable for this video.</p>")
     if timeline_png:
         parts.append("<h2>Timeline</h2><img class=plot alt='timeline' src='data:image/png;base64,"
                      + base64.b64encode(timeline_png).decode("ascii") + "'>")
