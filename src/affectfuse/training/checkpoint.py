@@ -46,19 +46,30 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     return path
 
 
+def read_checkpoint(path: str | Path, fmt: str, what: str, map_location="cpu") -> dict:
+    """``torch.load(weights_only=True)`` of a file that must hold a dict whose ``format`` is ``fmt``.
+
+    Every affectfuse checkpoint (ERI, EXPR, EXPR resume, fine-tuning) is read here; errors name the
+    file and say what it should have been (``what``, e.g. ``"EXPR checkpoint"``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path}: not an affectfuse {what} (format {fmt!r} expected, found {found!r})")
+    return ckpt
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint with ``weights_only=True``; a clear error names a wrong or broken file."""
+    """Load an ERI checkpoint (a run folder means its ``best.pt``); a clear error names a wrong or broken file."""
     path = Path(path)
     if path.is_dir():
         path = path / "best.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an affectfuse ERI checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r})")
+    ckpt = read_checkpoint(path, FORMAT, "ERI checkpoint")
     ckpt["path"] = str(path)
     return ckpt
 

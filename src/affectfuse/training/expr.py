@@ -27,6 +27,8 @@ from affectfuse.data.windows import overlap_average, smooth_probabilities, windo
 from affectfuse.labels import EXPR_CLASSES
 from affectfuse.metrics.classification import classification_scores
 from affectfuse.models.expr import ExprModelConfig, ExprTransformer
+from affectfuse.training.checkpoint import read_checkpoint
+from affectfuse.training.checkpoint import save_checkpoint as write_checkpoint  # expr's own save_checkpoint wraps it
 from affectfuse.training.losses import FocalLoss, class_weights
 from affectfuse.training.step import optimizer_step
 from affectfuse.utils import atomic_path, seed_everything, write_text_atomic
@@ -150,22 +152,12 @@ def save_checkpoint(path, model: ExprTransformer, train_config: ExprTrainConfig,
                "train_config": _plain(asdict(train_config)), "info": _plain(info),
                "versions": {"affectfuse": __version__, "torch": str(torch.__version__)},
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+    return write_checkpoint(payload, path)
 
 
 def load_checkpoint(path, device: str = "cpu") -> tuple[ExprTransformer, dict]:
     """Rebuild the model from a checkpoint file alone; returns (model in eval mode, checkpoint dict)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: EXPR checkpoint does not exist")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: unreadable checkpoint ({exc})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an affectfuse EXPR checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    ckpt = read_checkpoint(path, CHECKPOINT_FORMAT, "EXPR checkpoint", map_location=device)
     model = ExprTransformer(ExprModelConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), ckpt
@@ -279,17 +271,11 @@ def _save_last(path: Path, epoch: int, finished: bool, model, optimizer, ema, ge
                "ema": ema.state_dict() if ema is not None else None,
                "rng_torch": torch.get_rng_state(), "rng_generator": generator.get_state(),
                "history": _plain(history), "best": _plain(best), "best_epoch": best_epoch, "best_state": best_state}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_checkpoint(payload, path)
 
 
 def _load_last(path: Path, model, optimizer, ema, generator, state: dict) -> None:
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: unreadable resume checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT + "-last":
-        raise ValueError(f"{path}: not an affectfuse EXPR resume checkpoint")
+    saved = read_checkpoint(path, CHECKPOINT_FORMAT + "-last", "EXPR resume checkpoint")
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     if ema is not None and saved["ema"] is not None:

@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from affectfuse.training.checkpoint import read_checkpoint, save_checkpoint
 from affectfuse.training.finetune_data import canonical
-from affectfuse.utils import atomic_path, write_json_atomic, write_text_atomic
+from affectfuse.utils import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 FORMAT = "affectfuse.finetune/1"
@@ -282,19 +283,8 @@ def train_epoch(model, loader, loss_fn, opt, sched, device, amp: bool) -> float:
 
 # ---------------------------------------------------------------- checkpoints
 
-def save_torch_atomic(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def load_checkpoint(path: Path) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot read fine-tuning checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an affectfuse fine-tuning checkpoint (format {FORMAT})")
-    return ckpt
+    return read_checkpoint(path, FORMAT, "fine-tuning checkpoint")
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -360,10 +350,10 @@ def fit(model: ExpressionClassifier, train_set, val_set, cfg: FinetuneConfig, ru
         history.append(row)
         if improved:
             best_f1, best_epoch = (scores["macro_f1"] if scores else 0.0), epoch
-            save_torch_atomic({"format": FORMAT, "epoch": epoch, "model": model.state_dict()}, best_path)
+            save_checkpoint({"format": FORMAT, "epoch": epoch, "model": model.state_dict()}, best_path)
             if scores:
                 write_json_atomic(run / "metrics.json", {"epoch": epoch, "split": "validation", **scores})
-        save_torch_atomic({"format": FORMAT, "epoch": epoch, "model": model.state_dict(),
+        save_checkpoint({"format": FORMAT, "epoch": epoch, "model": model.state_dict(),
                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
                            "best_f1": best_f1, "best_epoch": best_epoch, "config": asdict(cfg)}, ckpt_path)
         write_history(run / "history.csv", history)

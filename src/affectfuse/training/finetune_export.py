@@ -16,7 +16,6 @@ fine-tuned classifier from these files through the registry.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -25,11 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from affectfuse.training.finetune import (ExpressionClassifier, extractor_classes, find_head,
-                                          save_torch_atomic)
+from affectfuse.training.checkpoint import save_checkpoint
+from affectfuse.training.finetune import ExpressionClassifier, extractor_classes, find_head
 from affectfuse.training.finetune_data import canonical
 from affectfuse.utils import write_json_atomic
-from affectfuse.weights import WeightsChecksumError, sha256_file
+from affectfuse.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +71,8 @@ def export_finetuned(model: ExpressionClassifier, extractor, out_dir: str | Path
     name = extractor.name
     state, replaced = export_state(model, extractor)
     pt = out_dir / f"{name}.pt"
-    save_torch_atomic(state, pt)
-    save_torch_atomic({"weight": model.head.weight.detach().cpu().clone(),
+    save_checkpoint(state, pt)
+    save_checkpoint({"weight": model.head.weight.detach().cpu().clone(),
                        "bias": model.head.bias.detach().cpu().clone()}, out_dir / f"{name}.head.pt")
     base = extractor.weights.describe() if getattr(extractor, "weights", None) is not None else None
     meta = {
