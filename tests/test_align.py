@@ -104,8 +104,6 @@ def test_outside_image_is_black_and_bad_landmarks_rejected():
 @pytest.mark.slow
 def test_box_template_matches_real_faces(shared_data):
     """Re-measure the median landmark position inside MTCNN boxes on 20 real photographs."""
-    import torch
-
     from affectfuse.faces import load_mtcnn, read_image
 
     files = sorted((shared_data / "faces").rglob("*.jpg"))[::60][:20]

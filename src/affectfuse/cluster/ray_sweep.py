@@ -18,7 +18,6 @@ Feature-set sweeps: ``--sets`` takes feature-set names joined by ``+`` as well a
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from affectfuse.utils import FailureLog
 

@@ -32,8 +32,7 @@ import numpy as np
 
 from affectfuse.data.store import FeatureSet, FeatureSetMeta, VideoFeatures
 from affectfuse.features.base import Extractor
-from affectfuse.features.inputs import (AUDIO_EXTS, VIDEO_EXTS, MediaItem, find_inputs,  # noqa: F401 (re-export)
-                                        is_still_input)
+from affectfuse.features.inputs import MediaItem, find_inputs, is_still_input
 from affectfuse.features.windows import audio_windows
 from affectfuse.utils import FailureLog
 
