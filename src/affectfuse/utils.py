@@ -112,3 +112,15 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
     except ImportError:  # pragma: no cover
         pass
+
+
+def dataclass_from_dict(cls, values: dict, what: str):
+    """``cls(**values)`` for a dataclass, refusing unknown keys with one error that lists the valid ones
+    (``what`` names the keys, e.g. ``"EXPR training option(s)"``)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown {what} {sorted(unknown)}; valid: {sorted(names)}")
+    return cls(**values)

@@ -17,10 +17,12 @@ Padding frames (beyond the end of a short video) are excluded from attention wit
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from affectfuse.utils import dataclass_from_dict
 
 
 @dataclass
@@ -39,11 +41,7 @@ class ExprModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExprModelConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown EXPR model option(s) {sorted(unknown)}; valid: {sorted(names)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "EXPR model option(s)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from affectfuse.training.checkpoint import read_checkpoint
 from affectfuse.training.checkpoint import save_checkpoint as write_checkpoint  # expr's own save_checkpoint wraps it
 from affectfuse.training.losses import FocalLoss, class_weights
 from affectfuse.training.step import optimizer_step
-from affectfuse.utils import atomic_path, seed_everything, write_text_atomic
+from affectfuse.utils import atomic_path, dataclass_from_dict, seed_everything, write_text_atomic
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "affectfuse-expr/1"
@@ -59,11 +59,7 @@ class ExprTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExprTrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown EXPR training option(s) {sorted(unknown)}; valid: {sorted(names)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "EXPR training option(s)")
 
 
 class _FrameBank:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from affectfuse.training.finetune import FinetuneConfig, build_classifier, fit, pick_device
 from affectfuse.training.finetune_data import CropDataset, ExpressionData, load_expression_dataset, prepare_crops
-from affectfuse.utils import FailureLog, seed_everything, write_json_atomic
+from affectfuse.utils import FailureLog, dataclass_from_dict, seed_everything, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,7 @@ def _check_resume_config(run: Path, cfg: FinetuneConfig) -> None:
 
 
 def config_from_dict(values: dict) -> FinetuneConfig:
-    names = {f.name for f in fields(FinetuneConfig)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"unknown fine-tuning settings {sorted(unknown)}; valid: {sorted(names)}")
-    return FinetuneConfig(**values)
+    return dataclass_from_dict(FinetuneConfig, values, "fine-tuning settings")
 
 
 def run_finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, progress: bool = False,
