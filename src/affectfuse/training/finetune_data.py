@@ -392,6 +392,9 @@ class CropDataset:
     def __len__(self) -> int:
         return len(self.files)
 
+    def image(self, i: int):
+        """Crop ``i`` as uint8 (3, S, S), before any transform."""
+        return self.images[i] if self.images is not None else self._read(self.files[i])
+
     def __getitem__(self, i: int):
-        image = self.images[i] if self.images is not None else self._read(self.files[i])
-        return self.transform(image), int(self.labels[i])
+        return self.transform(self.image(i)), int(self.labels[i])

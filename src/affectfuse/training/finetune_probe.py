@@ -69,6 +69,4 @@ class CropView:
         return len(self.dataset)
 
     def __getitem__(self, i):
-        d = self.dataset
-        image = d.images[i] if d.images is not None else d._read(d.files[i])
-        return self.transform(image), int(d.labels[i])
+        return self.transform(self.dataset.image(i)), int(self.labels[i])
