@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
@@ -22,26 +23,102 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
+TMP_SUFFIX = ".tmp"  # temporary files end here, never in a store's pattern (``*.npz``, ``*.csv`` ...)
+TMP_PREFIX = "."  # and are dotfiles, which every scan of an output folder skips
+
+#: errno values that mean the output itself cannot take more bytes: a run stops on them (no per-item retry).
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG})
+
+
+def _tmp_name(path: Path) -> str:
+    """``.<name>.<pid>.<random>.tmp`` next to ``path``: a dotfile that matches no store pattern; the pid lets a
+    later run tell a dead writer's leftover from a live one's file (see :func:`clean_stale_temps`)."""
+    return f"{TMP_PREFIX}{path.name}.{os.getpid()}."
+
+
+def named_os_error(exc: OSError, path: str | os.PathLike) -> OSError:
+    """``exc`` with ``filename`` set to ``path`` when it had none (a write into an open handle names no file)."""
+    if exc.filename:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``.
 
     A crash leaves either the old file or nothing, never a half-written one, so a resumed job can
-    trust that every file it finds is complete.
+    trust that every file it finds is complete. The temporary file is a dotfile ending in ``.tmp``
+    (never ``*.npz`` or ``*.csv``), so no scan of the folder mistakes it for a finished file. An
+    ``OSError`` (disk full, read-only folder) comes out naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_name(path), suffix=TMP_SUFFIX, dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         if tmp_path.exists():
             os.chmod(tmp_path, _FILE_MODE)  # mkstemp makes 0600; give the file the usual umask mode
         os.replace(tmp_path, path)
+    except OSError as exc:
+        raise named_os_error(exc, path) from exc
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if tmp_path is not None and tmp_path.exists():
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | os.PathLike, max_age_s: float = 24 * 3600.0) -> list[Path]:
+    """Delete temporary files (:func:`atomic_path`'s) left in ``folder`` by writers that died.
+
+    A temp is stale when the process named in it is gone from this machine, or when it is older than
+    ``max_age_s`` (a writer on another machine). Returns the files removed; unreadable ones are left.
+    """
+    import time
+
+    removed = []
+    for tmp in Path(folder).glob(f"{TMP_PREFIX}*{TMP_SUFFIX}"):
+        parts = tmp.name.rsplit(".", 3)  # [.<name>, <pid>, <random>, tmp]
+        pid = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
+        try:
+            old = time.time() - tmp.stat().st_mtime > max_age_s
+            if old or (pid is not None and pid != os.getpid() and not _pid_alive(pid)):
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue
+    return removed
+
+
+def inside(root: str | os.PathLike, name: str, what: str = "name") -> Path:
+    """``root / name`` when it stays inside ``root`` after resolving ``..``, links and absolute parts.
+
+    Raises :class:`UnsafePathError` naming ``name`` (``what`` says where it came from, e.g. "video name
+    in frames.txt") and ``root``. An empty name, ``.`` and ``..`` are refused too.
+    """
+    root_path = Path(root).resolve()
+    target = (root_path / name).resolve()
+    if not str(name).strip() or target == root_path or not target.is_relative_to(root_path):
+        raise UnsafePathError(f"{what} {name!r} would write outside the output folder {root} "
+                              f"(to {target}); refusing it")
+    return root_path / name
+
+
+class UnsafePathError(ValueError):
+    """A name taken from an input would make a file outside its output folder."""
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -3,11 +3,17 @@
 Each sub-command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int`` (the exit code). Heavy imports (torch, av) happen inside ``run`` so that
 ``affectfuse --help`` stays fast. Register a new command by adding it to ``COMMANDS``.
+
+Error policy (every command): a documented user error (``ValueError``: bad file, manifest, name) and
+every I/O error (``OSError``: missing file, permission, read-only folder, disk full) end the command with
+one line ``affectfuse CMD: error: FILE: cause`` on stderr and exit code 1; files finished before it stay
+(every writer is atomic). ``-v`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -66,12 +72,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as exc:
-        # Documented user errors (bad file, bad manifest, missing weights) -> one clear message.
+    except (OSError, ValueError) as exc:
+        # Documented user errors (bad file, bad manifest, missing weights) and I/O errors -> one clear line.
         if args.verbose:
             raise
-        print(f"affectfuse {args.command}: error: {exc}", file=sys.stderr)
+        print(f"affectfuse {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 1
+
+
+_CAUSES = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+           errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+           errno.ENAMETOOLONG: "file name too long"}
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for the user: ``FILE: cause`` for an ``OSError`` (the errno named in words), else the message."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename:
+        cause = _CAUSES.get(exc.errno, exc.strerror or errno.errorcode.get(exc.errno, str(exc.errno)))
+        detail = f" ({exc.strerror})" if exc.strerror and exc.strerror.lower() != cause else ""
+        return f"{exc.filename}: {cause}{detail}"
+    return " ".join(str(exc).split("\n")[0].split()) if isinstance(exc, OSError) else str(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -145,6 +145,10 @@ def run_one(r: dict, out, recipe, overrides, train, val, meta: dict, task: dict)
         cfg = resolve_config(None, r["overrides"], base=resolve_config(recipe, overrides))
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+        if (run_dir / "last.pt").is_file():
+            from affectfuse.training.run import check_resume_file
+
+            check_resume_file(run_dir / "last.pt")
         fit(cfg, train, val, run_dir, meta, task, resume=True)
         info = json.loads(done.read_text())
     best = info["best_metrics"] or {}

@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     report = extract(items, extractors, args.out, fps=args.fps or None, batch_size=args.batch_size,
                      workers=args.workers, keep=args.keep, progress=not args.no_progress, frame_rate=args.frame_rate)
     done = {n: len(v) for n, v in report.written.items()}
-    print(f"{len(items)} inputs: written {done}, {len(report.skipped)} already done, "
+    busy = f", {len(report.busy)} left to another run working on them" if report.busy else ""
+    print(f"{len(items)} inputs: written {done}, {len(report.skipped)} already done{busy}, "
           f"{len(report.failures)} failures" + (f" (see {report.out_root / 'failures.csv'})" if report.failures else ""))
     return 0 if report.ok else 1

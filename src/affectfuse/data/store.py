@@ -5,10 +5,16 @@ Layout on disk (one folder per feature set)::
     <root>/<feature_set>/
         meta.json        # name, dim, rate, extractor, weights, random_weights, versions
         index.csv        # id, file, steps, start_s, end_s, valid_fraction (rebuilt by write_index)
-        <safe_id>.npz    # values (T, D) float32, timestamps (T,) float64 seconds, mask (T,) bool, id
+        <key>.npz        # values (T, D) float32, timestamps (T,) float64 seconds, mask (T,) bool, id
 
-Per-video files are the source of truth and are written atomically, so a crashed or parallel
-extraction never leaves a half-written file and a resumed one skips ids already present.
+``<key>`` is :func:`store_key` of the video id: the id itself when it is plain (letters, digits, ``._-``,
+not starting with a dot), else percent-escaped, so two different ids never share a file. Every file holds
+its id and :meth:`FeatureSet.read` checks it.
+
+Per-video files are the source of truth and are written atomically (the temporary file is a dotfile
+``.<key>.npz.<pid>.<random>.tmp``, which no scan takes for a feature file; a dead writer's leftovers are
+removed by the next :meth:`FeatureSet.create`), so a crashed or parallel extraction never leaves a
+half-written file and a resumed one skips exactly the ids whose file a finished write produced.
 
 The reader also accepts MuSe-2022 feature folders: ``<folder>/<id>.csv`` with columns
 ``File_ID, timestamp, f1..fn`` (timestamps in milliseconds by default, see :func:`read_muse_csv`).
@@ -24,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from affectfuse.utils import atomic_path, write_json_atomic, write_text_atomic
+from affectfuse.utils import atomic_path, clean_stale_temps, write_json_atomic, write_text_atomic
 
 META_FILE = "meta.json"
 INDEX_FILE = "index.csv"
@@ -107,11 +113,33 @@ class FeatureSetMeta:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_PLAIN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+MAX_KEY_BYTES = 240  # file-name limit (255) less the ".npz" and temp-file decorations
 
 
 def safe_name(video_id: str) -> str:
-    """File-system-safe stem for a video id (``[00001]`` -> ``_00001_``); the real id lives in the file."""
+    """The store key of affectfuse < 0.2 (``[00001]`` -> ``_00001_``): NOT injective, read for old folders only."""
     return _UNSAFE.sub("_", str(video_id))
+
+
+def store_key(video_id: str) -> str:
+    """Injective file stem for a video id: plain ids unchanged, others percent-escaped (UTF-8).
+
+    ``"00001"`` -> ``00001``, ``"a/b"`` -> ``a%2Fb``, ``"clip 1"`` -> ``clip%201``, ``".."`` -> ``%2E.``;
+    ``%`` itself is escaped, so ``urllib.parse.unquote(store_key(i)) == i`` for every id. An empty id, or
+    one whose key exceeds the file-name limit, raises :class:`FeatureStoreError`.
+    """
+    from urllib.parse import quote
+
+    vid = str(video_id)
+    if not vid:
+        raise FeatureStoreError("empty video id")
+    key = vid if _PLAIN.fullmatch(vid) else quote(vid, safe="")
+    if key.startswith("."):  # a dotfile would be taken for a temporary file
+        key = "%2E" + key[1:]
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise FeatureStoreError(f"video id {vid[:60]!r}... is too long for a file name ({len(key.encode())} bytes)")
+    return key
 
 
 class FeatureSet:
@@ -142,10 +170,15 @@ class FeatureSet:
                     f"{path}: existing feature set has dim={existing.meta.dim}, "
                     f"random_weights={existing.meta.random_weights}; refusing to mix in dim={meta.dim}, "
                     f"random_weights={meta.random_weights}. Use another output folder.")
+            existing.clean()
             return existing
         path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(meta_path, meta.to_dict())
         return cls(path, meta)
+
+    def clean(self) -> list[Path]:
+        """Remove temporary files that writers which died (``kill -9``, power loss) left here."""
+        return clean_stale_temps(self.path)
 
     @classmethod
     def open(cls, path: str | Path) -> "FeatureSet":
@@ -167,14 +200,27 @@ class FeatureSet:
 
     # -- access --------------------------------------------------------------------------------
     def file_for(self, video_id: str) -> Path:
-        return self.path / f"{safe_name(video_id)}.npz"
+        """Where ``video_id``'s features are written: ``<folder>/<store_key(id)>.npz``."""
+        return self.path / f"{store_key(video_id)}.npz"
+
+    def _files(self) -> list[Path]:
+        """Finished feature files: ``*.npz`` without dotfiles (temporary files never match)."""
+        return [f for f in sorted(self.path.glob("*.npz")) if not f.name.startswith(".")]
+
+    def _find(self, video_id: str) -> Path | None:
+        """The file holding ``video_id``: its key's file, else (a folder written before keys were
+        injective) the old ``safe_name`` file when the id stored in it is this one."""
+        file = self.file_for(video_id)
+        if file.is_file():
+            return file
+        legacy = self.path / f"{safe_name(video_id)}.npz"
+        if legacy != file and legacy.is_file() and self._read_id(legacy) == str(video_id):
+            return legacy
+        return None
 
     def ids(self) -> list[str]:
         """Ids of every stored video (scanned from the files, so always current)."""
-        out = []
-        for f in sorted(self.path.glob("*.npz")):
-            out.append(self._read_id(f))
-        return out
+        return [self._read_id(f) for f in self._files()]
 
     def _read_id(self, file: Path) -> str:
         try:
@@ -184,18 +230,25 @@ class FeatureSet:
             raise FeatureStoreError(f"{file}: unreadable feature file ({exc})") from exc
 
     def __contains__(self, video_id: str) -> bool:
-        return self.file_for(video_id).is_file()
+        """True when a finished, readable file holds ``video_id`` (a broken or foreign file is not trusted)."""
+        try:
+            file = self._find(video_id)
+            return file is not None and self._read_id(file) == str(video_id)
+        except FeatureStoreError:
+            return False
 
     def __getitem__(self, video_id: str) -> VideoFeatures:
         return self.read(video_id)
 
     def __len__(self) -> int:
-        return len(list(self.path.glob("*.npz")))
+        return len(self._files())
 
     def read(self, video_id: str) -> VideoFeatures:
-        file = self.file_for(video_id)
-        if not file.is_file():
-            raise FeatureStoreError(f"{self.path}: no features for video {video_id!r} (expected {file.name})")
+        """Features of ``video_id``; the id stored in the file must be ``video_id`` (else an error naming both)."""
+        file = self._find(video_id)
+        if file is None:
+            raise FeatureStoreError(f"{self.path}: no features for video {video_id!r} "
+                                    f"(expected {self.file_for(video_id).name})")
         try:
             with np.load(file, allow_pickle=False) as z:
                 vf = VideoFeatures(str(z["id"]), z["values"], z["timestamps"], z["mask"])
@@ -203,6 +256,8 @@ class FeatureSet:
             raise
         except Exception as exc:
             raise FeatureStoreError(f"{file}: unreadable feature file ({exc})") from exc
+        if vf.id != str(video_id):
+            raise FeatureStoreError(f"{file}: holds the features of video {vf.id!r}, not of {video_id!r}")
         if vf.dim != self.meta.dim:
             raise FeatureStoreError(f"{file}: dim {vf.dim} differs from the feature set's {self.meta.dim}")
         return vf
@@ -228,7 +283,7 @@ class FeatureSet:
             start = float(vf.timestamps[0]) if vf.steps else 0.0
             end = float(vf.timestamps[-1]) if vf.steps else 0.0
             valid = float(vf.mask.mean()) if vf.steps else 0.0
-            rows.append([vid, self.file_for(vid).name, vf.steps, f"{start:.3f}", f"{end:.3f}", f"{valid:.4f}"])
+            rows.append([vid, self._find(vid).name, vf.steps, f"{start:.3f}", f"{end:.3f}", f"{valid:.4f}"])
         import io
 
         buf = io.StringIO()

@@ -156,6 +156,8 @@ class VideoTable:
 
     def check_features(self, feature_sets: dict[str, "FeatureSet"]) -> None:
         """Raise one :class:`LayoutError` listing every video that lacks features in any of the sets."""
+        from affectfuse.data.store import safe_name
+
         present = {}
         for name, fs in feature_sets.items():
             try:
@@ -165,7 +167,8 @@ class VideoTable:
         problems = _Problems()
         source = self.source or "<table>"
         for i, vid in enumerate(self.ids):
-            missing = [name for name, fs in feature_sets.items() if fs.file_for(vid).name not in present[name]]
+            missing = [name for name, fs in feature_sets.items()
+                       if fs.file_for(vid).name not in present[name] and f"{safe_name(vid)}.npz" not in present[name]]
             if missing:
                 where = ", ".join(f"{m!r} ({feature_sets[m].path})" for m in missing)
                 problems.add(source, self._row_label(i), self.file_ids[i], f"no features in {where}")

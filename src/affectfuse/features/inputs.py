@@ -40,6 +40,22 @@ def _canonical_id(value: str) -> str:
     return vid[1:-1].strip() if len(vid) >= 2 and vid[0] == "[" and vid[-1] == "]" else vid
 
 
+def check_unique_ids(items: list[MediaItem], source: str | os.PathLike) -> list[MediaItem]:
+    """``items`` when every id is distinct, else one ValueError listing every input of every shared id.
+
+    Two inputs with one id would write one feature file (``clip.mp4`` and ``clip.wav``, or the same
+    row twice in a manifest), so the second would silently replace the first."""
+    groups: dict[str, list[Path]] = {}
+    for item in items:
+        groups.setdefault(item.id, []).append(item.path)
+    shared = {vid: paths for vid, paths in groups.items() if len(paths) > 1}
+    if shared:
+        lines = [f"  id {vid!r}: " + ", ".join(str(p) for p in paths) for vid, paths in sorted(shared.items())]
+        raise ValueError(f"{source}: {len(shared)} id(s) shared by several inputs (each would overwrite the "
+                         "other's features); rename the files or give ids in a CSV:\n" + "\n".join(lines))
+    return items
+
+
 def find_inputs(source: str | os.PathLike, media_dir: str | os.PathLike | None = None) -> list[MediaItem]:
     """Media to extract from ``source``: a folder (searched recursively), one media file, or a CSV.
 
@@ -48,6 +64,8 @@ def find_inputs(source: str | os.PathLike, media_dir: str | os.PathLike | None =
     video given as its frames (id = the sub-folder's relative path); the folder itself may be one too.
     CSV: a ``path`` column (relative to the CSV's folder) with an optional ``id`` column, or an ABAW5
     ``File_ID`` column (``[00001]`` -> id ``00001``, file ``<media_dir or CSV folder>/00001.mp4``).
+    Ids must be distinct (:func:`check_unique_ids`; ``a/b.mp4`` and ``a_b.mp4`` are distinct ids with
+    distinct store keys, ``clip.mp4`` and ``clip.wav`` are one id and refused).
     Raises FileNotFoundError / ValueError naming the file and the cause.
     """
     source = Path(source)
@@ -65,7 +83,7 @@ def find_inputs(source: str | os.PathLike, media_dir: str | os.PathLike | None =
                       for n in names if Path(n).suffix.lower() in exts]
         if not items:
             raise FileNotFoundError(f"{source}: no video, audio or image files ({', '.join(exts)})")
-        return sorted(items, key=lambda i: i.id)
+        return check_unique_ids(sorted(items, key=lambda i: (i.id, str(i.path))), source)
     if not source.is_file():
         raise FileNotFoundError(f"{source}: input does not exist")
     if source.suffix.lower() != ".csv":
@@ -94,7 +112,4 @@ def find_inputs(source: str | os.PathLike, media_dir: str | os.PathLike | None =
         raise FileNotFoundError("\n".join(problems))
     if not items:
         raise ValueError(f"{source}: no rows")
-    dup = sorted({i.id for i in items if sum(j.id == i.id for j in items) > 1})
-    if dup:
-        raise ValueError(f"{source}: duplicate ids {dup[:5]}")
-    return items
+    return check_unique_ids(items, source)

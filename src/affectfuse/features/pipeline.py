@@ -16,7 +16,12 @@ Rows written per video (``affectfuse.data.store.VideoFeatures``):
 Failures never stop the run; they are collected per (video, extractor) and written to
 ``<out>/failures.csv``. A video without an audio track fails for the audio extractors only ("no audio
 track"), its face features are still written. Finished files are written atomically; a resumed run skips
-every (video, extractor) pair whose file exists.
+every (video, extractor) pair whose finished file holds that video. An error of the output itself (disk
+full, read-only folder: any ``OSError`` while writing a feature file) stops the run: it is not the video's
+fault and would fail every other one; the files already written stay.
+
+Concurrent runs into one ``out`` share the work through claim files (:mod:`affectfuse.data.claims`): a
+video claimed by a live run is left to it (reported as ``busy``).
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from affectfuse.data.store import FeatureSet, FeatureSetMeta, VideoFeatures
+from affectfuse.data.claims import Claims
+from affectfuse.data.store import FeatureSet, FeatureSetMeta, VideoFeatures, store_key
 from affectfuse.features.base import Extractor
-from affectfuse.features.inputs import MediaItem, find_inputs, is_still_input
+from affectfuse.features.inputs import MediaItem, check_unique_ids, find_inputs, is_still_input
 from affectfuse.features.windows import audio_windows
 from affectfuse.utils import FailureLog
 
@@ -316,6 +322,8 @@ class BatchRunner:
     def _write(self, name: str, slot: _Slot) -> None:
         try:
             self.sets[name].write(VideoFeatures(slot.item.id, slot.values, slot.timestamps, slot.mask))
+        except OSError:
+            raise  # the output cannot take the file (disk full, read-only): stop, do not blame the video
         except Exception as exc:
             self._fail(slot.item, name, f"{slot.item.path}: writing features failed: {exc}", slot)
             return
@@ -350,13 +358,15 @@ class BatchRunner:
 
 @dataclass
 class ExtractReport:
-    """What a run did: ids written per extractor, ids skipped as already done, failures, batch calls."""
+    """What a run did: ids written per extractor, ids skipped as already done, failures, batch calls,
+    and ids left to another run that had claimed them (``busy``)."""
 
     out_root: Path
     written: dict[str, list[str]]
     skipped: list[str]
     failures: list[tuple[str, str]]
     calls: dict[str, int]
+    busy: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -407,6 +417,7 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
     from tqdm.auto import tqdm
 
     items = list(inputs) if not isinstance(inputs, (str, os.PathLike)) else find_inputs(inputs)
+    check_unique_ids(items, "inputs")
     names = [e.name for e in extractors]
     if len(set(names)) != len(names):
         raise ValueError(f"extractor names must be unique, got {names}")
@@ -416,26 +427,39 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
     if (out_root / FAILURES_FILE).exists():
         (out_root / FAILURES_FILE).unlink()
     bar = tqdm(total=len(items), unit="video", disable=not progress, desc="extract")
-    runner = BatchRunner(extractors, sets, failures, batch_size, on_video_done=lambda item: bar.update(1))
-    skipped, todo = [], []
-    for item in items:
-        missing = [n for n in names if item.id not in sets[n]]
-        if missing:
-            todo.append((item, missing))
-        else:
-            skipped.append(item.id)
-    bar.update(len(skipped))
+    claims = Claims(out_root)
+
+    def done(item: MediaItem) -> None:
+        claims.release(store_key(item.id))
+        bar.update(1)
+
+    runner = BatchRunner(extractors, sets, failures, batch_size, on_video_done=done)
     by_name = {e.name: e for e in extractors}
+    skipped, busy, missing_of = [], [], {}
 
-    def plan_for(missing: list[str]) -> DecodePlan:
-        return decode_plan(by_name, missing, fps, batch_size, keep, frame_rate)
+    def jobs() -> Iterator[tuple[MediaItem, DecodePlan]]:
+        """Claim each unfinished video, re-check what it lacks (another run may have written it), plan it."""
+        for item in items:
+            if all(item.id in sets[n] for n in names):
+                skipped.append(item.id)
+            elif not claims.take(store_key(item.id)):
+                busy.append(item.id)
+            elif not (missing := [n for n in names if item.id not in sets[n]]):
+                claims.release(store_key(item.id))
+                skipped.append(item.id)
+            else:
+                missing_of[item.id] = missing
+                yield item, decode_plan(by_name, missing, fps, batch_size, keep, frame_rate)
+                continue
+            bar.update(1)
 
-    missing_of = {item.id: missing for item, missing in todo}
-    jobs = ((item, plan_for(missing)) for item, missing in todo)
-    for video in iter_decoded(jobs, workers, detector):
-        runner.add(video, missing_of[video.item.id])
-    runner.flush()
-    bar.close()
+    try:
+        for video in iter_decoded(jobs(), workers, detector):
+            runner.add(video, missing_of[video.item.id])
+        runner.flush()
+    finally:
+        claims.release_all()
+        bar.close()
     for fs in sets.values():
         fs.write_index()
-    return ExtractReport(out_root, runner.written, skipped, list(failures), dict(runner.calls))
+    return ExtractReport(out_root, runner.written, skipped, list(failures), dict(runner.calls), busy)

@@ -39,11 +39,34 @@ def versions() -> dict[str, str]:
 
 
 def save_checkpoint(payload: dict, path: str | Path) -> Path:
-    """Atomically write ``payload`` (a crash leaves the previous file intact)."""
+    """Atomically write ``payload`` (a crash leaves the previous file intact).
+
+    torch writes through a Python file handle, so a full disk or a read-only folder comes out as an
+    ``OSError`` naming ``path``; torch's own writer errors (``RuntimeError: [enforce fail at
+    inline_container.cc...] ... file write failed``) are turned into one too."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(payload, fh)
+        except RuntimeError as exc:
+            raise _write_error(exc, path) from exc
     return path
+
+
+def _write_error(exc: RuntimeError, path: Path) -> OSError:
+    """An ``OSError`` naming ``path`` for torch's writer failure: disk full when the disk has < 64 MiB free."""
+    import errno
+    import shutil
+
+    detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < 64 * 2**20:
+        return OSError(errno.ENOSPC, f"No space left on device ({free} bytes free; torch: {detail})", str(path))
+    return OSError(errno.EIO, f"writing the checkpoint failed (torch: {detail})", str(path))
 
 
 def read_checkpoint(path: str | Path, fmt: str, what: str, map_location="cpu") -> dict:

@@ -64,6 +64,16 @@ def load_split(table, sets: dict[str, FeatureSet], split: str, seq_len: int, mod
     return _labelled(load_sequences(table, sets, seq_len, mode, split=split))
 
 
+def check_resume_file(path: Path) -> None:
+    """Read ``last.pt`` with the shared checkpoint reader: a corrupt, foreign or truncated file is one error
+    naming it (``fit`` would otherwise fail inside ``torch.load`` without the file's name)."""
+    from affectfuse.training.checkpoint import FORMAT, read_checkpoint
+
+    ckpt = read_checkpoint(path, FORMAT, "ERI resume checkpoint (last.pt)")
+    if not isinstance(ckpt.get("training"), dict):
+        raise ValueError(f"{path}: not a resume checkpoint (no 'training' state); delete it or choose another --out")
+
+
 def train_run(table_path: str | Path, feature_paths: dict[str, Path], out: str | Path, cfg: RunConfig,
               resume: bool = False):
     """Train on ``table_path``'s train split, validate on its val split, write the run folder."""
@@ -73,6 +83,8 @@ def train_run(table_path: str | Path, feature_paths: dict[str, Path], out: str |
     out = Path(out)
     if (out / "last.pt").is_file() and not resume:
         raise ValueError(f"{out}: a run exists here already; add --resume to continue it or choose another --out")
+    if resume and (out / "last.pt").is_file():
+        check_resume_file(out / "last.pt")
     table = load_table(table_path)
     if table.task != "regression":
         raise ValueError(f"{table_path}: ERI training needs intensity labels, the table is {table.task}")
