@@ -55,17 +55,43 @@ def test_image_equals_matplotlib_reference(rate, seconds):
     assert ours[-40:].mean() > ours[:40].mean()
 
 
-def test_cnn_input_resize_matches_pil_bicubic():
+def _original_tool_resize(img):
+    """The original tool's call (its Keras extractor): PIL ``resize`` with the default filter."""
     from PIL import Image
 
-    db = mel_db(_voice(16000, 1.0)[None], 16000)
-    img = render(db, 16000)
-    x = to_cnn_input(img)
-    assert x.shape == (1, 3, 224, 224)
+    return np.asarray(Image.fromarray(img, mode="RGB").resize((224, 224)))
+
+
+def _check_cnn_input_equals_original(images):
+    x = to_cnn_input(images)
+    assert x.shape == (len(images), 3, 224, 224) and x.dtype == torch.float32
     mean, std = torch.tensor(imagenet.IMAGENET_MEAN).view(3, 1, 1), torch.tensor(imagenet.IMAGENET_STD).view(3, 1, 1)
-    pixels = ((x[0] * std + mean) * 255).round().permute(1, 2, 0).numpy()
-    pil = np.asarray(Image.fromarray(img[0]).resize((224, 224), Image.BICUBIC)).astype(np.float32)
-    assert np.abs(pixels - pil).max() <= 1
+    for i, img in enumerate(images):
+        pixels = ((x[i] * std + mean) * 255).round().permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(pixels, _original_tool_resize(img).astype(np.float32))
+
+
+def test_cnn_input_resize_equals_the_original_tool_pil_resize():
+    db = mel_db(_voice(16000, 1.0)[None], 16000)
+    _check_cnn_input_equals_original(render(db, 16000))
+
+
+def test_cnn_input_resize_equals_the_original_tool_on_real_speech(shared_data):
+    """EmoDB speech windows (rendered spectrograms): every pixel of the 224x224 input equals PIL's resize."""
+    import librosa
+
+    files = sorted((shared_data / "emodb" / "wav").glob("*.wav"))[:3]
+    if not files:
+        pytest.skip("no EmoDB wav files")
+    speech = [librosa.load(f, sr=16000)[0] for f in files]
+    windows = [c for y in speech for c in audio_windows(y, 16000, 1.0, 0.5, min_samples=512)[1][:2]]
+    images = np.concatenate([render(mel_db(w[None], 16000), 16000) for w in windows])
+    # the same images through an antialiased bicubic interpolation (the earlier way) differ: PIL is not emulated
+    old = torch.nn.functional.interpolate(torch.from_numpy(images).permute(0, 3, 1, 2).float(), size=(224, 224),
+                                          mode="bicubic", antialias=True).round().clamp(0, 255)
+    pil = np.stack([_original_tool_resize(img) for img in images])
+    assert (old.permute(0, 2, 3, 1).numpy() != pil).any()
+    _check_cnn_input_equals_original(images)
 
 
 def test_windows_follow_the_original_chunking():

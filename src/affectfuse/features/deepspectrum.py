@@ -12,8 +12,9 @@ Per audio window (S,) float32 mono at ``sample_rate`` Hz:
    colours = viridis of ``(dB - min) / (max - min)``. We render it with array operations: one row map (pixel
    row -> mel band through matplotlib's own symlog transform) and one column map (pixel column -> frame),
    then a 256-entry viridis look-up table                                               # (227, 227, 3) uint8
-4. resized to 224x224 (bicubic with antialiasing, as PIL's ``Image.resize`` in the original), rounded to
-   uint8, scaled to 0-1 and ImageNet-normalised                                         # (3, 224, 224)
+4. resized to 224x224 by PIL itself, as the original tool does (``Image.fromarray(img, "RGB").resize((224,
+   224))``, whose default filter is bicubic since Pillow 7.0; the tool pins Pillow >= 6 with matplotlib >= 3.3,
+   which came after Pillow 7), scaled to 0-1 and ImageNet-normalised                    # (3, 224, 224)
 5. DenseNet121 (ImageNet) global average pool -> 1024-d; or MobileNetV2 (ImageNet) -> 1280-d.
 
 Deviation: where a window has more STFT frames than the image has columns (>= 227 frames, e.g. windows longer
@@ -30,7 +31,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from affectfuse.features.base import AudioInput, Extractor
 from affectfuse.features.imagenet import (DENSENET121_IMAGENET, IMAGENET_MEAN, IMAGENET_STD,
@@ -172,12 +172,22 @@ def render_matplotlib(db: np.ndarray, sample_rate: int, size: int = PLOT_SIZE, c
     return np.round(rgba[..., :3] * 255).astype(np.uint8)
 
 
+def resize_like_deepspectrum(images: np.ndarray, size: int = CNN_SIZE) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, size, size, 3) uint8 by PIL's bicubic ``Image.resize``, as the original tool."""
+    from PIL import Image
+
+    images = np.asarray(images, dtype=np.uint8)
+    if images.shape[1:3] == (size, size):
+        return images
+    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    for i, img in enumerate(images):
+        out[i] = np.asarray(Image.fromarray(img, "RGB").resize((size, size), Image.Resampling.BICUBIC))
+    return out
+
+
 def to_cnn_input(images: np.ndarray, size: int = CNN_SIZE) -> torch.Tensor:
-    """(N, 227, 227, 3) uint8 -> (N, 3, size, size) float32, resized as PIL bicubic, ImageNet-normalised."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
-        x = x.round_().clamp_(0, 255)  # PIL returns uint8
+    """(N, 227, 227, 3) uint8 -> (N, 3, size, size) float32, resized by PIL (bicubic), ImageNet-normalised."""
+    x = torch.from_numpy(resize_like_deepspectrum(images, size)).permute(0, 3, 1, 2).float()
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (x / 255.0 - mean) / std
