@@ -102,7 +102,7 @@ def test_bad_modality_sets_and_inputs_raise_clear_errors():
         parse_modality_set("A+V", ["audio"])
     with pytest.raises(ValueError, match="needs >= 2 modalities"):
         parse_modality_set("A+AV", ["audio", "visual"])
-    with pytest.raises(KeyError, match="unknown ERI model 'nope'; valid: eri_fusion"):
+    with pytest.raises(KeyError, match="unknown ERI model 'nope'; valid: eri_authors, eri_fusion"):
         create_eri_model("nope", {})
     model = _model("A+V")
     feats, masks = _inputs()

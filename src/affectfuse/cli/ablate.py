@@ -32,7 +32,9 @@ def add_arguments(p) -> None:
     p.add_argument("--sets", nargs="+", default=list(MODALITY_SETS), help="modality sets (Table 1)")
     p.add_argument("--tricks", nargs="*", default=list(TRICKS), choices=list(TRICKS),
                    help="trick ablations of the full model (Table 2)")
-    p.add_argument("--config", help="YAML recipe shared by every run")
+    p.add_argument("--recipe", default="affectfuse", metavar="NAME",
+                   help="shipped recipe shared by every run: affectfuse (default), authors or paper (docs/eri.md)")
+    p.add_argument("--config", help="YAML file shared by every run, applied after --recipe")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="config overrides shared by every run")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
@@ -103,7 +105,8 @@ def run(args) -> int:
 
     log = logging.getLogger("affectfuse.ablate")
     out = Path(args.out)
-    base = resolve_config(args.config, args.overrides)
+    recipes = [args.recipe, args.config]
+    base = resolve_config(recipes, args.overrides)
     table = load_table(args.table)
     sets = open_feature_sets(parse_feature_args(args.features))
     train = load_split(table, sets, base.data.train_split, base.data.seq_len, base.data.sequence_mode)
@@ -114,14 +117,14 @@ def run(args) -> int:
     if args.ray is not None:
         from affectfuse.cluster.ray_sweep import ray_runs
 
-        rows = ray_runs(runs, out, args.config, args.overrides, train, val, meta, task, failures,
+        rows = ray_runs(runs, out, recipes, args.overrides, train, val, meta, task, failures,
                         address=args.ray or None, cpus_per_run=args.cpus_per_run)
     else:
         rows = []
         for i, r in enumerate(runs, 1):
             log.info("[%d/%d] %s", i, len(runs), r["name"])
             try:
-                rows.append(run_one(r, out, args.config, args.overrides, train, val, meta, task))
+                rows.append(run_one(r, out, recipes, args.overrides, train, val, meta, task))
             except Exception as exc:  # one bad run never stops the others
                 log.error("%s failed: %s", r["name"], exc)
                 failures.add(r["name"], exc)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-HELP = "train the ERI fusion model on per-video features (paper recipe; resumable run folder)"
+HELP = "train an ERI fusion model on per-video features (recipes: affectfuse, authors, paper; resumable run folder)"
 
 
 def add_arguments(p) -> None:
@@ -11,7 +11,11 @@ def add_arguments(p) -> None:
     p.add_argument("--features", nargs="+", required=True, metavar="NAME=DIR",
                    help="feature sets, e.g. audio=feats/deepspectrum visual=feats/posterv2_vit")
     p.add_argument("--out", required=True, help="run folder (config.yaml, metrics.csv, tb/, best.pt, last.pt, ...)")
-    p.add_argument("--config", help="YAML recipe overriding the defaults (sections model, data, train)")
+    p.add_argument("--recipe", default="affectfuse", metavar="NAME",
+                   help="shipped recipe: affectfuse (default: eri_fusion, the paper's training settings), authors "
+                        "(the authors' code: eri_authors model, their loss target, EMA timing, patience 10, seed 104) "
+                        "or paper (the paper's text on the authors' model); see docs/eri.md")
+    p.add_argument("--config", help="YAML file applied after --recipe (sections model, data, train)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="config overrides, e.g. train.lr=3e-4 model.modality_set=A+V train.ema=false")
     p.add_argument("--resume", action="store_true",
@@ -31,7 +35,7 @@ def run(args) -> int:
         if args.config or args.overrides:
             cfg = resolve_config(args.config, args.overrides, base=cfg)
     else:
-        cfg = resolve_config(args.config, args.overrides)
+        cfg = resolve_config([args.recipe, args.config], args.overrides)
     result = train_run(args.table, parse_feature_args(args.features), out, cfg, resume=args.resume)
     print(json.dumps({"run": str(out), "best_val_mean_pearson": round(result.best_metric, 6),
                       "best_epoch": result.best_epoch, "epochs": result.epochs, "finished": result.finished}))

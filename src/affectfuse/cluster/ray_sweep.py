@@ -43,7 +43,8 @@ def ray_runs(runs: list[dict], out, recipe, overrides: list[str], train, val, me
     Args:
         runs: :func:`affectfuse.cli.ablate.plan` entries (name, table, row, seed, overrides).
         out: the sweep folder (``runs/<name>/`` per run); shared by all nodes.
-        recipe / overrides: YAML recipe and ``key=value`` overrides shared by every run.
+        recipe / overrides: recipes (shipped names or YAML paths, see ``resolve_config``) and ``key=value``
+            overrides shared by every run.
         train / val: :class:`~affectfuse.data.sequences.SequenceData`, put in the object store once.
         failures: where runs that raise are recorded.
         cpus_per_run: CPUs reserved per task (also its torch threads).

@@ -1,4 +1,4 @@
-"""The ERI fusion transformer (Li, Chen et al., ABAW 2023, arXiv 2303.09164, Fig. 1, eqs. 1-7).
+"""affectfuse's ERI fusion transformer (``eri_fusion``), after Li, Chen et al. (ABAW 2023, arXiv 2303.09164, Fig. 1, eqs. 1-7).
 
 Per modality m (audio, visual, or any feature set):
     x_m = TCN(f_m) + PE                      # (B, T, D_m) -> (B, T, d)
@@ -23,28 +23,8 @@ import torch
 from torch import nn
 
 from affectfuse.models.blocks import TCN, ConcatAttentionBlock, SinusoidalPositions, masked_mean
-
-
-@dataclass
-class ERIArchitecture:
-    """The architecture knobs of :class:`ERIFusion`, shared by the model's arguments and the training
-    config (``ModelConfig``), so each is declared once.
-
-    ``ff_dim`` is the feed-forward width of the transformer layers (PyTorch's default, 2048, which
-    the authors' code keeps); ``proj_dim`` the width of each projection of g_av and g_cat.
-    """
-
-    d_model: int = 256
-    modality_heads: int = 2
-    modality_dropout: float = 0.5
-    interaction_heads: int = 8
-    interaction_dropout: float = 0.1
-    ff_dim: int = 2048
-    proj_dim: int = 256
-    proj_dropout: float = 0.0
-    tcn_levels: int = 2
-    tcn_kernel: int = 3
-    tcn_dropout: float = 0.1
+from affectfuse.models.eri_args import ERIArchitecture
+from affectfuse.models.eri_authors import ERIAuthors
 
 
 @dataclass
@@ -70,6 +50,8 @@ class ERIFusion(nn.Module):
         Every modality must share T. Extra keys are ignored.
     Returns {"intensity": (B, K) in [0, 1], "logits": (B, K) unnormalised class scores}.
     """
+
+    Args = ERIFusionArgs
 
     def __init__(self, args: ERIFusionArgs | None = None, **kwargs):
         super().__init__()
@@ -131,7 +113,8 @@ class ERIFusion(nn.Module):
 
 
 # -- registry -----------------------------------------------------------------------------------
-ERI_MODELS: dict[str, type[nn.Module]] = {"eri_fusion": ERIFusion}
+# name -> model class; each class names its argument dataclass as ``Args``.
+ERI_MODELS: dict[str, type[nn.Module]] = {"eri_fusion": ERIFusion, "eri_authors": ERIAuthors}
 
 # Modality sets of the paper's Table 1, by the short names used in configs and tables.
 MODALITY_ALIASES = {"A": "audio", "V": "visual"}
@@ -141,12 +124,18 @@ def list_eri_models() -> list[str]:
     return sorted(ERI_MODELS)
 
 
-def create_eri_model(name: str, args: dict | ERIFusionArgs) -> nn.Module:
-    """Build a registered model from its name and argument dict (as stored in a checkpoint)."""
+def eri_model_args_class(name: str) -> type:
+    """The argument dataclass of a registered ERI model (``ERIFusionArgs``, ``ERIAuthorsArgs``)."""
     if name not in ERI_MODELS:
         raise KeyError(f"unknown ERI model {name!r}; valid: {', '.join(list_eri_models())}")
+    return ERI_MODELS[name].Args
+
+
+def create_eri_model(name: str, args: dict | ERIArchitecture) -> nn.Module:
+    """Build a registered model from its name and argument dict (as stored in a checkpoint)."""
+    args_class = eri_model_args_class(name)
     if isinstance(args, dict):
-        args = ERIFusionArgs(**args)
+        args = args_class(**args)
     return ERI_MODELS[name](args)
 
 

@@ -1,9 +1,11 @@
-"""One typed config for ERI training: dataclass defaults -> YAML recipe -> ``--set key=value``.
+"""One typed config for ERI training: dataclass defaults -> shipped recipe -> YAML -> ``--set key=value``.
 
-The defaults are the paper's recipe (SPEC Part A, the authors' code in brackets there). The resolved
-config is saved as ``config.yaml`` in the run folder and inside every checkpoint.
+The defaults are affectfuse's recipe (``eri_fusion``; the paper's training settings). Shipped recipes
+(``training/recipes/<name>.yaml``, :func:`shipped_recipes`) are ``authors`` (the authors' code: their
+model ``eri_authors`` and their training details) and ``paper`` (the paper's text); docs/eri.md lists every
+difference. The resolved config is saved as ``config.yaml`` in the run folder and inside every checkpoint.
 
->>> cfg = resolve_config("recipe.yaml", ["train.lr=3e-4", "model.modality_set=A+V"])
+>>> cfg = resolve_config(["authors", "my.yaml"], ["train.lr=3e-4", "model.modality_set=A+V"])
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from pathlib import Path
 
 import yaml
 
-from affectfuse.models.eri import ERIArchitecture
+from affectfuse.models.eri import ERIArchitecture, eri_model_args_class, list_eri_models
 from affectfuse.utils import parse_value
+
+RECIPES_DIR = Path(__file__).with_name("recipes")
+DEFAULT_RECIPE = "affectfuse"
 
 
 @dataclass
@@ -43,6 +48,12 @@ class TrainConfig:
     """The paper's recipe. Each trick has an off switch (Table 2): ``class_loss``, ``ema``,
     ``weight_decay: 0`` (no L2), ``clip_norm: 0`` (no clipping), ``step_size: 0`` (no LR schedule).
 
+    ``class_target``: the CE target, ``row_max`` (uniform over the emotions at the row maximum, a
+    distribution) or ``multi_hot`` (the authors' ``y == 1``, not normalised). ``ema_timing``: update the EMA
+    copy ``after_step`` (of the new weights) or ``before_step`` (the authors': it lags one step and starts
+    from the initial weights). Early stopping counts epochs whose validation mean Pearson does not beat the
+    best counted one by more than ``min_delta`` (Lightning's rule); ``best.pt`` follows any improvement.
+
     ``stop_after``: end this invocation after that many epochs, leaving a resumable run (for
     time-limited cluster jobs; the tests use it to simulate a killed run).
     """
@@ -50,6 +61,7 @@ class TrainConfig:
     alpha: float = 1.0
     beta: float = 0.01
     class_loss: bool = True
+    class_target: str = "row_max"
     lr: float = 1e-4
     weight_decay: float = 1e-3
     step_size: int = 30
@@ -57,7 +69,9 @@ class TrainConfig:
     clip_norm: float = 0.1
     ema: bool = True
     ema_decay: float = 0.99
+    ema_timing: str = "after_step"
     patience: int = 15
+    min_delta: float = 0.0
     batch_size: int = 256
     max_epochs: int = 100
     seed: int = 0
@@ -143,22 +157,80 @@ def parse_override(text: str) -> dict:
     return out
 
 
-def resolve_config(recipe: str | Path | None = None, overrides: list[str] | None = None,
-                   base: RunConfig | None = None) -> RunConfig:
-    """Defaults (or ``base``) -> YAML recipe -> overrides."""
+CHOICES = {"train.class_target": ("row_max", "multi_hot"), "train.ema_timing": ("after_step", "before_step"),
+           "data.sequence_mode": ("truncate", "resample")}
+
+
+def shipped_recipes() -> list[str]:
+    """Names of the recipes that ship with affectfuse (``affectfuse`` = the dataclass defaults)."""
+    return sorted([DEFAULT_RECIPE] + [p.stem for p in RECIPES_DIR.glob("*.yaml")])
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config recipe does not exist")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+
+
+def recipe_path(recipe: str | Path) -> Path | None:
+    """A shipped recipe's file from its name (``None`` for ``affectfuse``, the defaults); other values are
+    taken as paths to YAML files."""
+    if str(recipe) == DEFAULT_RECIPE:
+        return None
+    if str(recipe) in shipped_recipes():
+        return RECIPES_DIR / f"{recipe}.yaml"
+    if not str(recipe).endswith((".yaml", ".yml")) and not Path(recipe).exists():
+        raise ConfigError(f"unknown recipe {str(recipe)!r}: neither a shipped recipe "
+                          f"({', '.join(shipped_recipes())}) nor a YAML file")
+    return Path(recipe)
+
+
+def _layers(recipes, overrides: list[str] | None) -> list[tuple[dict, str]]:
+    """(dict, source) for each recipe (shipped name or YAML path) and each override, in the order applied."""
+    if recipes is None or isinstance(recipes, (str, Path)):
+        recipes = [recipes]
+    paths = [recipe_path(r) for r in recipes if r is not None]
+    layers = [(_read_yaml(p), str(p)) for p in paths if p is not None]
+    return layers + [(parse_override(o), f"--set {o}") for o in overrides or []]
+
+
+def resolve_config(recipe=None, overrides: list[str] | None = None, base: RunConfig | None = None) -> RunConfig:
+    """Defaults (or ``base``) -> recipes -> ``key=value`` overrides.
+
+    ``recipe``: a shipped recipe's name (``authors``, ``paper``), a YAML path, or a list of them applied in
+    order (``["authors", "mine.yaml"]``). Starting from the defaults, architecture fields that no layer sets
+    take the chosen model's own defaults (``model.name=eri_authors`` alone gives the authors' architecture).
+    """
     cfg = base or RunConfig()
-    if recipe is not None:
-        path = Path(recipe)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: config recipe does not exist")
-        try:
-            d = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-        apply_dict(cfg, d, str(path))
-    for o in overrides or []:
-        apply_dict(cfg, parse_override(o), f"--set {o}")
+    explicit: set[str] = set()
+    for d, source in _layers(recipe, overrides):
+        apply_dict(cfg, d, source)
+        model_keys = d.get("model") if isinstance(d.get("model"), dict) else {}
+        explicit |= set(model_keys)
+    _check_choices(cfg)
+    if base is None:
+        _fill_model_defaults(cfg.model, explicit)
     return cfg
+
+
+def _fill_model_defaults(model: ModelConfig, explicit: set[str]) -> None:
+    own = eri_model_args_class(model.name)()
+    for f in dataclasses.fields(ERIArchitecture):
+        if f.name not in explicit:
+            setattr(model, f.name, getattr(own, f.name))
+
+
+def _check_choices(cfg: RunConfig) -> None:
+    if cfg.model.name not in list_eri_models():
+        raise ConfigError(f"model.name must be one of {', '.join(list_eri_models())}, got {cfg.model.name!r}")
+    for key, valid in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in valid:
+            raise ConfigError(f"{key} must be one of {', '.join(valid)}, got {value!r}")
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

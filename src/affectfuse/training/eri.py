@@ -3,6 +3,7 @@
 loss = alpha * MSE(intensity, y) + beta * CE(logits, emotions whose label is the row max (= 1))
 Adam(lr 1e-4, weight decay 1e-3), StepLR(30, x0.5), clip grad norm 0.1, EMA 0.99 of the weights
 (torch.optim.swa_utils); the EMA copy is validated, checkpointed and early-stopped (patience 15).
+The shipped recipes (``training/recipes``) switch the details to the authors' code or the paper's text.
 
 Run folder written by :func:`fit` (when ``run_dir`` is given)::
 
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from affectfuse.data.sequences import SequenceData
-from affectfuse.models.eri import ERIArchitecture, ERIFusionArgs, create_eri_model, parse_modality_set
+from affectfuse.models.eri import ERIArchitecture, create_eri_model, eri_model_args_class, parse_modality_set
 from affectfuse.training.checkpoint import FORMAT, save_checkpoint, versions
 from affectfuse.training.config import RunConfig
 from affectfuse.training.step import optimizer_step
@@ -39,11 +40,17 @@ from affectfuse.utils import write_json_atomic, write_text_atomic
 log = logging.getLogger(__name__)
 
 
-def class_targets(labels: torch.Tensor) -> torch.Tensor:
-    """(B, K) intensities -> (B, K) target distribution, uniform over the emotions at the row max.
+def class_targets(labels: torch.Tensor, kind: str = "row_max") -> torch.Tensor:
+    """(B, K) intensities -> (B, K) cross-entropy targets.
 
-    Hume-Reaction rows are normalised by their max, so these are the emotions whose label is 1.
+    ``row_max``: a distribution, uniform over the emotions at the row max (Hume-Reaction rows are
+    normalised by their max, so these are the emotions whose label is 1). ``multi_hot``: the authors'
+    ``(y == 1)``, not normalised (two emotions at 1 weigh twice; a row without a 1 weighs nothing).
     """
+    if kind == "multi_hot":
+        return (labels == 1).to(labels.dtype)
+    if kind != "row_max":
+        raise ValueError(f"unknown class target {kind!r}; valid: row_max, multi_hot")
     top = labels >= labels.max(dim=1, keepdim=True).values - 1e-6
     top = top.to(labels.dtype)
     return top / top.sum(dim=1, keepdim=True)
@@ -55,7 +62,7 @@ def eri_loss(out: dict, labels: torch.Tensor, cfg) -> tuple[torch.Tensor, float,
     loss = cfg.alpha * mse
     ce_value = 0.0
     if cfg.class_loss and cfg.beta > 0:
-        ce = F.cross_entropy(out["logits"].float(), class_targets(labels))
+        ce = F.cross_entropy(out["logits"].float(), class_targets(labels, cfg.class_target))
         loss = loss + cfg.beta * ce
         ce_value = float(ce.detach())
     return loss, float(mse.detach()), ce_value
@@ -74,12 +81,39 @@ def predict(model: torch.nn.Module, data: SequenceData, batch_size: int = 256) -
     return torch.cat(out).numpy()
 
 
-def model_args(cfg: RunConfig, dims: dict[str, int], num_outputs: int) -> ERIFusionArgs:
-    """Model arguments from the config and the data (modality set -> input dims, interaction)."""
+def model_args(cfg: RunConfig, dims: dict[str, int], num_outputs: int) -> ERIArchitecture:
+    """The model's argument dataclass from the config and the data (modality set -> input dims,
+    interaction; ``data.seq_len`` for models whose length is fixed)."""
     mods, interaction = parse_modality_set(cfg.model.modality_set, list(dims))
-    shared = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(ERIArchitecture)}
-    return ERIFusionArgs(**shared, input_dims={k: dims[k] for k in mods}, num_outputs=num_outputs,
-                         interaction=interaction)
+    args_class = eri_model_args_class(cfg.model.name)
+    kwargs = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(ERIArchitecture)}
+    if "seq_len" in {f.name for f in dataclasses.fields(args_class)}:
+        kwargs["seq_len"] = cfg.data.seq_len
+    return args_class(**kwargs, input_dims={k: dims[k] for k in mods}, num_outputs=num_outputs,
+                      interaction=interaction)
+
+
+def early_stopping_update(state: dict, score: float, patience: int, min_delta: float) -> bool:
+    """Update ``state`` after an epoch's validation ``score``; True when it is a new best (save it).
+
+    A new best is any finite improvement; the patience counter resets only when ``score`` beats the
+    best counted score (``es_best``) by more than ``min_delta`` (Lightning's EarlyStopping with
+    ``mode="max"``); ``finished`` is set after ``patience`` epochs without that (0 = never).
+    """
+    finite = bool(np.isfinite(score))
+    improved = finite and score > state["best"]
+    if improved:
+        state.update(best=score, best_epoch=state["epoch"])
+    if finite and score > state["es_best"] + min_delta:
+        state.update(es_best=score, bad=0)
+    else:
+        state["bad"] += 1
+        if patience > 0 and state["bad"] >= patience:
+            state["finished"] = True
+    return improved
+
+
+STATE_KEYS = ("epoch", "best", "best_epoch", "bad", "history", "finished", "es_best")
 
 
 @dataclass
@@ -130,7 +164,8 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.step_size, tc.gamma) if tc.step_size > 0 else None
     gen = torch.Generator().manual_seed(tc.seed)
-    state = {"epoch": 0, "best": -float("inf"), "best_epoch": 0, "bad": 0, "history": [], "finished": False}
+    state = {"epoch": 0, "best": -float("inf"), "best_epoch": 0, "bad": 0, "history": [], "finished": False,
+             "es_best": -float("inf")}
     best_payload: dict | None = None
     val_pred_best = None
     last_path = run_dir / "last.pt" if run_dir else None
@@ -144,7 +179,9 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
             scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng_torch"])
         gen.set_state(saved["rng_generator"])
-        state.update({k: saved[k] for k in ("epoch", "best", "best_epoch", "bad", "history", "finished")})
+        state.update({k: saved[k] for k in STATE_KEYS if k in saved})
+        if "es_best" not in saved:  # saved before min_delta existed: the two bests were one
+            state["es_best"] = state["best"]
         log.info("resuming %s after epoch %d (best %.4f at epoch %d)", run_dir, state["epoch"],
                  state["best"], state["best_epoch"])
     eval_model = ema.module if ema is not None else model
@@ -178,7 +215,7 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
         for start in range(0, n, tc.batch_size):
             feats, masks, labels = train.batch(perm[start:start + tc.batch_size])
             loss, mse, ce = eri_loss(model(feats, masks), labels, tc)
-            optimizer_step(model, loss, optimizer, tc.clip_norm, ema)
+            optimizer_step(model, loss, optimizer, tc.clip_norm, ema, ema_before_step=tc.ema_timing == "before_step")
             sums += np.array([float(loss.detach()), mse, ce]) * len(labels)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
@@ -189,18 +226,13 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
         state["history"].append(row)
         state["epoch"] = epoch
         score = row["val_mean_pearson"]
-        if np.isfinite(score) and score > state["best"]:
-            state.update(best=score, best_epoch=epoch, bad=0)
+        if early_stopping_update(state, score, tc.patience, tc.min_delta):
             best_payload = {**meta, "state_dict": {k: v.clone() for k, v in eval_model.state_dict().items()},
                             "epoch": epoch, "metrics": row}
             val_pred_best = pred
             if run_dir is not None:
                 save_checkpoint(best_payload, run_dir / "best.pt")
                 _write_val_predictions(run_dir / "val_predictions.csv", val, pred, epoch)
-        else:
-            state["bad"] += 1
-            if tc.patience > 0 and state["bad"] >= tc.patience:
-                state["finished"] = True
         if epoch >= tc.max_epochs:
             state["finished"] = True
         if run_dir is not None:
@@ -214,7 +246,7 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict() if scheduler is not None else {},
                         "rng_torch": torch.get_rng_state(), "rng_generator": gen.get_state(),
-                        **{k: state[k] for k in ("epoch", "best", "best_epoch", "bad", "history", "finished")}}
+                        **{k: state[k] for k in STATE_KEYS}}
             save_checkpoint({**meta, "training": training}, last_path)
         ran += 1
         bar.update(1)

@@ -6,12 +6,20 @@ import torch
 
 
 def optimizer_step(model: torch.nn.Module, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
-                   clip_norm: float = 0.0, ema: torch.optim.swa_utils.AveragedModel | None = None) -> None:
-    """Backward ``loss``, clip the gradient norm (when ``clip_norm > 0``), step, then update the EMA copy."""
+                   clip_norm: float = 0.0, ema: torch.optim.swa_utils.AveragedModel | None = None,
+                   ema_before_step: bool = False) -> None:
+    """Backward ``loss``, clip the gradient norm (when ``clip_norm > 0``), step, and update the EMA copy.
+
+    The EMA is updated after the step (of the new weights) or, with ``ema_before_step``, before it (of the
+    weights the step started from, as the authors' code: the copy starts from the initial weights, since
+    the first update of an ``AveragedModel`` copies them, and lags one step).
+    """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip_norm > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    if ema is not None and ema_before_step:
+        ema.update_parameters(model)
     optimizer.step()
-    if ema is not None:
+    if ema is not None and not ema_before_step:
         ema.update_parameters(model)
