@@ -3,8 +3,15 @@
 With no VIDEO it runs on the sample clip shipped in the package. A VIDEO may be a folder (every media
 file inside is taken). Per video, ``OUT/<stem>/`` gets ``expressions.csv``, ``summary.json``,
 ``timeline.png`` and ``report.html``; ``OUT/index.html`` links them all and ``OUT/failures.csv``
-lists the videos that failed (the others still finish; the exit code is then 1). A video whose
-``summary.json`` already exists for the same file is skipped unless ``--overwrite``.
+lists the videos that failed (the others still finish; the exit code is then 1) and, as rows whose
+error starts with ``warning:``, videos analysed in part (a file read short of its declared duration;
+exit code 0, or a failure with ``--strict``). A video whose ``summary.json`` already exists for the
+same file is skipped unless ``--overwrite``.
+
+Every output folder is resolved inside ``OUT``: a stem that would leave it (``...mp4`` has the stem
+``..``) fails that video with an error naming it. An error of the output itself (disk full, read-only,
+no permission under ``OUT``) is not the video's fault: the run stops with one line naming the file
+(the top-level error policy, exit code 1) and the videos finished before it stay.
 """
 
 from __future__ import annotations
@@ -53,6 +60,9 @@ def add_arguments(parser) -> None:
     _add(parser, "--thumbnails", type=int, default=6, help="aligned face thumbnails in the report (default 6)")
     _add(parser, "--device", default="cpu", help="torch device (default cpu)")
     _add(parser, "--overwrite", action="store_true", help="redo videos whose results already exist")
+    _add(parser, "--strict", action="store_true",
+         help="a video read short of the duration its container declares (truncated file) fails instead of "
+              "being analysed in part with a warning")
 
 
 def collect_videos(items: list[str]) -> list[Path]:
@@ -68,14 +78,33 @@ def collect_videos(items: list[str]) -> list[Path]:
 
 
 def output_names(videos: list[Path]) -> list[str]:
-    """One folder name per video: the stem, made unique with ``_2``, ``_3`` ... when stems repeat."""
-    seen: dict[str, int] = {}
+    """One distinct folder name per video: the stem, else ``<stem>_2``, ``<stem>_3`` ... (the first unused)."""
+    used = {v.stem or "video" for v in videos}
+    taken: set[str] = set()
     names = []
     for v in videos:
-        stem = v.stem or "video"
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+        name, k = v.stem or "video", 1
+        while name in taken or (k > 1 and name in used):
+            k += 1
+            name = f"{v.stem or 'video'}_{k}"
+        taken.add(name)
+        names.append(name)
     return names
+
+
+def is_output_error(exc: BaseException, out: Path) -> bool:
+    """True for an ``OSError`` of the output: disk full / quota / read-only anywhere, or any error on a file
+    under ``out`` (permission ...). Such an error would fail every other video too: the run stops."""
+    from affectfuse.utils import OUTPUT_ERRNOS
+
+    if not isinstance(exc, OSError):
+        return False
+    if exc.errno in OUTPUT_ERRNOS:
+        return True
+    try:
+        return bool(exc.filename) and Path(exc.filename).resolve().is_relative_to(out.resolve())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _fingerprint(path: Path) -> dict:
@@ -100,8 +129,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from affectfuse.inference.video import PredictOptions, VideoPredictor, sample_clip_path
-    from affectfuse.outputs.report import write_index
-    from affectfuse.utils import FailureLog
+    from affectfuse.utils import FailureLog, inside
 
     torch.set_num_threads(max(1, min(int(os.environ.get("AFFECTFUSE_THREADS", 2)), os.cpu_count() or 1)))
     videos = collect_videos(list(args.videos)) if args.videos else [sample_clip_path()]
@@ -117,36 +145,50 @@ def run(args) -> int:
         raise ValueError(f"--fusion-weights must be two non-negative numbers 'face,voice', got {args.fusion_weights!r}")
     options = PredictOptions(
         fps=args.fps, batch_size=args.batch_size, expr_checkpoint=args.expr_checkpoint,
-        eri_checkpoint=args.eri_checkpoint or getattr(args, "checkpoint", None), voice_head=args.voice_head, fusion_weights=weights,
-        detect_max_side=args.detect_max_side, min_face_size=args.min_face_size,
-        detect_fps=args.detect_fps or None, thumbnails=args.thumbnails, device=args.device)
+        eri_checkpoint=args.eri_checkpoint or getattr(args, "checkpoint", None), voice_head=args.voice_head,
+        fusion_weights=weights, detect_max_side=args.detect_max_side, min_face_size=args.min_face_size,
+        detect_fps=args.detect_fps or None, thumbnails=args.thumbnails, device=args.device,
+        strict=bool(getattr(args, "strict", False)))
     predictor = VideoPredictor(options)  # loads every model once; a bad checkpoint stops here, before any video
-    rows = []
+    rows, warnings = [], []
     names = output_names(videos)
     bar = tqdm(list(zip(videos, names)), desc="predict", unit="video", disable=None)
     for video, name in bar:
         bar.set_postfix_str(video.name)
-        folder = out / name
         try:
+            folder = inside(out, name, f"output folder name (from {video.name!r})")
             exists = video.is_file()
             summary = None if args.overwrite or not exists else _done(folder, video)
             if summary is None:  # a missing or unreadable file fails in predict with a MediaError naming it
                 summary = predictor.predict(video, folder, extra={"source_file": _fingerprint(video) if exists else None})
             rows.append({"video_id": name, "video": str(video), "top_emotion": summary.get("top_emotion"),
                          "report": f"{name}/report.html"})
+            warnings += [(str(video), f"warning: {w}") for w in summary.get("warnings") or []]
         except Exception as exc:  # one bad video never stops the others
-            if isinstance(exc, (KeyboardInterrupt, MemoryError)):
+            if isinstance(exc, (KeyboardInterrupt, MemoryError)) or is_output_error(exc, out):
                 raise
             log.debug("failed on %s", video, exc_info=True)
             failures.add(str(video), exc)
             tqdm.write(f"failed: {video}: {type(exc).__name__}: {exc}", file=sys.stderr)
-    index = write_index(out, rows, list(failures))
+    return _finish(out, rows, failures, warnings, len(videos))
+
+
+def _finish(out: Path, rows: list[dict], failures, warnings: list[tuple[str, str]], n_videos: int) -> int:
+    """Write ``index.html`` and ``failures.csv`` (failures, then warnings; removed when empty); the exit code."""
+    from affectfuse.outputs.report import write_index
+
+    index = write_index(out, rows, list(failures), warnings)
     for row in rows:
         print(f"{row['video_id']}: top emotion {row['top_emotion']}  ->  {out / row['report']}")
     print(f"index: {index}")
-    if failures:
-        print(f"{len(failures)} of {len(videos)} video(s) failed; see {failures.path}", file=sys.stderr)
+    for item, message in warnings:
+        print(f"{item}: {message}", file=sys.stderr)
+    n_failed = len(failures)
+    for item, message in warnings:
+        failures.add(item, message)
+    if n_failed:
+        print(f"{n_failed} of {n_videos} video(s) failed; see {failures.path}", file=sys.stderr)
         return 1
-    if failures.path.exists():
+    if not warnings and failures.path.exists():
         failures.path.unlink()  # a stale list from an earlier run would mislead
     return 0

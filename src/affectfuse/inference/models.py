@@ -20,6 +20,7 @@ class FaceApiExpressions:
     """Default face model: face-api.js FaceExpressionNet, (F, 112, 112, 3) uint8 -> (F, 8) ABAW probabilities."""
 
     crop_sizes = (112,)
+    frame_wise = True  # ``finish`` needs no other frame: predict streams its rows
 
     def __init__(self, device: str = "cpu", random_weights: bool = False, batch_size: int = 64):
         from affectfuse.features.faceapi import FACEAPI_CLASSES, FACEAPI_TO_ABAW

@@ -4,12 +4,18 @@
 :meth:`VideoPredictor.predict` streams a video:
 
     faces    = iter_faces_sparse(video)          # batches: found (B,), crops {S: (B, S, S, 3)}
-    probs    = face_model(crops[found])          # (F, 8) over labels.EXPR_CLASSES
-    audio    = read_audio(video, 16 kHz)         # (S,) or None
-    voice    = voice_model(audio)                # (W, C) per window, silent windows NaN
+    probs    = face_model(crops[found])          # (F, 8) over labels.EXPR_CLASSES -> expressions.csv rows
+    audio    = iter_audio(video, 16 kHz)         # 10 s chunks (S,), or none
+    voice    = voice_model.stream(audio)         # (W, C) per window, silent windows NaN
+    coverage = Coverage(duration, video read, audio read)   # a file read short -> warning (or --strict error)
     fused    = late_fusion(mean face, mean voice)
     eri      = eri_model(face features, audio)   # 7 intensities in [0, 1] (with --eri-checkpoint)
     files    = write_video_report(OUT/<stem>)
+
+Memory is flat in video length: rows go to ``expressions.csv`` batch by batch, the face mean is a running
+sum, the plot gets a decimated series, audio is windowed as it streams. What still grows: (W, C) voice
+results, and with an EXPR checkpoint (a temporal model) the (T, D) face features it needs whole; with
+``--eri-checkpoint`` the audio track, which the ERI model windows itself.
 
 Letters: B frames in a batch, F frames with a face, T analysed frames, W voice windows, S crop side.
 """
@@ -27,6 +33,7 @@ import numpy as np
 from affectfuse import __version__
 from affectfuse.inference.fusion import late_fusion, mean_probabilities, to_named
 from affectfuse.labels import EXPR_CLASSES, EXPR_SCALE
+from affectfuse.media.coverage import DEFAULT_TOLERANCE_S, Coverage
 
 SAMPLE_CLIP = "assets/sample/sample_clip.mp4"
 DEFAULT_VOICE_HEAD = "assets/voice/voice_head.json"
@@ -78,6 +85,8 @@ class PredictOptions:
     thumbnails: int = 6
     device: str = "cpu"
     random_weights: bool = False  # tests only: networks without pretrained files (recorded in summary.json)
+    strict: bool = False  # a file read short of its declared duration is an error, not a warning
+    coverage_tolerance_s: float = DEFAULT_TOLERANCE_S
 
 
 class _Thumbs:
@@ -133,59 +142,92 @@ class VideoPredictor:
                                  detect_max_side=o.detect_max_side, detect_fps=o.detect_fps, timer=timer)
 
     def predict(self, video: str | Path, out_dir: str | Path, extra: dict | None = None) -> dict:
-        """Analyse ``video`` and write its report files into ``out_dir``; returns the summary dict."""
-        from affectfuse.media import probe, read_audio
-        from affectfuse.outputs.report import VideoReport, write_video_report
+        """Analyse ``video`` and write its report files into ``out_dir``; returns the summary dict.
 
-        video, timer = Path(video), Timer()
+        A file read more than ``options.coverage_tolerance_s`` short of its container's duration gets a
+        line in ``summary["warnings"]``; with ``options.strict`` it raises :class:`MediaError` instead and
+        nothing is written."""
+        from affectfuse.media import MediaError, probe
+        from affectfuse.outputs.report import ExpressionRows, VideoReport, write_video_report
+
+        video, out_dir, timer = Path(video), Path(out_dir), Timer()
         start = time.perf_counter()
         with timer("probe"):
             info = probe(video)
         if not info.has_video:
-            from affectfuse.media import MediaError
-
             raise MediaError(video, "no video stream (audio-only file); predict needs a video")
-        frames, times, found, feats = [], [], [], []
-        thumbs = _Thumbs(self.options.thumbnails, max(info.duration_s, 1e-3))
-        eri_state = self.eri_model.start() if self.eri_model else None
+        with ExpressionRows(out_dir / "expressions.csv", EXPR_CLASSES) as rows:  # kept only if all goes well
+            faces = self._face_pass(video, info, rows, timer)
+            voice, audio_s, eri = self._audio_pass(video, info, faces.eri_state, timer)
+            step = 1.0 / (self.options.fps or info.fps or 25.0)
+            coverage = Coverage(info.duration_s, faces.last_t + step if faces.n else 0.0, faces.last_frame,
+                                info.n_frames if info.n_frames_exact else None, audio_s)
+            warnings = coverage.warnings(self.options.coverage_tolerance_s)
+            if warnings and self.options.strict:
+                raise MediaError(video, "; ".join(warnings) + " (--strict)")
+        summary = self._summary(video, out_dir, info, faces, voice, eri, coverage, warnings)
+        summary.update(extra or {})
+        times, found, probs = faces.plot.series()  # (T',) s, (T',), (T', 8)
+        report = VideoReport(
+            video_id=out_dir.name, frame_numbers=None, timestamps=times, face_found=found,
+            probs=np.nan_to_num(probs), class_names=EXPR_CLASSES, summary=summary,
+            voice_times=None if voice is None else voice.times,
+            voice_probs=None if voice is None else voice.probs,
+            voice_class_names=() if voice is None else voice.class_names, thumbnails=faces.thumbnails())
+        timer.add("total_before_report", time.perf_counter() - start)
+        summary["timings_s"] = timer.rounded()  # shown in report.html; summary.json adds "report"
+        write_video_report(out_dir, report, timer)
+        return summary
+
+    def _face_pass(self, video: Path, info, rows, timer: Timer) -> "_FacePass":
+        """Faces -> expression rows (streamed to ``rows``), running mean, plot series, thumbnails, ERI faces."""
         fm = self.face_model
+        acc = _FacePass(_Thumbs(self.options.thumbnails, max(info.duration_s, 1e-3)), rows,
+                        self.eri_model.start() if self.eri_model else None)
+        held, offset = [], 0  # a temporal face model needs every frame's features: (frames, times, found, feats)
         for batch in self._faces(video, timer):  # B frames
             ok = np.asarray(batch.found, dtype=bool)  # (B,)
             f = np.zeros((len(ok), fm.dim), np.float32)  # (B, D)
             if ok.any():
                 with timer("face_model"):
                     f[ok] = fm.features({s: c[ok] for s, c in batch.crops.items()})  # (F, D)
-                offset = sum(len(x) for x in frames)
                 for i in np.flatnonzero(ok):
-                    thumbs.offer(batch.timestamps[i], batch.crops[min(batch.crops)][i], offset + int(i))
-            if eri_state is not None:
+                    acc.thumbs.offer(batch.timestamps[i], batch.crops[min(batch.crops)][i], offset + int(i))
+            if acc.eri_state is not None:
                 with timer("eri_features"):
-                    eri_state.add_faces(batch)
-            frames.append(np.asarray(batch.frame_numbers))
-            times.append(np.asarray(batch.timestamps, dtype=float))
-            found.append(ok)
-            feats.append(f)
-        frames_a = np.concatenate(frames) if frames else np.zeros(0, np.int64)
-        times_a = np.concatenate(times) if times else np.zeros(0)
-        found_a = np.concatenate(found) if found else np.zeros(0, bool)
-        with timer("face_model"):
-            probs_a = fm.finish(np.concatenate(feats) if feats else np.zeros((0, fm.dim), np.float32), found_a)
-        probs_a = np.where(found_a[:, None], probs_a, np.nan).astype(np.float32)  # (T, 8)
-        thumbs.items = [(t, EXPR_CLASSES[int(np.argmax(probs_a[k]))], crop) for t, k, crop in thumbs.items]
+                    acc.eri_state.add_faces(batch)
+            frames, times = np.asarray(batch.frame_numbers), np.asarray(batch.timestamps, dtype=float)
+            offset += len(ok)
+            if getattr(fm, "frame_wise", False):
+                with timer("face_model"):
+                    acc.add(frames, times, ok, fm.finish(f, ok))
+            else:
+                held.append((frames, times, ok, f))
+        if held:
+            frames, times, ok, f = (np.concatenate(x) for x in zip(*held))
+            with timer("face_model"):
+                probs = fm.finish(f, ok)  # (T, 8)
+            acc.add(frames, times, ok, probs)
+        return acc
 
-        voice = None
-        audio = None
-        if info.has_audio and (self.voice_model or self.eri_model):
-            with timer("audio_decode"):
-                audio = read_audio(video, 16000)
-        if self.voice_model is not None and audio is not None and len(audio):
-            voice = self.voice_model(audio, timer)
+    def _audio_pass(self, video: Path, info, eri_state, timer: Timer):
+        """Audio streamed in 10 s chunks -> (voice result or None, seconds decoded or None, ERI dict or None)."""
+        from affectfuse.media import iter_audio
+
         eri = None
+        if not info.has_audio or not (self.voice_model or eri_state):
+            return None, None, eri_state.finish(None) if eri_state is not None else None
+        feed = _AudioFeed(iter_audio(video, 16000), timer, keep=eri_state is not None)
+        voice = self.voice_model.stream(feed, timer) if self.voice_model else None
+        feed.drain()
         if eri_state is not None:
             with timer("eri_model"):
-                eri = eri_state.finish(audio)
+                eri = eri_state.finish(feed.whole())
+        return (voice if feed.samples else None), feed.samples / 16000.0, eri
 
-        face_mean = to_named(mean_probabilities(probs_a, found_a), EXPR_CLASSES)
+    def _summary(self, video: Path, out_dir: Path, info, faces: "_FacePass", voice, eri, coverage, warnings) -> dict:
+        """The ``summary.json`` dict (label names, scales, means, fusion, models, coverage, warnings)."""
+        face_mean = to_named(faces.mean(), EXPR_CLASSES)
         voice_mean = None
         if voice is not None and voice.voiced.any():
             voice_mean = to_named(mean_probabilities(voice.probs, voice.voiced), voice.class_names)
@@ -194,20 +236,20 @@ class VideoPredictor:
                             weights=self.options.fusion_weights)
         fused["rule_short"] = ("face + voice, mean over shared classes" if len(fused["modalities"]) == 2
                                else f"{', '.join(fused['modalities']) or 'nothing'} only")
-
-        summary = {
-            "video": str(video), "video_id": Path(out_dir).name, "affectfuse_version": __version__,
+        return {
+            "video": str(video), "video_id": out_dir.name, "affectfuse_version": __version__,
             "top_emotion": fused["top_emotion"],
+            "warnings": warnings,
             "media": {"duration_s": info.duration_s, "fps": info.fps, "width": info.width, "height": info.height,
-                      "has_audio": info.has_audio, "analysed_frames": int(len(frames_a)),
-                      "sampling_fps": self.options.fps},
+                      "has_audio": info.has_audio, "analysed_frames": int(faces.n),
+                      "sampling_fps": self.options.fps, "coverage": coverage.to_dict()},
             "expressions": {
                 "classes": list(EXPR_CLASSES), "scale": EXPR_SCALE, "source": self.face_model.name,
                 "model_classes": list(self.face_model.class_names),
                 "csv_columns": ["frame", "time_s", "face_found", *EXPR_CLASSES],
                 "csv_note": "frame: 1-based frame number; time_s: seconds; face_found: 1/0; class columns "
                             "empty where no face was found",
-                "frames": int(len(frames_a)), "face_found_frames": int(found_a.sum()),
+                "frames": int(faces.n), "face_found_frames": int(faces.n_found),
                 "mean_probabilities": face_mean or {},
                 "top": max(face_mean, key=face_mean.get) if face_mean else None},
             "voice": _voice_summary(voice, self.voice_model),
@@ -215,17 +257,68 @@ class VideoPredictor:
             "eri": eri,
             "models": self.models(),
         }
-        summary.update(extra or {})
-        report = VideoReport(
-            video_id=Path(out_dir).name, frame_numbers=frames_a, timestamps=times_a, face_found=found_a,
-            probs=np.nan_to_num(probs_a), class_names=EXPR_CLASSES, summary=summary,
-            voice_times=None if voice is None else voice.times,
-            voice_probs=None if voice is None else voice.probs,
-            voice_class_names=() if voice is None else voice.class_names, thumbnails=thumbs.items)
-        timer.add("total_before_report", time.perf_counter() - start)
-        summary["timings_s"] = timer.rounded()  # shown in report.html; summary.json adds "report"
-        write_video_report(out_dir, report, timer)
-        return summary
+
+
+class _FacePass:
+    """What the face pass keeps while rows stream to disk: counts, the (8,) probability sum over frames with
+    a face, the decimated plot series, thumbnails (labelled when their frame's probabilities are known)."""
+
+    def __init__(self, thumbs: _Thumbs, rows, eri_state):
+        from affectfuse.outputs.report import Decimator
+
+        self.thumbs, self.rows, self.eri_state = thumbs, rows, eri_state
+        self.plot = Decimator(len(EXPR_CLASSES))
+        self.n, self.n_found, self.sum = 0, 0, np.zeros(len(EXPR_CLASSES))
+        self.last_t, self.last_frame = 0.0, None
+        self.labels: dict[int, str] = {}
+
+    def add(self, frames: np.ndarray, times: np.ndarray, found: np.ndarray, probs: np.ndarray) -> None:
+        """Rows frames (B,), times (B,) s, found (B,) bool, probs (B, 8) (rows without a face ignored)."""
+        probs = np.where(found[:, None], probs, np.nan).astype(np.float32)
+        self.rows.add(frames, times, found, probs)
+        self.plot.add(times, found, np.nan_to_num(probs))
+        self.sum += probs[found].sum(axis=0, dtype=np.float64)
+        for _, key, _ in self.thumbs.items:
+            if self.n <= key < self.n + len(frames):
+                self.labels[key] = EXPR_CLASSES[int(np.argmax(np.nan_to_num(probs[key - self.n])))]
+        self.n, self.n_found = self.n + len(frames), self.n_found + int(found.sum())
+        if len(frames):
+            self.last_t, self.last_frame = float(times[-1]), int(frames[-1])
+
+    def mean(self) -> np.ndarray | None:
+        """(8,) mean probabilities over frames with a face, None without any."""
+        return self.sum / self.n_found if self.n_found else None
+
+    def thumbnails(self) -> list:
+        return [(t, self.labels.get(k, ""), crop) for t, k, crop in self.thumbs.items]
+
+
+class _AudioFeed:
+    """Iterates 16 kHz audio chunks (n,), timing decoding as ``audio_decode`` and counting ``samples``;
+    with ``keep`` it also holds the chunks for :meth:`whole` (the ERI model windows the whole track)."""
+
+    def __init__(self, chunks, timer: Timer, keep: bool = False):
+        self.it, self.timer, self.samples = iter(chunks), timer, 0
+        self.kept: list | None = [] if keep else None
+
+    def __iter__(self):
+        while True:
+            with self.timer("audio_decode"):
+                chunk = next(self.it, None)
+            if chunk is None:
+                return
+            self.samples += len(chunk)
+            if self.kept is not None:
+                self.kept.append(chunk)
+            yield chunk
+
+    def drain(self) -> None:
+        """Read what nobody consumed (no voice model), so ``samples`` counts the whole track."""
+        for _ in self:
+            pass
+
+    def whole(self) -> np.ndarray:
+        return np.concatenate(self.kept) if self.kept else np.zeros(0, np.float32)
 
 
 def _voice_summary(voice, model) -> dict | None:

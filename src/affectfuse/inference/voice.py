@@ -48,6 +48,58 @@ def cut_audio_windows(audio: np.ndarray, window_s: float, hop_s: float, sample_r
     return windows, times
 
 
+def stream_windows(chunks, window_s: float, hop_s: float, sample_rate: int = SAMPLE_RATE, block: int = 64):
+    """:func:`cut_audio_windows` over a stream of (n,) float32 chunks, ``block`` windows at a time.
+
+    Yields ``(windows (w, window samples) float32, times (w, 2) s)`` with w <= ``block``; together they are
+    exactly the windows and times :func:`cut_audio_windows` cuts from the whole waveform, while at most
+    one window plus one chunk of samples is held (:class:`WindowStream` also counts the samples).
+    """
+    yield from WindowStream(window_s, hop_s, sample_rate, block).run(chunks)
+
+
+class WindowStream:
+    """State of :func:`stream_windows`; ``samples`` counts the samples seen (the audio actually decoded)."""
+
+    def __init__(self, window_s: float, hop_s: float, sample_rate: int = SAMPLE_RATE, block: int = 64):
+        self.size = int(round(window_s * sample_rate))
+        self.hop = max(1, int(round(hop_s * sample_rate)))
+        self.rate, self.block = sample_rate, max(1, int(block))
+        self.samples = 0
+
+    def run(self, chunks):
+        buf, buf_start, next_start = np.zeros(0, np.float32), 0, 0  # buf holds samples from buf_start on
+        wins, starts = [], []
+        for chunk in chunks:
+            buf = np.concatenate([buf, np.asarray(chunk, np.float32).reshape(-1)])
+            self.samples += len(chunk)
+            while next_start + self.size <= self.samples:  # every full window starting on the hop grid
+                a = next_start - buf_start
+                wins.append(buf[a:a + self.size].copy())
+                starts.append(next_start)
+                next_start += self.hop
+                if len(wins) == self.block:
+                    yield self._pack(wins, starts)
+                    wins, starts = [], []
+            keep = min(next_start, max(0, self.samples - self.size)) - buf_start  # the last window may
+            buf, buf_start = buf[keep:], buf_start + keep  # end on the last sample: keep ``size`` samples
+        n = self.samples
+        if 0 < n < self.size:  # shorter than one window: one zero-padded window
+            wins.append(np.pad(buf[:n], (0, self.size - n)))
+            starts.append(0)
+        elif n > self.size and (next_start - self.hop) + self.size < n:  # window_starts' moved-back last one
+            a = n - self.size - buf_start
+            wins.append(buf[a:a + self.size].copy())
+            starts.append(n - self.size)
+        if wins:
+            yield self._pack(wins, starts)
+
+    def _pack(self, wins, starts):
+        s = np.asarray(starts, np.int64)
+        times = np.stack([s, np.minimum(s + self.size, self.samples)], axis=1) / float(self.rate)
+        return np.stack(wins), times
+
+
 def typicality(z: np.ndarray) -> np.ndarray:
     """(W, D) z-scored window features -> (W,) median |z| over the features (small = typical of training)."""
     return np.median(np.abs(np.asarray(z, dtype=np.float64)), axis=1)
@@ -108,7 +160,22 @@ class VoiceModel:
         return np.concatenate([ex(windows) for ex in self.extractors], axis=1)
 
     def __call__(self, audio: np.ndarray, timer=None) -> VoiceResult:
-        windows, times = cut_audio_windows(audio, self.head.window_s, self.head.hop_s)
+        """(S,) waveform at 16 kHz -> :class:`VoiceResult` (see :meth:`stream` for long recordings)."""
+        return self.stream([np.asarray(audio, np.float32).reshape(-1)], timer)
+
+    def stream(self, chunks, timer=None, windows: WindowStream | None = None) -> VoiceResult:
+        """Chunks (n,) of a 16 kHz waveform -> :class:`VoiceResult`, one block of windows at a time, so
+        memory does not grow with the recording (only the (W, C) results do). ``windows`` (optional) is
+        the :class:`WindowStream` to use; its ``samples`` tells afterwards how much audio there was."""
+        windows = windows or WindowStream(self.head.window_s, self.head.hop_s)
+        parts = [self._block(w, t, timer) for w, t in windows.run(chunks)]
+        if not parts:
+            parts = [self._block(np.zeros((0, windows.size), np.float32), np.zeros((0, 2)), timer)]
+        times, probs, voiced, level, typical = (np.concatenate(x) for x in zip(*parts))
+        return VoiceResult(times, probs, voiced, level, self.class_names, typical, self.head.domain_threshold)
+
+    def _block(self, windows: np.ndarray, times: np.ndarray, timer=None) -> tuple:
+        """(w, S) windows -> times (w, 2), probs (w, C), voiced (w,), level (w,) dBFS, typicality (w,)."""
         level = rms_dbfs(windows)
         voiced = level > self.silence_dbfs
         probs = np.full((len(windows), len(self.class_names)), np.nan, np.float32)
@@ -119,7 +186,7 @@ class VoiceModel:
             with timer("voice_model") if timer else _null():
                 probs[voiced] = self.head.predict_proba(x) @ self.mapping
                 typical[voiced] = typicality(self.head.standardise(x))
-        return VoiceResult(times, probs, voiced, level, self.class_names, typical, self.head.domain_threshold)
+        return times, probs, voiced, level, typical
 
     def describe(self) -> dict:
         return {"role": "voice", "name": self.head.name, "weights": self.head.describe(),

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from affectfuse.labels import EXPR_CLASSES
-from affectfuse.utils import write_text_atomic
+from affectfuse.utils import UnsafePathError, inside, write_text_atomic
 
 SUBMISSION_HEADER = "image_location," + ",".join(EXPR_CLASSES)
 TXT_HEADER = ",".join(EXPR_CLASSES)
@@ -164,16 +164,27 @@ def write_submission(path, predictions: dict[str, tuple[np.ndarray, np.ndarray]]
 
 def write_txt_folder(folder, predictions: dict[str, tuple[np.ndarray, np.ndarray]],
                      n_frames: dict[str, int]) -> list[Path]:
-    """Older rounds: ``<folder>/<video>.txt`` with the header and one class for each frame 1..n_frames."""
+    """Older rounds: ``<folder>/<video>.txt`` with the header and one class for each frame 1..n_frames.
+
+    Every file must land inside ``folder``: video names that would leave it (``../x``, ``/abs/x``) are all
+    refused in one :class:`SubmissionError` before anything is written."""
     folder = Path(folder)
+    paths, bad = {}, []
+    for vid in n_frames:
+        try:
+            paths[vid] = inside(folder, f"{vid}.txt", "video name")
+        except UnsafePathError as exc:
+            bad.append(str(exc))
+    if bad:
+        raise SubmissionError(f"{folder}: {len(bad)} video name(s) of the frame list would write outside it:\n  "
+                              + "\n  ".join(bad))
     out = []
     for vid, n in n_frames.items():
         if vid not in predictions:
             raise SubmissionError(f"{folder}: no predictions for video {vid!r}")
         labels = labels_at(*predictions[vid], np.arange(1, int(n) + 1))
-        path = folder / f"{vid}.txt"
-        write_text_atomic(path, TXT_HEADER + "\n" + "".join(f"{int(c)}\n" for c in labels))
-        out.append(path)
+        write_text_atomic(paths[vid], TXT_HEADER + "\n" + "".join(f"{int(c)}\n" for c in labels))
+        out.append(folder / f"{vid}.txt")
     return out
 
 

@@ -10,13 +10,16 @@ Per video, in ``OUT/<video stem>/``:
 - ``timeline.png``: probabilities over time, face-missing spans shaded, voice windows below;
 - ``report.html``: one self-contained page (plot, tables and face thumbnails inlined as base64).
 
-Several videos -> ``OUT/index.html`` linking every report. Letters in shapes: T frames, C classes,
-W voice windows, S crop size in pixels.
+Several videos -> ``OUT/index.html`` linking every report (links URL-encoded, so any file name is a
+relative link). Memory stays flat in video length: ``predict`` streams the CSV rows to disk
+(:class:`ExpressionRows`) and plots a decimated series (:class:`Decimator`, at most ~2000 points).
+Letters in shapes: T frames, T' plotted points, C classes, W voice windows, S crop size in pixels.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import html
 import io
@@ -26,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from affectfuse.utils import atomic_path, write_json_atomic, write_text_atomic
+
+MAX_PLOT_POINTS = 2000
 
 # One colour per ABAW expression class, used by the plot and the HTML so both read alike.
 CLASS_COLOURS = {
@@ -40,10 +45,11 @@ class VideoReport:
 
     Attributes:
         video_id: name used for the output folder (the file stem).
-        frame_numbers: (T,) int, 1-based frame numbers of the analysed frames.
-        timestamps: (T,) float seconds.
-        face_found: (T,) bool.
-        probs: (T, C) float in [0, 1]; rows of frames without a face are ignored (written empty).
+        frame_numbers: (T,) int, 1-based frame numbers of the analysed frames; None when ``expressions.csv``
+            was streamed already (:class:`ExpressionRows`) and the arrays below are a decimated series.
+        timestamps: (T,) or (T',) float seconds.
+        face_found: (T,) or (T',) bool.
+        probs: (T, C) or (T', C) float in [0, 1]; rows of frames without a face are ignored (written empty).
         class_names: C names of the probability columns.
         summary: the dict written to ``summary.json`` (built by the inference code).
         voice_times: (W, 2) window start/end seconds, or None when there is no audio.
@@ -63,6 +69,85 @@ class VideoReport:
     voice_probs: np.ndarray | None = None
     voice_class_names: tuple[str, ...] = ()
     thumbnails: list = field(default_factory=list)
+
+
+class ExpressionRows:
+    """``expressions.csv`` written batch by batch (memory flat in video length); atomic like every writer.
+
+    >>> with ExpressionRows(path, EXPR_CLASSES) as rows:
+    ...     rows.add(frames (B,), times (B,) s, found (B,) bool, probs (B, C))
+
+    The file appears under its name only when the block ends without an error.
+    """
+
+    def __init__(self, path: str | Path, class_names):
+        self.path, self.class_names = Path(path), tuple(class_names)
+        self.rows = 0
+
+    def __enter__(self) -> "ExpressionRows":
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        self._fh = self._stack.enter_context(open(tmp, "w", newline="", encoding="utf-8"))
+        self._writer = csv.writer(self._fh, lineterminator="\n")
+        self._writer.writerow(["frame", "time_s", "face_found", *self.class_names])
+        return self
+
+    def add(self, frames, times, found, probs) -> None:
+        """One batch: frames (B,) 1-based, times (B,) s, found (B,) bool, probs (B, C) (ignored without a face)."""
+        empty = [""] * len(self.class_names)
+        for frame, t, ok, row in zip(frames, times, found, probs):
+            values = [f"{v:.4f}" for v in row] if ok else empty
+            self._writer.writerow([int(frame), f"{float(t):.3f}", int(bool(ok)), *values])
+        self.rows += len(frames)
+
+    def __exit__(self, *exc) -> bool:
+        return self._stack.__exit__(*exc)
+
+
+class Decimator:
+    """A (T, C) probability series reduced, while it streams, to at most ``max_points`` bins for the plot.
+
+    Each bin averages ``width`` consecutive frames (``width`` doubles whenever the bins would exceed
+    ``max_points``): its time is the mean time of its frames, its probabilities the mean over frames with
+    a face (NaN without any), and it counts as "face found" when at least half its frames had one. Up to
+    ``max_points`` frames the series is returned unchanged.
+    """
+
+    def __init__(self, n_classes: int, max_points: int = MAX_PLOT_POINTS):
+        self.max_points, self.width = max(2, int(max_points)), 1
+        self.t, self.n, self.hit = [], [], []  # per bin: time sum, frames, frames with a face
+        self.sums: list[np.ndarray] = []  # per bin: (C,) probability sum over frames with a face
+        self.n_classes = n_classes
+
+    def add(self, times, found, probs) -> None:
+        """One batch: times (B,) s, found (B,) bool, probs (B, C)."""
+        for t, ok, row in zip(times, found, probs):
+            if not self.n or self.n[-1] >= self.width:
+                self.t.append(0.0), self.n.append(0), self.hit.append(0)
+                self.sums.append(np.zeros(self.n_classes))
+            self.t[-1] += float(t)
+            self.n[-1] += 1
+            if ok:
+                self.hit[-1] += 1
+                self.sums[-1] += row
+            if len(self.n) > self.max_points and self.n[-1] >= self.width:
+                self._halve()
+
+    def _halve(self) -> None:
+        """Merge neighbouring bins pairwise; bins then hold ``2 * width`` frames."""
+        pair = lambda xs: [xs[i] + xs[i + 1] if i + 1 < len(xs) else xs[i] for i in range(0, len(xs), 2)]  # noqa
+        self.t, self.n, self.hit, self.sums = pair(self.t), pair(self.n), pair(self.hit), pair(self.sums)
+        self.width *= 2
+
+    def series(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """times (T',) s, found (T',) bool, probs (T', C) (NaN rows where a bin had no face)."""
+        n = np.asarray(self.n, np.float64)
+        hit = np.asarray(self.hit, np.float64)
+        sums = np.asarray(self.sums, np.float64).reshape(len(n), self.n_classes)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            probs = np.where(hit[:, None] > 0, sums / hit[:, None], np.nan)
+        times = np.asarray(self.t, np.float64) / np.maximum(n, 1)
+        return times, hit >= n / 2, probs.astype(np.float32)
 
 
 def write_expressions_csv(path: str | Path, report: VideoReport) -> None:
@@ -170,6 +255,7 @@ def render_html(report: VideoReport, timeline_png: bytes | None) -> str:
              f"<h1>{esc(report.video_id)}</h1><div class=muted>{esc(str(s.get('video', '')))}</div>",
              f"<div class=top>Top emotion: <span class=badge style='background:{CLASS_COLOURS.get(top, '#444')}'>"
              f"{esc(top)}</span> <span class=muted>{esc(s.get('fused', {}).get('rule_short', ''))}</span></div>"]
+    parts += [f"<p class=warn>{esc(w)}</p>" for w in s.get("warnings") or []]
     expr = s.get("expressions", {})
     voice = s.get("voice") or {}
     fused = s.get("fused", {}).get("probabilities", {})
@@ -226,13 +312,12 @@ def write_video_report(out_dir: str | Path, report: VideoReport, timer=None) -> 
     ``timer``: an :class:`affectfuse.inference.video.Timer`; the writing of the CSV, plot and HTML is
     timed as ``report`` and all its stages go to ``summary["timings_s"]``.
     """
-    import contextlib
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in ("expressions.csv", "timeline.png", "report.html", "summary.json")}
     with timer("report") if timer is not None else contextlib.nullcontext():
-        write_expressions_csv(paths["expressions.csv"], report)
+        if report.frame_numbers is not None:  # else streamed already by ExpressionRows
+            write_expressions_csv(paths["expressions.csv"], report)
         plot_timeline(paths["timeline.png"], report)
         write_text_atomic(paths["report.html"], render_html(report, paths["timeline.png"].read_bytes()))
     if timer is not None:
@@ -242,11 +327,16 @@ def write_video_report(out_dir: str | Path, report: VideoReport, timer=None) -> 
     return paths
 
 
-def write_index(out_dir: str | Path, rows: list[dict], failures: list[tuple[str, str]] = ()) -> Path:
-    """``OUT/index.html``: one row per video (link to its report, top emotion) and the failures.
+def write_index(out_dir: str | Path, rows: list[dict], failures: list[tuple[str, str]] = (),
+                warnings: list[tuple[str, str]] = ()) -> Path:
+    """``OUT/index.html``: one row per video (link to its report, top emotion), the failures and the
+    warnings (``(video, message)``, e.g. a file analysed in part).
 
-    ``rows``: dicts with ``video_id``, ``video`` (path), ``top_emotion``, ``report`` (relative link).
+    ``rows``: dicts with ``video_id``, ``video`` (path), ``top_emotion``, ``report`` (relative link, URL-encoded
+    here: a video named ``javascript:x.mp4`` or ``a#b?.mp4`` stays a relative link to its own folder).
     """
+    from urllib.parse import quote
+
     esc = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>affectfuse predict</title>",
              f"<style>{_CSS}</style></head><body><h1>affectfuse predict</h1>",
@@ -254,15 +344,15 @@ def write_index(out_dir: str | Path, rows: list[dict], failures: list[tuple[str,
              "<table><tr><th>video</th><th>top emotion</th><th>file</th></tr>"]
     for r in rows:
         top = r.get("top_emotion") or "unknown"
-        parts.append(f"<tr><td><a href='{esc(r['report'])}'>{esc(r['video_id'])}</a></td>"
+        parts.append(f"<tr><td><a href='{esc(quote(r['report'], safe='/'))}'>{esc(r['video_id'])}</a></td>"
                      f"<td><span class=badge style='background:{CLASS_COLOURS.get(top, '#444')}'>{esc(top)}</span></td>"
                      f"<td class=muted>{esc(str(r.get('video', '')))}</td></tr>")
     parts.append("</table>")
-    if failures:
-        parts.append("<h2>Failed</h2><table><tr><th>video</th><th>error</th></tr>")
-        for item, error in failures:
-            parts.append(f"<tr><td>{esc(item)}</td><td>{esc(error)}</td></tr>")
-        parts.append("</table>")
+    for title, items in (("Failed", failures), ("Warnings", warnings)):
+        if items:
+            parts.append(f"<h2>{title}</h2><table><tr><th>video</th><th>message</th></tr>")
+            parts += [f"<tr><td>{esc(item)}</td><td>{esc(error)}</td></tr>" for item, error in items]
+            parts.append("</table>")
     parts.append("</body></html>")
     path = Path(out_dir) / "index.html"
     write_text_atomic(path, "\n".join(parts))
