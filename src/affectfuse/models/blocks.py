@@ -53,17 +53,23 @@ class TCN(nn.Module):
         return self.net(x.transpose(1, 2)).transpose(1, 2)  # (B, T, D) -> (B, T, d)
 
 
+def sinusoidal_positions(length: int, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """(length, dim) sinusoidal position table (Vaswani et al. 2017; ``base`` 10000 there, 1000 in the
+    authors' ERI code)."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(base) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table
+
+
 class SinusoidalPositions(nn.Module):
     """Adds the fixed sinusoidal position code of Vaswani et al. to a (B, T, d) sequence."""
 
     def __init__(self, d_model: int, max_len: int = 4096):
         super().__init__()
-        pos = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
-        div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
-        pe = torch.zeros(max_len, d_model)
-        pe[:, 0::2] = torch.sin(pos * div)
-        pe[:, 1::2] = torch.cos(pos * div[: d_model // 2])
-        self.register_buffer("pe", pe, persistent=False)
+        self.register_buffer("pe", sinusoidal_positions(max_len, d_model), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] > self.pe.shape[0]:

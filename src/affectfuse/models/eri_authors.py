@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from affectfuse.models.blocks import sinusoidal_positions
 from affectfuse.models.eri_args import ERIArchitecture
 
 
@@ -156,12 +157,7 @@ class PositionalEncoding(nn.Module):
 
     def __init__(self, d_model: int, dropout: float, base: float, max_len: int):
         super().__init__()
-        pos = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
-        div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(base) / d_model))
-        pe = torch.zeros(max_len, d_model)
-        pe[:, 0::2] = torch.sin(pos * div)
-        pe[:, 1::2] = torch.cos(pos * div)
-        self.register_buffer("pe", pe.unsqueeze(0))
+        self.register_buffer("pe", sinusoidal_positions(max_len, d_model, base).unsqueeze(0))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,12 +16,12 @@ Padding frames (beyond the end of a short video) are excluded from attention wit
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from affectfuse.models.blocks import sinusoidal_positions
 from affectfuse.utils import dataclass_from_dict
 
 
@@ -45,16 +45,6 @@ class ExprModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
-    """(length, dim) sinusoidal position table (Vaswani et al. 2017)."""
-    pos = torch.arange(length, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim)
-    table[:, 0::2] = torch.sin(pos * freq)
-    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-    return table
 
 
 class ExprTransformer(nn.Module):
