@@ -192,3 +192,55 @@ def test_wrapped_checkpoint_file_and_wrong_file_errors(tmp_path):
     torch.save({"state_dict": partial, "epoch": 3}, path)
     with pytest.raises(ValueError, match=r"model_best\.pth.*missing"):
         posterv2(weights=path)
+
+
+class _FixedKeep(torch.nn.Module):
+    """Stands in for DropPath: multiplies the i-th residual branch by ``keeps[i]`` (0 = dropped, 1/(1-p) = kept)."""
+
+    def __init__(self, keeps):
+        super().__init__()
+        self.keeps, self.i = list(keeps), 0
+
+    def forward(self, x):
+        k = self.keeps[self.i]
+        self.i += 1
+        return x * k
+
+
+def test_droppath_rates_follow_the_reference_and_keep_checkpoint_keys():
+    model = PosterV2()
+    assert [s.drop_path.p for s in model.scales] == [0.0, 0.125, 0.25]  # linspace(0, 0.5, 5)[:3]
+    assert not any("drop_path" in k for k in model.state_dict())  # no parameters: official keys unchanged
+
+
+def test_droppath_is_identity_in_eval_and_drops_whole_samples_in_training():
+    from affectfuse.features.poster_v2 import WindowCrossAttention
+
+    torch.manual_seed(0)
+    p = 0.5
+    block = WindowCrossAttention(8, 2, 2, layer_scale=1.0, drop_path=p)
+    plain = WindowCrossAttention(8, 2, 2, layer_scale=1.0, drop_path=0.0)
+    plain.load_state_dict(block.state_dict())
+    x, q = torch.randn(64, 8, 8, 8), torch.randn(64, 8, 2, 2)  # (N, C, H, W) image, (N, C, w, w) landmark queries
+    block.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.equal(block(x, q), plain(x, q))  # eval: no stochastic depth at all
+        combos = {}
+        for k1 in (0.0, 1 / (1 - p)):
+            for k2 in (0.0, 1 / (1 - p)):
+                plain.drop_path = _FixedKeep([k1, k2])
+                combos[(k1 > 0, k2 > 0)] = plain(x, q)
+        block.train()
+        torch.manual_seed(1)
+        out = block(x, q)
+        torch.manual_seed(1)
+        assert torch.equal(block(x, q), out)  # seeded: reproducible
+        torch.manual_seed(2)
+        assert not torch.equal(block(x, q), out)  # another draw, another set of dropped samples
+    seen = set()
+    for i in range(len(x)):  # each sample keeps or drops each residual branch whole, kept ones scaled by 1/(1-p)
+        match = [c for c, y in combos.items() if torch.allclose(out[i], y[i], atol=1e-5)]
+        assert len(match) == 1, i
+        seen.add(match[0])
+    assert len(seen) == 4  # all four keep/drop combinations occur among 64 samples at p = 0.5
+

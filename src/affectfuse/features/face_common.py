@@ -2,8 +2,20 @@
 
 Every face extractor takes aligned crops ``(N, S, S, 3)`` uint8 RGB (S = ``extractor.input.size``) and
 returns ``(N, D)`` float32. :class:`TorchFaceExtractor` does the common work: input checks, resizing a crop
-of another size, per-channel normalisation, batching, an optional fast path (channels-last memory
-format; bf16 autocast only where the hardware has bf16 units), and ``torch.inference_mode``.
+of another size, per-channel normalisation, batching, the channels-last memory format (``fast``), the
+numeric precision (``precision``, below) and ``torch.inference_mode``.
+
+Precision policy (one for every face network):
+
+- ``"fp32"`` (the default): float32 throughout; the features are the reference.
+- ``"bf16"``: bf16 autocast over the network, asked for explicitly (faster on CPUs with AVX512-BF16 / AMX and
+  on GPUs; features then differ from fp32, see docs/benchmarks.md "Precision").
+- ``"auto"``: bf16 only where the hardware has bf16 units (:func:`bf16_supported`) *and* the first batch
+  run both ways agrees with fp32 to cosine >= :data:`AUTO_MIN_COSINE` on every row; otherwise fp32.
+
+Classification heads and softmax always run in float32 outside autocast (:func:`fp32`), so probabilities
+sum to 1 whatever the precision. :data:`CPU_BF16_ENV` (``AFFECTFUSE_CPU_BF16=1`` or ``=0``) overrides the
+CPU-capability detection, so both paths can be tested on any machine.
 
 Letters in shape comments: N batch, S crop side in pixels, C channels, D feature dim.
 """
@@ -54,15 +66,49 @@ def crops_to_tensor(batch: np.ndarray, size: int, mean: Iterable[float], std: It
     return (x / scale - mean_t) / std_t
 
 
-def bf16_supported() -> bool:
-    """True when bf16 autocast is likely to be faster than fp32 (a CUDA device, or a CPU with AMX/AVX512-BF16)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+PRECISIONS = ("fp32", "bf16", "auto")
+AUTO_MIN_COSINE = 0.9999  # "auto" keeps bf16 only when every row of its first batch is this close to fp32
+CPU_BF16_ENV = "AFFECTFUSE_CPU_BF16"  # "1": take the CPU as having bf16 units, "0": as not; unset: detect
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has bf16 units (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo); :data:`CPU_BF16_ENV` overrides."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        raise ValueError(f"{CPU_BF16_ENV}={forced!r}: expected 0 or 1 (or unset to detect)")
     try:
         flags = open("/proc/cpuinfo", encoding="utf-8").read()
     except OSError:
         return False
     return bool(re.search(r"\b(amx_bf16|avx512_bf16)\b", flags))
+
+
+def bf16_supported(device: str | torch.device = "cpu") -> bool:
+    """True when bf16 autocast can be faster than fp32 on ``device``: a bf16-capable GPU, or :func:`cpu_has_bf16`."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_bf16()
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def fp32(x: torch.Tensor):
+    """Context in which ops on ``x``'s device run in float32 even inside autocast (heads, softmax)."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
+def row_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, D), (N, D) -> (N,) cosine similarity per row, in float64 (two zero rows count as equal)."""
+    a, b = a.double().flatten(1), b.double().flatten(1)
+    num, den = (a * b).sum(1), a.norm(dim=1) * b.norm(dim=1)
+    return torch.where(den > 0, num / den.clamp_min(1e-300), (a.norm(dim=1) == b.norm(dim=1)).double())
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -126,7 +172,9 @@ class TorchFaceExtractor(Extractor):
         mean, std, scale: normalisation ``(x / scale - mean) / std`` applied to uint8 crops.
         random_weights: True only for tests (recorded in :meth:`describe`).
         device: torch device.
-        fast: use the fast path (channels-last; bf16 autocast when :func:`bf16_supported`).
+        fast: channels-last memory format (float32 all the same; faster on CPUs).
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"auto"`` (see the module doc); :attr:`bf16` says
+            what runs (for ``"auto"``: None until the first batch has decided).
         batch_size: crops per forward pass.
     """
 
@@ -135,7 +183,8 @@ class TorchFaceExtractor(Extractor):
 
     def __init__(self, model: nn.Module, *, name: str, dim: int, input: FaceInput, weights: WeightsSpec | None,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD, scale: float = 255.0, random_weights: bool = False,
-                 device: str = "cpu", fast: bool = True, batch_size: int = 32, columns: list[str] | None = None):
+                 device: str = "cpu", fast: bool = True, precision: str = "fp32", batch_size: int = 32,
+                 columns: list[str] | None = None):
         self.name, self.dim, self.input, self.weights = name, dim, input, weights
         self.mean, self.std, self.scale = tuple(mean), tuple(std), scale
         self.random_weights = random_weights
@@ -144,7 +193,11 @@ class TorchFaceExtractor(Extractor):
         self.columns = columns
         self.model = model.eval().to(self.device)
         self.fast = fast
-        self.autocast_bf16 = fast and bf16_supported()
+        self.precision = check_precision(precision)
+        self.bf16: bool | None = {"fp32": False, "bf16": True}.get(precision)
+        if precision == "auto" and not bf16_supported(self.device):
+            self.bf16 = False
+        self.auto_cosine: float | None = None  # "auto": the first batch's smallest bf16-vs-fp32 row cosine
         if fast:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -152,14 +205,21 @@ class TorchFaceExtractor(Extractor):
         """(N, S, S, 3) uint8 -> (N, 3, size, size) normalised float32 on the device."""
         return crops_to_tensor(batch, self.input.size, self.mean, self.std, self.scale, self.device)
 
+    def _run(self, x: torch.Tensor, bf16: bool) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return self.model(x).float()
+
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, size, size) normalised -> (N, D) float32."""
         if self.fast:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
-            out = self.model(x)
-        return out.float()
+        if self.bf16 is None:  # "auto" on bf16 hardware: keep bf16 only if this batch proves it close to fp32
+            ref, fast = self._run(x, False), self._run(x, True)
+            self.auto_cosine = float(row_cosine(ref, fast).min())
+            self.bf16 = self.auto_cosine >= AUTO_MIN_COSINE
+            return fast if self.bf16 else ref
+        return self._run(x, self.bf16)
 
     def extract(self, batch: np.ndarray) -> np.ndarray:
         batch = check_crops(batch, self.name)
@@ -171,7 +231,10 @@ class TorchFaceExtractor(Extractor):
 
     def describe(self) -> dict:
         meta = super().describe()
-        meta.update(parameters=count_parameters(self.model), fast=self.fast, bf16=self.autocast_bf16)
+        meta.update(parameters=count_parameters(self.model), fast=self.fast, precision=self.precision,
+                    bf16=self.bf16)
+        if self.auto_cosine is not None:
+            meta["auto_bf16_cosine"] = round(self.auto_cosine, 7)
         if self.columns is not None:
             meta["columns"] = list(self.columns)
         return meta

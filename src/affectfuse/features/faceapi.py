@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from affectfuse.features.base import FaceInput
-from affectfuse.features.face_common import TorchFaceExtractor, check_crops, load_into, resolve_state
+from affectfuse.features.face_common import TorchFaceExtractor, check_crops, fp32, load_into, resolve_state
 from affectfuse.labels import EXPR_CLASSES
 from affectfuse.weights import WeightsSpec
 
@@ -124,9 +124,13 @@ class FaceExpressionNet(nn.Module):
         return F.avg_pool2d(x, 7, 2).flatten(1)  # (N, 256)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Extractor output: (N, 263) = embedding (256) + softmax probabilities (7)."""
-        emb = self.embed(x)
-        return torch.cat([emb, self.fc(emb).softmax(-1)], dim=1)
+        """Extractor output: (N, 263) = embedding (256) + softmax probabilities (7).
+
+        The head and softmax run in float32 even under bf16 autocast, so each row's probabilities sum to 1.
+        """
+        emb = self.embed(x).float()
+        with fp32(emb):
+            return torch.cat([emb, self.fc(emb).softmax(-1)], dim=1)
 
 
 class FaceExpressionExtractor(TorchFaceExtractor):
@@ -154,7 +158,7 @@ class FaceExpressionExtractor(TorchFaceExtractor):
 
 
 def face_expression_net(weights=None, random_weights: bool = False, device: str = "cpu",
-                        fast: bool = True, batch_size: int = 64) -> FaceExpressionExtractor:
+                        fast: bool = True, precision: str = "fp32", batch_size: int = 64) -> FaceExpressionExtractor:
     """Factory of ``faceexpressionnet`` (registry). ``weights``: a path overriding the shipped file."""
     model = FaceExpressionNet()
     if not random_weights:
@@ -163,4 +167,5 @@ def face_expression_net(weights=None, random_weights: bool = False, device: str 
     return FaceExpressionExtractor(
         model, name="faceexpressionnet", dim=EMBED_DIM + len(FACEAPI_CLASSES), input=FaceInput(112, "mtcnn_box"),
         weights=FACE_EXPRESSION_WEIGHTS, mean=FACE_EXPRESSION_WEIGHTS.mean, std=FACE_EXPRESSION_WEIGHTS.std,
-        random_weights=random_weights, device=device, fast=fast, batch_size=batch_size, columns=COLUMNS)
+        random_weights=random_weights, device=device, fast=fast, precision=precision, batch_size=batch_size,
+        columns=COLUMNS)

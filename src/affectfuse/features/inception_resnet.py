@@ -146,7 +146,7 @@ class InceptionResnetV1(nn.Module):
 
 
 def _factory(dataset: str, weights=None, random_weights: bool = False, device: str = "cpu",
-             fast: bool = True, batch_size: int = 32) -> TorchFaceExtractor:
+             fast: bool = True, precision: str = "fp32", batch_size: int = 32) -> TorchFaceExtractor:
     spec = WEIGHTS[dataset]
     state, path = (None, None) if random_weights else resolve_state(spec, weights)
     model = InceptionResnetV1()  # the identity head (``logits.*`` in the files) is not part of the feature
@@ -155,14 +155,16 @@ def _factory(dataset: str, weights=None, random_weights: bool = False, device: s
     short = "vggface2" if dataset == "vggface2" else "casia"
     return TorchFaceExtractor(model, name=f"inception-resnet-v1-{short}", dim=512, input=FaceInput(160, "mtcnn_box"),
                               weights=spec, mean=spec.mean, std=spec.std, random_weights=random_weights,
-                              device=device, fast=fast, batch_size=batch_size)
+                              device=device, fast=fast, precision=precision, batch_size=batch_size)
 
 
-def inception_resnet_v1_vggface2(weights=None, random_weights: bool = False, device: str = "cpu", **kw):
+def inception_resnet_v1_vggface2(weights=None, random_weights: bool = False, device: str = "cpu", fast: bool = True,
+                                 precision: str = "fp32", batch_size: int = 32) -> TorchFaceExtractor:
     """Factory of ``inception-resnet-v1-vggface2``: (N, 160, 160, 3) uint8 -> (N, 512) unit vectors."""
-    return _factory("vggface2", weights, random_weights, device, **kw)
+    return _factory("vggface2", weights, random_weights, device, fast, precision, batch_size)
 
 
-def inception_resnet_v1_casia(weights=None, random_weights: bool = False, device: str = "cpu", **kw):
+def inception_resnet_v1_casia(weights=None, random_weights: bool = False, device: str = "cpu", fast: bool = True,
+                              precision: str = "fp32", batch_size: int = 32) -> TorchFaceExtractor:
     """Factory of ``inception-resnet-v1-casia``: (N, 160, 160, 3) uint8 -> (N, 512) unit vectors."""
-    return _factory("casia-webface", weights, random_weights, device, **kw)
+    return _factory("casia-webface", weights, random_weights, device, fast, precision, batch_size)

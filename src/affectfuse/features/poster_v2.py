@@ -11,7 +11,8 @@ Our implementation of the architecture, laid out so the official checkpoints loa
 4. per scale, window cross-attention (:class:`WindowCrossAttention`): LayerNorm'd image features cut into
    windows (28, 14, 7 = whole maps) give keys and values, the landmark features of the window's size are the
    queries (2, 4, 8 heads of 32 dims; Swin-style relative position bias); then a layer-scaled residual and
-   an MLP block;
+   an MLP block, both residual branches under stochastic depth (DropPath) at rates 0, 0.125, 0.25 for the
+   three scales, as in the reference (``linspace(0, 0.5, 5)[:3]``); active in training mode only;
 5. tokens: scale 1 -> two stride-2 3x3 convs, scale 2 -> one, scale 3 -> 1x1 conv; 3 x 49 = 147 tokens of 768;
 6. a 2-block ViT (:class:`TokenFuser`, 8 heads) with a class token -> LayerNorm -> SE gating -> the 768-d
    embedding; ``head`` Linear(768, 7) gives AffectNet-7 logits.
@@ -28,9 +29,11 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from affectfuse.features.base import FaceInput
-from affectfuse.features.face_common import IMAGENET_MEAN, IMAGENET_STD, TorchFaceExtractor, load_into, resolve_state
+from affectfuse.features.face_common import (IMAGENET_MEAN, IMAGENET_STD, TorchFaceExtractor, fp32, load_into,
+                                             resolve_state)
 from affectfuse.features.ir50 import IR50, map_ir50_key
 from affectfuse.features.mobilefacenet import MobileFaceNet, map_mobilefacenet_key
 from affectfuse.features.vit import EMBED_DIM as VIT_DIM
@@ -39,6 +42,7 @@ from affectfuse.weights import WeightsSpec
 
 AFFECTNET7 = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger")  # ImageFolder order 0-6
 EMBED_DIM = 768
+DROP_PATH = (0.0, 0.125, 0.25)  # per scale, the reference's stochastic depth rates
 
 
 class WindowCrossAttention(nn.Module):
@@ -46,9 +50,12 @@ class WindowCrossAttention(nn.Module):
 
     Input: ``x`` (N, C, H, W) image features, ``q`` (N, C, w, w) landmark features (w = window side).
     Output: (N, H, W, C) = the attention output plus the LayerNorm'd input, then an MLP residual.
+    ``drop_path``: probability of dropping each residual branch per sample in training (scaled by
+    ``1 / (1 - p)`` when kept, timm's DropPath); identity in eval.
     """
 
-    def __init__(self, dim: int, heads: int, window: int, mlp_ratio: float = 4.0, layer_scale: float = 1e-5):
+    def __init__(self, dim: int, heads: int, window: int, mlp_ratio: float = 4.0, layer_scale: float = 1e-5,
+                 drop_path: float = 0.0):
         super().__init__()
         self.heads, self.window = heads, window
         self.down = nn.Conv2d(dim, dim, 3, 2, 1)
@@ -67,6 +74,7 @@ class WindowCrossAttention(nn.Module):
         self.mlp_norm = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(OrderedDict(fc1=nn.Linear(dim, hidden), act=nn.GELU(), fc2=nn.Linear(hidden, dim)))
+        self.drop_path = StochasticDepth(drop_path, mode="row")  # no parameters: checkpoints keep their keys
 
     def forward(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         x = self.norm(self.down(x).permute(0, 2, 3, 1))  # (N, H, W, C)
@@ -80,8 +88,8 @@ class WindowCrossAttention(nn.Module):
         out = F.scaled_dot_product_attention(query, k, v, attn_mask=bias.unsqueeze(0))
         out = self.proj(out.transpose(1, 2).reshape(-1, s * s, c))  # (N*nW, s*s, C)
         out = out.reshape(n, h // s, w // s, s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(n, h, w, c)
-        x = x + self.gamma1 * out
-        return x + self.gamma2 * self.mlp(self.mlp_norm(x))
+        x = x + self.drop_path(self.gamma1 * out)
+        return x + self.drop_path(self.gamma2 * self.mlp(self.mlp_norm(x)))
 
 
 class FuserBlock(nn.Module):
@@ -127,12 +135,14 @@ class TokenFuser(nn.Module):
 class PosterV2(nn.Module):
     """(N, 3, S, S) ImageNet-normalised (S = 224 officially) -> (N, 768) embedding; :meth:`logits` -> (N, 7)."""
 
-    def __init__(self, num_classes: int = 7, dims=(64, 128, 256), heads=(2, 4, 8), windows=(28, 14, 7)):
+    def __init__(self, num_classes: int = 7, dims=(64, 128, 256), heads=(2, 4, 8), windows=(28, 14, 7),
+                 drop_path=DROP_PATH):
         super().__init__()
         self.landmark_backbone = MobileFaceNet()
         self.landmark_proj = nn.Conv2d(512, dims[2], 3, 1, 1)
         self.image_backbone = IR50()
-        self.scales = nn.ModuleList(WindowCrossAttention(d, h, w) for d, h, w in zip(dims, heads, windows))
+        self.scales = nn.ModuleList(WindowCrossAttention(d, h, w, drop_path=p)
+                                    for d, h, w, p in zip(dims, heads, windows, drop_path))
         self.to_tokens = nn.ModuleList([  # (N, C_i, w_i, w_i) -> (N, 768, 7, 7)
             nn.Sequential(nn.Conv2d(dims[0], EMBED_DIM, 3, 2, 1), nn.Conv2d(EMBED_DIM, EMBED_DIM, 3, 2, 1)),
             nn.Sequential(nn.Conv2d(dims[1], EMBED_DIM, 3, 2, 1)),
@@ -151,8 +161,10 @@ class PosterV2(nn.Module):
         return self.fuser(torch.cat(tokens, 1))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, 224, 224) -> (N, 7) AffectNet-7 logits (classes :data:`AFFECTNET7`)."""
-        return self.head(self(x))
+        """(N, 3, 224, 224) -> (N, 7) AffectNet-7 logits (classes :data:`AFFECTNET7`), the head in float32."""
+        emb = self(x)
+        with fp32(emb):
+            return self.head(emb.float())
 
 
 # ---- official checkpoint names -> ours -------------------------------------------------------------------
@@ -256,7 +268,7 @@ class PosterV2ViT(nn.Module):
 
 
 def posterv2(weights=None, random_weights: bool = False, device: str = "cpu", fast: bool = True,
-             batch_size: int = 16) -> TorchFaceExtractor:
+             precision: str = "fp32", batch_size: int = 16) -> TorchFaceExtractor:
     """Factory of ``posterv2``: (N, 224, 224, 3) uint8 RGB -> (N, 768) float32 embedding."""
     state, path = (None, None) if random_weights else resolve_state(POSTERV2_AFFECTNET7, weights)
     model = PosterV2()
@@ -264,11 +276,11 @@ def posterv2(weights=None, random_weights: bool = False, device: str = "cpu", fa
         load_posterv2(model, state, path)
     return TorchFaceExtractor(model, name="posterv2", dim=EMBED_DIM, input=FaceInput(224, "mtcnn_box"),
                               weights=POSTERV2_AFFECTNET7, random_weights=random_weights, device=device, fast=fast,
-                              batch_size=batch_size)
+                              precision=precision, batch_size=batch_size)
 
 
 def posterv2_vit(weights=None, random_weights: bool = False, device: str = "cpu", fast: bool = True,
-                 batch_size: int = 16) -> TorchFaceExtractor:
+                 precision: str = "fp32", batch_size: int = 16) -> TorchFaceExtractor:
     """Factory of ``posterv2-vit``: (N, 224, 224, 3) uint8 RGB -> (N, 1536) = [POSTER V2 | ViT-B/16]."""
     state, path = (None, None) if random_weights else resolve_state(POSTERV2_VIT_JOINT, weights)
     model = PosterV2ViT()
@@ -276,4 +288,4 @@ def posterv2_vit(weights=None, random_weights: bool = False, device: str = "cpu"
         model.load_joint(state, path)
     return TorchFaceExtractor(model, name="posterv2-vit", dim=EMBED_DIM + VIT_DIM, input=FaceInput(224, "mtcnn_box"),
                               weights=POSTERV2_VIT_JOINT, random_weights=random_weights, device=device, fast=fast,
-                              batch_size=batch_size)
+                              precision=precision, batch_size=batch_size)

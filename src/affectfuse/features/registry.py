@@ -9,6 +9,7 @@ plus its own options, and returns an :class:`~affectfuse.features.base.Extractor
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from affectfuse.features.base import Extractor
 
@@ -32,10 +33,19 @@ def list_extractors() -> list[str]:
     return list(EXTRACTORS)
 
 
-def create_extractor(name: str, **kwargs) -> Extractor:
-    """Build the extractor registered as ``name``; unknown names raise with the valid list."""
+def _factory(name: str):
     if name not in EXTRACTORS:
         raise KeyError(f"unknown extractor {name!r}; valid: {', '.join(EXTRACTORS)}")
     module_name, factory = EXTRACTORS[name].split(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, factory)(**kwargs)
+    return getattr(importlib.import_module(module_name), factory)
+
+
+def accepted_options(name: str, **options) -> dict:
+    """The ``options`` that extractor ``name``'s factory takes (e.g. ``precision``: face networks only)."""
+    params = inspect.signature(_factory(name)).parameters
+    return {k: v for k, v in options.items() if k in params}
+
+
+def create_extractor(name: str, **kwargs) -> Extractor:
+    """Build the extractor registered as ``name``; unknown names raise with the valid list."""
+    return _factory(name)(**kwargs)

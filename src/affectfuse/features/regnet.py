@@ -38,7 +38,7 @@ def regnet_y_trunk() -> nn.Module:
 
 
 def regnet_y(weights=None, random_weights: bool = False, device: str = "cpu", fast: bool = True,
-             batch_size: int = 32) -> TorchFaceExtractor:
+             precision: str = "fp32", batch_size: int = 32) -> TorchFaceExtractor:
     """Factory of ``regnet-y``: (N, 224, 224, 3) uint8 RGB -> (N, 888) float32 (ImageNet-normalised input)."""
     state, path = (None, None) if random_weights else resolve_state(REGNET_Y_1_6GF_WEIGHTS, weights)
     model = regnet_y_trunk()
@@ -46,4 +46,4 @@ def regnet_y(weights=None, random_weights: bool = False, device: str = "cpu", fa
         load_into(model, state, path, ignore=lambda k: k.startswith("fc."))
     return TorchFaceExtractor(model, name="regnet-y", dim=FEATURE_DIM, input=FaceInput(224, "mtcnn_box"),
                               weights=REGNET_Y_1_6GF_WEIGHTS, random_weights=random_weights, device=device,
-                              fast=fast, batch_size=batch_size)
+                              fast=fast, precision=precision, batch_size=batch_size)

@@ -95,7 +95,7 @@ class ViTB16(nn.Module):
 
 
 def vit_b16(weights=None, random_weights: bool = False, device: str = "cpu", fast: bool = True,
-            batch_size: int = 16) -> TorchFaceExtractor:
+            precision: str = "fp32", batch_size: int = 16) -> TorchFaceExtractor:
     """Factory of ``vit-b16``: (N, 224, 224, 3) uint8 RGB -> (N, 768) float32 CLS embeddings."""
     state, path = (None, None) if random_weights else resolve_state(VIT_B16_IMAGENET, weights)
     model = ViTB16()
@@ -103,4 +103,4 @@ def vit_b16(weights=None, random_weights: bool = False, device: str = "cpu", fas
         model.load_checkpoint(state, path)
     return TorchFaceExtractor(model, name="vit-b16", dim=EMBED_DIM, input=FaceInput(224, "mtcnn_box"),
                               weights=VIT_B16_IMAGENET, random_weights=random_weights, device=device, fast=fast,
-                              batch_size=batch_size)
+                              precision=precision, batch_size=batch_size)

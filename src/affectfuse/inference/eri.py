@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def _build(meta: dict, device: str, random_weights: bool):
-    """The extractor of a feature-set meta, with the audio options it was extracted with."""
+def _build(meta: dict, device: str, random_weights: bool, precision: str = "fp32"):
+    """The extractor of a feature-set meta, with the audio options it was extracted with (face: ``precision``)."""
     import importlib
     import inspect
 
@@ -30,6 +30,8 @@ def _build(meta: dict, device: str, random_weights: bool):
     module, factory = EXTRACTORS[name].split(":")
     params = inspect.signature(getattr(importlib.import_module(module), factory)).parameters
     options = {k: v for k, v in ((meta.get("extra") or {}).get("input") or {}).items() if k in params}
+    if "precision" in params:
+        options["precision"] = precision
     return create_extractor(name, device=device, random_weights=random_weights, **options)
 
 
@@ -91,7 +93,7 @@ class _Run:
 class EriOnTheFly:
     """Loads an ERI checkpoint and the extractors it names; ``start()`` -> per-video collector."""
 
-    def __init__(self, path: str, device: str = "cpu", random_weights: bool = False):
+    def __init__(self, path: str, device: str = "cpu", random_weights: bool = False, precision: str = "fp32"):
         from affectfuse.labels import ERI_SCALE
         from affectfuse.training.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -99,7 +101,7 @@ class EriOnTheFly:
         self.path, self.ckpt = str(path), ckpt
         self.model = model_from_checkpoint(ckpt)
         self.metas = dict(ckpt["feature_sets"])
-        self.extractors = {m: _build(meta, device, random_weights) for m, meta in self.metas.items()}
+        self.extractors = {m: _build(meta, device, random_weights, precision) for m, meta in self.metas.items()}
         for m, ex in self.extractors.items():
             if ex.dim != int(self.metas[m]["dim"]):
                 raise ValueError(f"{path}: feature set {m!r} has dim {self.metas[m]['dim']}, extractor "

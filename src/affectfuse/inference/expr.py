@@ -18,8 +18,8 @@ from affectfuse.labels import EXPR_CLASSES
 class ExprCheckpointExpressions:
     """Face model backed by an EXPR checkpoint: ``features`` per batch, ``finish`` over the whole video."""
 
-    def __init__(self, path: str, device: str = "cpu", random_weights: bool = False):
-        from affectfuse.features.registry import create_extractor
+    def __init__(self, path: str, device: str = "cpu", random_weights: bool = False, precision: str = "fp32"):
+        from affectfuse.features.registry import accepted_options, create_extractor
         from affectfuse.training.expr import load_checkpoint
 
         self.model, self.ckpt = load_checkpoint(path, device=device)
@@ -31,7 +31,8 @@ class ExprCheckpointExpressions:
         if info.get("audio_dim"):
             raise ValueError(f"{path}: checkpoints with an audio stream are not supported on raw videos yet; "
                              "extract features and use `affectfuse expr predict`")
-        self.extractors = [create_extractor(d["extractor"], device=device, random_weights=random_weights)
+        self.extractors = [create_extractor(d["extractor"], device=device, random_weights=random_weights,
+                                            **accepted_options(d["extractor"], precision=precision))
                            for d in sets]
         for d, ex in zip(sets, self.extractors):
             if ex.dim != d["dim"]:

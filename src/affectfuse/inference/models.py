@@ -22,12 +22,13 @@ class FaceApiExpressions:
     crop_sizes = (112,)
     frame_wise = True  # ``finish`` needs no other frame: predict streams its rows
 
-    def __init__(self, device: str = "cpu", random_weights: bool = False, batch_size: int = 64):
+    def __init__(self, device: str = "cpu", random_weights: bool = False, batch_size: int = 64,
+                 precision: str = "fp32"):
         from affectfuse.features.faceapi import FACEAPI_CLASSES, FACEAPI_TO_ABAW
         from affectfuse.features.registry import create_extractor
 
         self.extractor = create_extractor("faceexpressionnet", device=device, random_weights=random_weights,
-                                          batch_size=batch_size)
+                                          batch_size=batch_size, precision=precision)
         self.name = "faceexpressionnet"
         self.class_names = tuple(c for c in EXPR_CLASSES if c in set(FACEAPI_TO_ABAW[k] for k in FACEAPI_CLASSES))
 
@@ -46,18 +47,23 @@ class FaceApiExpressions:
         from affectfuse.features.faceapi import FACEAPI_TO_ABAW
 
         return {"role": "face expressions", "name": self.name, "weights": d.get("weights"),
-                "random_weights": d.get("random_weights", False), "classes": list(self.class_names),
+                "random_weights": d.get("random_weights", False), "precision": d.get("precision"),
+                "bf16": d.get("bf16"), "classes": list(self.class_names),
                 "class_mapping": dict(FACEAPI_TO_ABAW),
                 "note": "7 face-api classes mapped to the ABAW names; Other is never predicted (0)"}
 
 
-def load_face_model(expr_checkpoint: str | None = None, device: str = "cpu", random_weights: bool = False):
-    """The per-frame expression model: an EXPR checkpoint when given, else FaceExpressionNet."""
+def load_face_model(expr_checkpoint: str | None = None, device: str = "cpu", random_weights: bool = False,
+                    precision: str = "fp32"):
+    """The per-frame expression model: an EXPR checkpoint when given, else FaceExpressionNet.
+
+    ``precision`` (``fp32`` / ``bf16`` / ``auto``) goes to the face networks (``features.face_common``)."""
     if expr_checkpoint:
         from affectfuse.inference.expr import ExprCheckpointExpressions
 
-        return ExprCheckpointExpressions(expr_checkpoint, device=device, random_weights=random_weights)
-    return FaceApiExpressions(device=device, random_weights=random_weights)
+        return ExprCheckpointExpressions(expr_checkpoint, device=device, random_weights=random_weights,
+                                         precision=precision)
+    return FaceApiExpressions(device=device, random_weights=random_weights, precision=precision)
 
 
 def load_voice_model(voice_head: str | None = "default", device: str = "cpu", random_weights: bool = False):
@@ -77,9 +83,10 @@ def load_voice_model(voice_head: str | None = "default", device: str = "cpu", ra
     return VoiceModel(head, extractors)
 
 
-def load_eri_model(eri_checkpoint: str | None = None, device: str = "cpu", random_weights: bool = False):
+def load_eri_model(eri_checkpoint: str | None = None, device: str = "cpu", random_weights: bool = False,
+                   precision: str = "fp32"):
     if not eri_checkpoint:
         return None
     from affectfuse.inference.eri import EriOnTheFly
 
-    return EriOnTheFly(eri_checkpoint, device=device, random_weights=random_weights)
+    return EriOnTheFly(eri_checkpoint, device=device, random_weights=random_weights, precision=precision)

@@ -16,7 +16,9 @@ when it has one, else ``model(x)``; a fresh linear head over the embedding gives
 initialised from the extractor's own head where class names match (face-api ``happy`` = ``Happiness`` ...).
 Inputs are uint8 crops, normalised inside :class:`ExpressionClassifier` exactly as the extractor does.
 Training: AdamW (head lr x ``head_lr_mult``), linear warm-up then cosine decay, class-weighted
-cross-entropy or focal loss or a class-balanced sampler, bf16 autocast on CUDA (fp32 on CPU).
+cross-entropy or focal loss or a class-balanced sampler. Precision: training steps run the network under
+bf16 autocast on CUDA (``amp``; fp32 on CPU); the head, the loss, validation and the probe's embeddings are
+always float32 (the precision policy of :mod:`affectfuse.features.face_common`).
 Every epoch draws its shuffling and augmentation from ``seed`` and the epoch number, so a resumed run
 gives the same weights as an uninterrupted one.
 """
@@ -145,7 +147,9 @@ class ExpressionClassifier(nn.Module):
         return self.net.embed(x) if hasattr(self.net, "embed") else self.net(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x).float())
+        emb = self.embed(x).float()
+        with torch.autocast(emb.device.type, enabled=False):  # the head in float32 even under autocast
+            return self.head(emb)
 
 
 def build_classifier(extractor, classes) -> ExpressionClassifier:
@@ -241,7 +245,7 @@ def make_loader(dataset, cfg: FinetuneConfig, epoch: int, train: bool, labels=No
 
 
 def autocast(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when ``amp``; plain fp32 elsewhere."""
+    """bf16 autocast on CUDA when ``amp`` (training steps only); plain fp32 elsewhere."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
 
 
@@ -250,9 +254,8 @@ def predict_logits(model: ExpressionClassifier, dataset, cfg: FinetuneConfig, de
     """(N, C) float32 logits over ``dataset`` (no augmentation)."""
     model.eval()
     outs = [np.zeros((0, len(model.classes)), np.float32)]
-    for x, _ in make_loader(dataset, cfg, 0, train=False):
-        with autocast(device, cfg.amp):
-            outs.append(model(x.to(device)).float().cpu().numpy())
+    for x, _ in make_loader(dataset, cfg, 0, train=False):  # float32: validation scores are not bf16's
+        outs.append(model(x.to(device)).float().cpu().numpy())
     return np.concatenate(outs)
 
 

@@ -12,19 +12,18 @@ import logging
 import numpy as np
 import torch
 
-from affectfuse.training.finetune import ExpressionClassifier, FinetuneConfig, autocast, make_loader
+from affectfuse.training.finetune import ExpressionClassifier, FinetuneConfig, make_loader
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
 def embeddings(model: ExpressionClassifier, dataset, cfg: FinetuneConfig, device) -> np.ndarray:
-    """(N, D) float32 embeddings of ``dataset`` (no augmentation)."""
+    """(N, D) float32 embeddings of ``dataset`` (no augmentation), computed in float32."""
     model.eval()
     outs = [np.zeros((0, model.head.in_features), np.float32)]
     for x, _ in make_loader(dataset, cfg, 0, train=False):
-        with autocast(device, cfg.amp):
-            outs.append(model.embed(x.to(device)).float().cpu().numpy())
+        outs.append(model.embed(x.to(device)).float().cpu().numpy())
     return np.concatenate(outs)
 
 
