@@ -1,18 +1,25 @@
 """MTCNN face detector: P-Net over an image pyramid, R-Net, O-Net, 5 landmarks; batched over frames.
 
-Coordinates are continuous pixel coordinates of the input image: pixel ``(row i, col j)`` covers
-``[j, j+1) x [i, i+1)``; boxes are ``x1, y1, x2, y2`` (they may reach outside the image when a face
-is cut by the border); landmarks are ``(x, y)`` in the order left eye, right eye, nose, left mouth
-corner, right mouth corner ("left" = image left).
+Detections equal those of facenet-pytorch 2.6.0's ``MTCNN`` (where the weights come from) run on each
+image alone: the same pyramid levels (area-resampled from the full image), the same whole-pixel crops
+(area-resampled to 24 / 48 px), the same box arithmetic and NMS (``scripts/compare_mtcnn_facenet.py``
+measures it against the real package).
+
+Coordinates: pixel ``(row i, col j)`` covers ``[j, j+1) x [i, i+1)``.
+
+- Boxes ``x1, y1, x2, y2`` follow MTCNN's (and facenet-pytorch's) whole-pixel convention: the box spans
+  ``[x1 - 1, x2] x [y1 - 1, y2]``, i.e. its width is ``x2 - x1 + 1``. They may reach outside the image
+  when a face is cut by the border.
+- Landmarks ``(x, y)`` are plain pixel coordinates, in the order left eye, right eye, nose, left mouth
+  corner, right mouth corner ("left" = image left).
 
 Batching: every frame of a batch goes through P-Net together at each pyramid scale, and all
-candidate boxes of all frames go through R-Net and O-Net together (crops taken with
-``torchvision.ops.roi_align``); non-maximum suppression is ``torchvision.ops.nms`` run per frame.
+candidates of all frames go through R-Net and O-Net together; non-maximum suppression runs per frame,
+so a frame's detections do not depend on its batch mates.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import cv2
@@ -20,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import box_area, nms, roi_align
+from torchvision.ops import batched_nms
 
 from affectfuse.faces.nets import ONet, PNet, RNet
 from affectfuse.weights import WeightsSpec, load_state_dict
@@ -46,7 +53,8 @@ class Detections:
     """Faces found in one image, sorted by score (highest first).
 
     Attributes:
-        boxes: (F, 4) float32 ``x1, y1, x2, y2`` in pixels of the input image.
+        boxes: (F, 4) float32 ``x1, y1, x2, y2`` in pixels of the input image, MTCNN's whole-pixel
+            convention (the box spans ``[x1 - 1, x2] x [y1 - 1, y2]``; see the module docstring).
         scores: (F,) float32 O-Net face probability in [0, 1].
         landmarks: (F, 5, 2) float32 ``(x, y)`` pixels: left eye, right eye, nose, mouth left, mouth right.
     """
@@ -58,63 +66,167 @@ class Detections:
     def __len__(self) -> int:
         return len(self.scores)
 
+    def unscaled(self, scale: float) -> "Detections":
+        """Detections made on a copy of the image resized by ``scale`` -> the same in the original's pixels."""
+        if scale == 1.0:
+            return self
+        boxes = self.boxes.copy()
+        boxes[:, :2] = (boxes[:, :2] - 1) / scale + 1  # the left/top edge x1 - 1 scales, not x1
+        boxes[:, 2:] /= scale
+        return Detections(boxes, self.scores, self.landmarks / scale)
+
     @staticmethod
     def empty() -> "Detections":
         return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
 
 
 def _square(boxes: torch.Tensor) -> torch.Tensor:
-    """Grow (K, 4) boxes to squares around their centres (side = the longer side)."""
+    """Grow (K, 4) boxes to squares of side ``max(w, h)`` around their centres (MTCNN's ``rerec``).
+
+    Written with the reference's float steps (left edge first, right edge = left + side) so the crops
+    cut from these boxes fall on the same whole pixels.
+    """
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     side = torch.maximum(w, h)
-    cx, cy = boxes[:, 0] + w / 2, boxes[:, 1] + h / 2
-    return torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], dim=1)
+    x1 = boxes[:, 0] + w * 0.5 - side * 0.5
+    y1 = boxes[:, 1] + h * 0.5 - side * 0.5
+    return torch.stack([x1, y1, x1 + side, y1 + side], dim=1)
 
 
-def _regress(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Apply (K, 4) corner offsets, given as fractions of the box size, to (K, 4) boxes."""
-    wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+def _regress(boxes: torch.Tensor, offsets: torch.Tensor, extra: float) -> torch.Tensor:
+    """Move (K, 4) box corners by (K, 4) offsets given as fractions of the box size ``x2 - x1 + extra``.
+
+    MTCNN counts a box's size in whole pixels (``extra=1``) after R- and O-Net, but not after P-Net.
+    """
+    wh = (boxes[:, 2:] - boxes[:, :2] + extra).repeat(1, 2)
     return boxes + offsets * wh
 
 
 def _nms_per_frame(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, thresh: float) -> torch.Tensor:
-    """IoU NMS within each frame (``torchvision.ops.nms`` per frame index), highest score first.
+    """IoU NMS within each frame -> kept indices (K',), frame by frame, best first within a frame.
 
-    ``torchvision.ops.batched_nms`` shifts each frame's boxes by a large offset, which changes float
-    rounding; P-Net's grid windows often overlap at exactly the 0.5 threshold, so results would then
-    depend on which other frames share the batch. One ``nms`` call per frame keeps them identical.
+    facenet-pytorch runs ``batched_nms`` over a whole batch, whose per-image coordinate offsets change
+    float rounding; P-Net's windows often overlap at exactly IoU 0.5, so an image's result would then
+    depend on its batch mates. One call per frame (frame id 0, so no offset) gives what the reference
+    gives on that image alone, and makes batched detection equal frame-by-frame detection.
     """
-    if len(boxes) == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    keep = [sel[nms(boxes[sel], scores[sel], thresh)] for sel in
-            (torch.nonzero(idxs == i).flatten() for i in torch.unique(idxs))]
-    keep = torch.cat(keep)
-    return keep[torch.argsort(scores[keep], descending=True, stable=True)]
+    keep = []
+    for i in torch.unique(idxs).tolist():
+        sel = torch.nonzero(idxs == i).flatten()
+        keep.append(sel[batched_nms(boxes[sel], scores[sel], torch.zeros_like(sel), thresh)])
+    return torch.cat(keep) if keep else idxs.new_zeros(0)
 
 
-def _min_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, thresh: float) -> torch.Tensor:
-    """Suppress a box when intersection / smaller area > thresh with a better box of the same image.
+def _min_nms(boxes: np.ndarray, scores: np.ndarray, thresh: float) -> np.ndarray:
+    """MTCNN's last suppression on one frame: drop a box whose intersection with a better box exceeds
+    ``thresh`` x the smaller area -> kept indices, best first.
 
-    MTCNN's last step uses this "Min" overlap, which removes a small box inside a larger one that
-    IoU-based NMS keeps; torchvision has only IoU, so this part is written here (F is tiny).
+    Unlike IoU NMS this removes a small box inside a larger one. Areas count whole pixels
+    (``x2 - x1 + 1``) and boxes are taken from the end of numpy's ascending ``argsort``, as in the
+    reference, so equal scores resolve the same way. torchvision has IoU only, so this is written here
+    (a frame has a handful of boxes by now).
+
+    Args:
+        boxes: (F, 4) float32 ``x1, y1, x2, y2``; scores: (F,) float32.
     """
-    order = torch.argsort(scores, descending=True)
-    b, i = boxes[order], idxs[order]
-    lt = torch.maximum(b[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=2)
-    area = box_area(b)
-    overlap = inter / torch.minimum(area[:, None], area[None, :]).clamp(min=1e-6)
-    keep = torch.ones(len(b), dtype=torch.bool)
-    for k in range(len(b)):
-        if keep[k]:
-            later = torch.arange(len(b)) > k
-            keep &= ~(later & (i == i[k]) & (overlap[k] > thresh))
-    return order[keep]
+    x1, y1, x2, y2 = boxes.T
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(scores)
+    keep = []
+    while order.size:
+        best, rest = order[-1], order[:-1]
+        keep.append(best)
+        w = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + 1)
+        order = rest[w * h / np.minimum(area[best], area[rest]) <= thresh]
+    return np.array(keep, dtype=np.int64)
+
+
+def _crop_windows(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The whole pixels MTCNN crops for each box: 0-based columns ``trunc(x1) - 1 .. trunc(x2) - 1``
+    (rows alike), clipped to the image; the part outside is dropped, not padded.
+
+    Returns:
+        (K, 4) int64 half-open windows ``x0, y0, x1, y1``; empty when the box lies outside the image.
+    """
+    b = boxes.trunc().long()
+    x0, y0 = b[:, 0].clamp(min=1) - 1, b[:, 1].clamp(min=1) - 1
+    return torch.stack([x0, y0, b[:, 2].clamp(max=width), b[:, 3].clamp(max=height)], dim=1)
+
+
+def _summed_area(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(B, H, W, C) uint8 -> (B, H + 1, W + 1, C) integer table of sums over rows ``< i``, columns ``< j``.
+
+    Sums of whole pixel values are exact, so the area averages taken from the table (below) are what
+    ``F.interpolate(mode="area")`` computes, to the bit (while a window's sum stays under 2**24, i.e.
+    windows under 65,000 pixels), at a few reads per output pixel.
+    """
+    if device.type != "cpu":
+        return _summed_area_torch(torch.from_numpy(images).to(device))
+    n, height, width, channels = images.shape
+    table = np.zeros((n, height + 1, width + 1, channels), np.int32 if 255 * height * width < 2**31 else np.int64)
+    inner = table[:, 1:, 1:]
+    np.cumsum(images, axis=1, dtype=table.dtype, out=inner)  # numpy's integer cumsum is ~2x torch's on CPU
+    np.cumsum(inner, axis=2, out=inner)
+    return torch.from_numpy(table)
+
+
+def _summed_area_torch(images: torch.Tensor) -> torch.Tensor:
+    """:func:`_summed_area` of a (B, H, W, C) uint8 tensor, on its device."""
+    return F.pad(images.long().cumsum(1).cumsum(2), (0, 0, 1, 0, 1, 0))
+
+
+def _pool_bounds(start: torch.Tensor, length: torch.Tensor, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptive average pooling's input ranges: (K,) window starts and lengths -> (K, n_out) first and
+    end (exclusive) indices, ``floor(i * L / n)`` to ``ceil((i + 1) * L / n)``."""
+    i = torch.arange(n_out, device=start.device)
+    first = start[:, None] + (i * length[:, None]) // n_out
+    end = start[:, None] + ((i + 1) * length[:, None] + n_out - 1) // n_out
+    return first, end
+
+
+def _mean(sums: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """(K, h, w, C) window sums / heights (K|1, h) / widths (K|1, w) -> (K, C, h, w) float32 (channels-last
+    in memory). Divided by the height, then the width: the pooling kernel's order, hence its rounding."""
+    return (sums.float() / rows[:, :, None, None].float() / cols[:, None, :, None].float()).permute(0, 3, 1, 2)
+
+
+def _resample_frames(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Whole frames area-resampled to ``height x width``: (B, C, height, width) float32, channels-last in
+    memory like ``F.interpolate`` of the reference's channels-last frames (so P-Net runs the same kernels)."""
+    zero = torch.zeros(1, dtype=torch.long, device=table.device)
+    r0, r1 = _pool_bounds(zero, torch.full_like(zero, table.shape[1] - 1), height)  # (1, height)
+    c0, c1 = _pool_bounds(zero, torch.full_like(zero, table.shape[2] - 1), width)
+    rows = table.index_select(1, r1[0]) - table.index_select(1, r0[0])  # (B, height, W + 1, C)
+    sums = rows.index_select(2, c1[0]) - rows.index_select(2, c0[0])
+    return _mean(sums, r1 - r0, c1 - c0)
+
+
+def _resample_windows(table: torch.Tensor, idx: torch.Tensor, windows: torch.Tensor, size: int) -> torch.Tensor:
+    """Windows of frames area-resampled to ``size x size``, each equal to ``F.interpolate(mode="area")`` of it.
+
+    Args:
+        table: (B, H + 1, W + 1, C) from :func:`_summed_area`; idx: (K,) frame of each window;
+        windows: (K, 4) int64 non-empty half-open ``x0, y0, x1, y1``.
+
+    Returns:
+        (K, C, size, size) float32 pixel values, contiguous.
+    """
+    r0, r1 = _pool_bounds(windows[:, 1], windows[:, 3] - windows[:, 1], size)  # (K, size)
+    c0, c1 = _pool_bounds(windows[:, 0], windows[:, 2] - windows[:, 0], size)
+    k, top, bottom, left, right = idx[:, None, None], r0[:, :, None], r1[:, :, None], c0[:, None, :], c1[:, None, :]
+    sums = table[k, bottom, right] - table[k, top, right] - table[k, bottom, left] + table[k, top, left]
+    return _mean(sums, r1 - r0, c1 - c0).contiguous()
+
+
+def _in_chunks(net: nn.Module, crops: torch.Tensor, chunk: int = 512) -> tuple[torch.Tensor, ...]:
+    """``net`` over (N, 3, S, S) crops, 512 at a time (R-Net activations of thousands of crops are ~GBs)."""
+    outs = [net(crops[k:k + chunk]) for k in range(0, len(crops), chunk)]
+    return tuple(torch.cat(parts) for parts in zip(*outs))
 
 
 class MTCNN(nn.Module):
-    """Multi-task cascaded face detector with 5 landmarks (our implementation of Zhang et al. 2016).
+    """Multi-task cascaded face detector with 5 landmarks (Zhang et al. 2016), equal to facenet-pytorch's.
 
     Args:
         min_face_size: smallest face side to find, in pixels of the (possibly downscaled) image.
@@ -140,12 +252,15 @@ class MTCNN(nn.Module):
         return next(self.parameters()).device
 
     def scales(self, height: int, width: int) -> list[float]:
-        """Pyramid scales: the first maps ``min_face_size`` to P-Net's 12 px window."""
+        """Pyramid scales: the first maps ``min_face_size`` to P-Net's 12 px window; the last keeps the
+        shorter side >= 12 px (products taken in the reference's order, so the same levels come out)."""
         scale = 12.0 / self.min_face_size
+        side = min(height, width) * scale
         out = []
-        while min(height, width) * scale >= 12:
+        while side >= 12:
             out.append(scale)
             scale *= self.factor
+            side *= self.factor
         return out
 
     @torch.inference_mode()
@@ -187,92 +302,70 @@ class MTCNN(nn.Module):
             scale = max_side / max(height, width)
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             images = np.stack([cv2.resize(img, size, interpolation=cv2.INTER_AREA) for img in images])
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()
-        boxes, idx = self._propose(x)
-        boxes, idx = self._refine(x, boxes, idx)
-        boxes, scores, marks, idx = self._output(x, boxes, idx)
-        boxes, marks = boxes / scale, marks / scale
+        table = _summed_area(np.ascontiguousarray(images), self.device)  # (B, H + 1, W + 1, 3): all resampling reads it
+        boxes, idx = self._propose(table)  # (K, 4), (K,)
+        boxes, idx = self._refine(table, boxes, idx)
+        boxes, scores, marks, idx = (t.cpu().numpy() for t in self._output(table, boxes, idx))
         out = []
         for k in range(n):
-            sel = (idx == k).nonzero().flatten()
-            sel = sel[torch.argsort(scores[sel], descending=True)]
-            out.append(Detections(boxes[sel].cpu().numpy().astype(np.float32),
-                                  scores[sel].cpu().numpy().astype(np.float32),
-                                  marks[sel].cpu().numpy().astype(np.float32)))
+            sel = np.flatnonzero(idx == k)
+            sel = sel[_min_nms(boxes[sel], scores[sel], 0.7)]
+            out.append(Detections(boxes[sel], scores[sel], marks[sel]).unscaled(scale))
         return out
 
-    def _propose(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _propose(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """P-Net over the pyramid of all frames at once -> squared candidate boxes (K, 4), frame ids (K,)."""
-        height, width = x.shape[2:]
-        all_boxes, all_offsets, all_scores, all_idx = [], [], [], []
-        im = x
+        height, width = table.shape[1] - 1, table.shape[2] - 1
+        found = []
         for s in self.scales(height, width):
-            # each level is area-resampled from the previous (finer) one: ~3 image passes in all, not one per scale
-            im = F.interpolate(im, size=(math.ceil(height * s), math.ceil(width * s)), mode="area")
-            prob, offsets = self.pnet((im - 127.5) / 128.0)  # (B, h, w), (B, 4, h, w)
+            # each level is area-resampled from the full image, to the reference's size int(side * s + 1)
+            level = _resample_frames(table, int(height * s + 1), int(width * s + 1))
+            prob, offsets = self.pnet((level - 127.5) / 128.0)  # (B, h, w), (B, 4, h, w)
             b, i, j = (prob >= self.thresholds[0]).nonzero(as_tuple=True)
-            if len(b) == 0:
-                continue
-            cells = torch.stack([j, i], dim=1).float() * 2.0  # stride 2, (x, y) of each 12x12 window
-            boxes = torch.cat([cells, cells + 12.0], dim=1) / s
-            scores = prob[b, i, j]
-            offsets = offsets.permute(0, 2, 3, 1)[b, i, j]  # (K, 4)
+            cells = torch.stack([j, i], dim=1).float() * 2  # (K, 2) x, y of each stride-2 12x12 window
+            # the window's 1-based first and last pixels, mapped to the image and floored (MTCNN's rule)
+            boxes = torch.cat([((cells + 1) / s).floor(), ((cells + 12) / s).floor()], dim=1)
+            scores, offsets = prob[b, i, j], offsets.permute(0, 2, 3, 1)[b, i, j]
             keep = _nms_per_frame(boxes, scores, b, 0.5)  # within each frame and scale
-            all_boxes.append(boxes[keep])
-            all_offsets.append(offsets[keep])
-            all_scores.append(scores[keep])
-            all_idx.append(b[keep])
-        if not all_boxes:
-            return torch.zeros((0, 4), device=x.device), torch.zeros(0, dtype=torch.long, device=x.device)
-        boxes, offsets = torch.cat(all_boxes), torch.cat(all_offsets)
-        scores, idx = torch.cat(all_scores), torch.cat(all_idx)
+            found.append((boxes[keep], scores[keep], offsets[keep], b[keep]))
+        if not found:
+            return torch.zeros((0, 4), device=table.device), torch.zeros(0, dtype=torch.long, device=table.device)
+        boxes, scores, offsets, idx = (torch.cat(parts) for parts in zip(*found))
         keep = _nms_per_frame(boxes, scores, idx, 0.7)  # across scales, within each frame
-        return _square(_regress(boxes[keep], offsets[keep])), idx[keep]
+        return _square(_regress(boxes[keep], offsets[keep], 0.0)), idx[keep]
 
-    def _crops(self, x: torch.Tensor, boxes: torch.Tensor, idx: torch.Tensor, size: int) -> torch.Tensor:
-        """(K, 3, size, size) normalised crops; outside the image counts as black, as in MTCNN.
+    def _crops(self, table, boxes, idx, size):
+        """Candidates whose crop is not empty, their frame ids and (K, 3, size, size) normalised crops."""
+        windows = _crop_windows(boxes, table.shape[1] - 1, table.shape[2] - 1)
+        # the reference fails on a box wholly outside the image (its crop list gets out of step); drop it
+        ok = (windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1])
+        boxes, idx, windows = boxes[ok], idx[ok], windows[ok]
+        crops = _resample_windows(table, idx, windows, size)  # contiguous, as the reference's
+        return boxes, idx, (crops - 127.5) / 128.0
 
-        Each box is sampled (``roi_align``, 2x2 bilinear samples per output pixel) from the level of
-        a 2x average-pooled pyramid where it is at most ~2x the output size, so big faces are
-        area-averaged without thousands of samples per pixel.
-        """
-        out = torch.empty((len(boxes), x.shape[1], size, size), dtype=x.dtype, device=x.device)
-        side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        level = torch.clamp(torch.floor(torch.log2(side.clamp(min=1.0) / size)), min=0).long()
-        image, factor = x, 1.0
-        for lev in range(int(level.max()) + 1 if len(boxes) else 0):
-            if lev:
-                image = F.avg_pool2d(image, 2, ceil_mode=True)
-                factor /= 2.0
-            sel = (level == lev).nonzero().flatten()
-            if len(sel):
-                rois = torch.cat([idx[sel, None].to(x.dtype), boxes[sel]], dim=1)
-                out[sel] = roi_align(image, rois, output_size=(size, size), spatial_scale=factor, sampling_ratio=2,
-                                     aligned=True)
-        return (out - 127.5) / 128.0
-
-    def _refine(self, x, boxes, idx):
+    def _refine(self, table, boxes, idx):
+        """R-Net on 24 px crops -> kept, regressed, squared boxes (K', 4) and frame ids (K',)."""
+        boxes, idx, crops = self._crops(table, boxes, idx, 24)
         if len(boxes) == 0:
             return boxes, idx
-        prob, offsets = self.rnet(self._crops(x, boxes, idx, 24))
+        prob, offsets = _in_chunks(self.rnet, crops)
         keep = prob > self.thresholds[1]
         boxes, prob, offsets, idx = boxes[keep], prob[keep], offsets[keep], idx[keep]
         keep = _nms_per_frame(boxes, prob, idx, 0.7)
-        return _square(_regress(boxes[keep], offsets[keep])), idx[keep]
+        return _square(_regress(boxes[keep], offsets[keep], 1.0)), idx[keep]
 
-    def _output(self, x, boxes, idx):
+    def _output(self, table, boxes, idx):
+        """O-Net on 48 px crops -> boxes (F, 4), scores (F,), landmarks (F, 5, 2), frame ids (F,)."""
+        boxes, idx, crops = self._crops(table, boxes, idx, 48)
         if len(boxes) == 0:
-            return boxes, torch.zeros(0, device=x.device), torch.zeros((0, 5, 2), device=x.device), idx
-        prob, offsets, marks = self.onet(self._crops(x, boxes, idx, 48))
+            return boxes, boxes.new_zeros(0), boxes.new_zeros((0, 5, 2)), idx
+        prob, offsets, marks = _in_chunks(self.onet, crops)
         keep = prob > self.thresholds[2]
         boxes, prob, offsets, marks, idx = boxes[keep], prob[keep], offsets[keep], marks[keep], idx[keep]
-        wh = (boxes[:, 2:] - boxes[:, :2])[:, None, :]  # (K, 1, 2)
-        marks = boxes[:, None, :2] + torch.stack([marks[:, :5], marks[:, 5:]], dim=2) * wh  # (K, 5, 2)
-        boxes = _regress(boxes, offsets)
-        keep = _nms_per_frame(boxes, prob, idx, 0.7)
-        boxes, prob, marks, idx = boxes[keep], prob[keep], marks[keep], idx[keep]
-        keep = _min_nms(boxes, prob, idx, 0.7)
-        return boxes[keep], prob[keep], marks[keep], idx[keep]
+        wh = (boxes[:, 2:] - boxes[:, :2] + 1)[:, None, :]  # (F, 1, 2) the box's whole-pixel size
+        # fractions of the box from its first pixel's left/top edge (x1 - 1, y1 - 1) -> image pixels
+        marks = wh * torch.stack([marks[:, :5], marks[:, 5:]], dim=2) + boxes[:, None, :2] - 1
+        return _regress(boxes, offsets, 1.0), prob, marks, idx
 
 
 def load_mtcnn(weights_dir=None, device: str | torch.device = "cpu", random_weights: bool = False,
