@@ -109,3 +109,23 @@ def test_heads_and_softmax_are_float32_under_autocast():
                                   ["Neutral", "Happiness"])(torch.zeros(2, 3, 112, 112, dtype=torch.uint8))
     assert out.dtype == torch.float32 and logits.dtype == torch.float32
     torch.testing.assert_close(out[:, 256:].sum(1), torch.ones(3), atol=1e-6, rtol=0)
+
+
+def test_cli_and_predict_record_the_precision(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from affectfuse.cli import main
+    from affectfuse.inference.models import load_face_model
+
+    photo = tmp_path / "noise.png"
+    Image.fromarray(crops(1, 64)[0]).save(photo)
+    for flags, precision, bf16 in (([], "fp32", False), (["--precision", "bf16"], "bf16", True)):
+        out = tmp_path / precision
+        assert main(["extract", str(photo), "--extractors", "faceexpressionnet", "--out", str(out),
+                     "--no-progress", *flags]) == 0
+        extra = json.loads((out / "faceexpressionnet" / "meta.json").read_text())["extra"]
+        assert (extra["precision"], extra["bf16"]) == (precision, bf16)
+    model = load_face_model(precision="bf16")
+    assert (model.describe()["precision"], model.describe()["bf16"]) == ("bf16", True)  # summary.json's entry

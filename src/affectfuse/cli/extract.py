@@ -34,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--media-dir", default=None, help="folder of the videos named by a CSV (default: its folder)")
     p.add_argument("--keep", choices=("main",), default="main", help="faces kept per frame")
     p.add_argument("--device", default="cpu", help="torch device for the networks")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="face networks' precision: fp32 (default, the reference results), bf16 (faster on CPUs "
+                        "with AVX512-BF16/AMX and on GPUs; features move slightly), auto (bf16 only on such "
+                        "hardware and only if the first batch is within cosine 0.9999 of fp32); heads are fp32")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from affectfuse.cluster import add_extract_arguments
 
@@ -54,7 +58,8 @@ def parse_weights(values: list[str], names: list[str]) -> dict[str, str]:
 
 def build_extractors(names: list[str], weights: dict[str, str] | None = None, random_weights: bool = False,
                      device: str = "cpu", **audio_options):
-    """Create the named extractors; audio options (sample_rate, window_s, hop_s) go to factories taking them."""
+    """Create the named extractors; options (audio: sample_rate, window_s, hop_s; face networks: precision) go
+    to the factories taking them."""
     from affectfuse.features.registry import EXTRACTORS, create_extractor
 
     import importlib
@@ -88,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
         return run_cli(args, items, names, parse_weights(args.weights, names))
     extractors = build_extractors(names, parse_weights(args.weights, names), args.random_weights, args.device,
-                                  sample_rate=args.sample_rate, window_s=args.window, hop_s=args.hop)
+                                  sample_rate=args.sample_rate, window_s=args.window, hop_s=args.hop,
+                                  precision=args.precision)
     report = extract(items, extractors, args.out, fps=args.fps or None, batch_size=args.batch_size,
                      workers=args.workers, keep=args.keep, progress=not args.no_progress, frame_rate=args.frame_rate)
     done = {n: len(v) for n, v in report.written.items()}

@@ -234,7 +234,8 @@ def run_cli(args, items: Sequence[MediaItem], names: list[str], weights: dict[st
 
     require_ray()
     spec = WorkerSpec(str(args.out), tuple(names), weights, args.random_weights, args.device,
-                      {"sample_rate": args.sample_rate, "window_s": args.window, "hop_s": args.hop},
+                      {"sample_rate": args.sample_rate, "window_s": args.window, "hop_s": args.hop,
+                       "precision": getattr(args, "precision", "fp32")},
                       args.fps or None, args.batch_size, args.keep, max(1, int(args.cpus_per_worker)))
     report = ray_extract(items, spec, args.ray_workers, args.cpus_per_worker, args.gpus_per_worker,
                          args.max_attempts, address=args.ray or None, progress=not args.no_progress)

@@ -84,6 +84,7 @@ class PredictOptions:
     detect_fps: float | None = 8.0  # detect at this rate, interpolate landmarks in between (None: every frame)
     thumbnails: int = 6
     device: str = "cpu"
+    precision: str = "fp32"  # face networks: fp32 | bf16 | auto (affectfuse.features.face_common)
     random_weights: bool = False  # tests only: networks without pretrained files (recorded in summary.json)
     strict: bool = False  # a file read short of its declared duration is an error, not a warning
     coverage_tolerance_s: float = DEFAULT_TOLERANCE_S
@@ -111,9 +112,11 @@ class VideoPredictor:
 
         self.options = options or PredictOptions()
         o = self.options
-        self.face_model = load_face_model(o.expr_checkpoint, device=o.device, random_weights=o.random_weights)
+        self.face_model = load_face_model(o.expr_checkpoint, device=o.device, random_weights=o.random_weights,
+                                          precision=o.precision)
         self.voice_model = load_voice_model(o.voice_head, device=o.device, random_weights=o.random_weights)
-        self.eri_model = load_eri_model(o.eri_checkpoint, device=o.device, random_weights=o.random_weights)
+        self.eri_model = load_eri_model(o.eri_checkpoint, device=o.device, random_weights=o.random_weights,
+                                        precision=o.precision)
         from affectfuse.faces import load_mtcnn
 
         self.detector = load_mtcnn(device=o.device, random_weights=o.random_weights,
