@@ -1,7 +1,8 @@
 """Peak memory of ``affectfuse predict`` against video length: is it flat?
 
 Generates talking-face videos of the asked lengths (default 1, 10 and 20 minutes) by looping the bundled
-6.1 s CREMA-D clip (frames downscaled to ``--size``, its sound resampled to 16 kHz, H.264 + AAC, written
+6.1 s CREMA-D clip (frames downscaled to ``--size`` and taken at ``--fps`` frames/s, default 10, to keep
+the run short; its sound resampled to 16 kHz, H.264 + AAC, written
 frame by frame so the generator itself stays small), then runs ``affectfuse predict VIDEO`` on each in
 a fresh process with the shipped defaults and reads the process's peak resident set size
 (``ru_maxrss`` from ``wait4``). Prints one JSON line per video and a markdown table; the figures go to
@@ -9,7 +10,7 @@ docs/benchmarks.md.
 
 Usage (one command; run it on a quiet machine, it takes about as long as the videos)::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_predict_rss.py [--minutes 1 10 20] [--size 160x120] [--work DIR]
+    OMP_NUM_THREADS=1 python benchmarks/bench_predict_rss.py [--minutes 1 10 20] [--size 160x120] [--fps 10] [--work DIR]
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ def clip_media(size: tuple[int, int]) -> tuple[list[np.ndarray], np.ndarray, flo
     return frames, read_audio(path, 16000), probe(path).fps
 
 
-def write_looped(path: Path, minutes: float, size: tuple[int, int] = (160, 120)) -> Path:
-    """A ``minutes``-long H.264/AAC mp4 looping the bundled clip (frames and sound), written streaming."""
-    frames, audio, fps = clip_media(size)
-    fps = round(fps)
+def write_looped(path: Path, minutes: float, size: tuple[int, int] = (160, 120), fps: int = 10) -> Path:
+    """A ``minutes``-long H.264/AAC mp4 looping the bundled clip (its frames taken at ``fps`` frames/s, its
+    sound whole), written streaming."""
+    frames, audio, clip_fps = clip_media(size)
+    frames = frames[::max(1, round(clip_fps / fps))]
     n_frames = int(minutes * 60 * fps)
     n_samples = int(minutes * 60 * 16000)
     with av.open(str(path), "w") as c:
@@ -84,6 +86,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 20])
     ap.add_argument("--size", default="160x120", help="frame size WxH of the generated videos")
+    ap.add_argument("--fps", type=int, default=10, help="frame rate of the generated videos (the clip has 30)")
     ap.add_argument("--work", default=None, help="folder for the videos and outputs (default: a temp folder)")
     args = ap.parse_args(argv)
     size = tuple(int(x) for x in args.size.split("x"))
@@ -91,9 +94,9 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for minutes in args.minutes:
-        video = work / f"looped_{minutes:g}min.mp4"
+        video = work / f"looped_{minutes:g}min_{args.fps}fps.mp4"
         if not video.is_file():
-            write_looped(video, minutes, size)
+            write_looped(video, minutes, size, args.fps)
         cmd = [sys.executable, "-m", "affectfuse.cli", "predict", str(video), "--out", str(work / "out"), "--overwrite"]
         rss, wall, rc = peak_rss_mb(cmd)
         summary = json.loads((work / "out" / video.stem / "summary.json").read_text()) if rc == 0 else {}

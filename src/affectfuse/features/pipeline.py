@@ -222,6 +222,14 @@ def _result(item: MediaItem, plan: DecodePlan, future) -> DecodedVideo:
 # Batching across videos
 # --------------------------------------------------------------------------------------------------
 
+class _OutputFailed(Exception):
+    """Carries an ``OSError`` of the output through the per-video error isolation (see :func:`extract`)."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
 @dataclass
 class _Slot:
     """One (video, extractor) output being filled: values (T, D), timestamps (T,), mask (T,)."""
@@ -295,6 +303,8 @@ class BatchRunner:
             return
         try:
             self._apply(name, batch)
+        except _OutputFailed:
+            raise
         except Exception as exc:
             if len({id(b[0]) for b in batch}) == 1:
                 self._fail(batch[0][0].item, name, f"{batch[0][0].item.path}: {type(exc).__name__}: {exc}",
@@ -304,6 +314,8 @@ class BatchRunner:
                 part = [b for b in batch if b[0] is slot]
                 try:
                     self._apply(name, part)
+                except _OutputFailed:
+                    raise
                 except Exception as exc2:
                     self._fail(slot.item, name, f"{slot.item.path}: {type(exc2).__name__}: {exc2}", slot)
 
@@ -322,8 +334,8 @@ class BatchRunner:
     def _write(self, name: str, slot: _Slot) -> None:
         try:
             self.sets[name].write(VideoFeatures(slot.item.id, slot.values, slot.timestamps, slot.mask))
-        except OSError:
-            raise  # the output cannot take the file (disk full, read-only): stop, do not blame the video
+        except OSError as exc:  # the output cannot take the file (disk full, read-only): stop, not the video's fault
+            raise _OutputFailed(exc) from exc
         except Exception as exc:
             self._fail(slot.item, name, f"{slot.item.path}: writing features failed: {exc}", slot)
             return
@@ -457,6 +469,8 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
         for video in iter_decoded(jobs(), workers, detector):
             runner.add(video, missing_of[video.item.id])
         runner.flush()
+    except _OutputFailed as failed:
+        raise failed.error from None  # one line at the CLI: the file and the cause
     finally:
         claims.release_all()
         bar.close()

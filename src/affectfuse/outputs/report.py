@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from affectfuse.inference.confidence import SMOOTH_S, UNCERTAIN, smooth
 from affectfuse.utils import atomic_path, write_json_atomic, write_text_atomic
 
 MAX_PLOT_POINTS = 2000
@@ -122,6 +123,8 @@ class Decimator:
     def add(self, times, found, probs) -> None:
         """One batch: times (B,) s, found (B,) bool, probs (B, C)."""
         for t, ok, row in zip(times, found, probs):
+            if self.n and self.n[-1] >= self.width and len(self.n) >= self.max_points:
+                self._halve()
             if not self.n or self.n[-1] >= self.width:
                 self.t.append(0.0), self.n.append(0), self.hit.append(0)
                 self.sums.append(np.zeros(self.n_classes))
@@ -130,8 +133,6 @@ class Decimator:
             if ok:
                 self.hit[-1] += 1
                 self.sums[-1] += row
-            if len(self.n) > self.max_points and self.n[-1] >= self.width:
-                self._halve()
 
     def _halve(self) -> None:
         """Merge neighbouring bins pairwise; bins then hold ``2 * width`` frames."""
@@ -190,21 +191,29 @@ def plot_timeline(path: str | Path, report: VideoReport, dpi: int = 100) -> None
     ax = axes[0, 0]
     t = np.asarray(report.timestamps, dtype=float)
     probs = np.where(np.asarray(report.face_found)[:, None], report.probs, np.nan)
+    smoothed = smooth(t, report.face_found, report.probs)  # (T, C), SMOOTH_S centred mean
     for c, name in enumerate(report.class_names):
-        ax.plot(t, probs[:, c], color=CLASS_COLOURS.get(name), lw=1.6, label=name)
+        ax.plot(t, probs[:, c], color=CLASS_COLOURS.get(name), lw=0.7, alpha=0.25)
+        ax.plot(t, smoothed[:, c], color=CLASS_COLOURS.get(name), lw=1.8, label=name)
+    _draw_segments(ax, report.summary.get("segments") or [])
     for i, (a, b) in enumerate(_spans(~np.asarray(report.face_found, dtype=bool), t)):
         ax.axvspan(a, b, color="#000000", alpha=0.12, lw=0, label="no face" if i == 0 else None)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("face: probability")
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel(f"face: probability\n({SMOOTH_S:g} s mean; raw faint)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
     if has_voice:
         vax = axes[1, 0]
         centres = report.voice_times.mean(axis=1)
+        outside = _outside_flags(report)  # (W,) bool: unlike the head's training speech
         for c, name in enumerate(report.voice_class_names):
-            vax.plot(centres, report.voice_probs[:, c], "o-", ms=3, color=CLASS_COLOURS.get(name), lw=1.4, label=name)
+            colour = CLASS_COLOURS.get(name)
+            vax.plot(centres, report.voice_probs[:, c], "-", color=colour, lw=1.4, label=name,
+                     alpha=0.35 if outside.all() else 1.0)
+            vax.plot(centres[~outside], report.voice_probs[~outside, c], "o", ms=4, color=colour)
+            vax.plot(centres[outside], report.voice_probs[outside, c], "o", ms=4, mfc="none", color=colour)
         vax.set_ylim(0, 1)
-        vax.set_ylabel("voice: probability\n(window centres)")
+        vax.set_ylabel("voice: probability\n(window centres;\nhollow = unlike training)")
         vax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
         vax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("time (s)")
@@ -215,6 +224,26 @@ def plot_timeline(path: str | Path, report: VideoReport, dpi: int = 100) -> None
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
+
+
+def _outside_flags(report: VideoReport) -> np.ndarray:
+    """(W,) bool: voice window flagged outside the head's training domain (summary's windows, in order)."""
+    windows = (report.summary.get("voice") or {}).get("windows") or []
+    n = 0 if report.voice_probs is None else len(report.voice_probs)
+    flags = np.zeros(n, bool)
+    if len(windows) == n:
+        flags[:] = [bool(w.get("outside_domain", False)) for w in windows]
+    return flags
+
+
+def _draw_segments(ax, segs: list[dict]) -> None:
+    """Segment boundaries (dotted) and each segment's label above the curves."""
+    for k, seg in enumerate(segs):
+        if k:
+            ax.axvline(seg["start_s"], color="#555", lw=0.8, ls=":")
+        label = seg["headline"]["label"] or ""
+        ax.text((seg["start_s"] + seg["end_s"]) / 2, 1.06, label, ha="center", va="center", fontsize=8,
+                color=CLASS_COLOURS.get(label, "#555"), fontweight="bold" if label in CLASS_COLOURS else "normal")
 
 
 def _png_b64(image: np.ndarray) -> str:
@@ -245,24 +274,90 @@ img.plot{max-width:100%;border:1px solid #eee}
 """
 
 
+def _badge(label: str | None) -> str:
+    label = label or "unknown"
+    colour = CLASS_COLOURS.get(label, "#9a9a9a" if label == UNCERTAIN else "#444")
+    return f"<span class=badge style='background:{colour}'>{html.escape(label)}</span>"
+
+
+def confidence_text(s: dict) -> str:
+    """One line on how sure the headline of a summary is: margin, threshold, face/voice agreement."""
+    fused = s.get("fused") or {}
+    head = fused.get("headline") or {}
+    if not head.get("top"):
+        return head.get("reason", "")
+    parts = [f"{head['top']} leads {head['second']} by {head['margin']:.2f}" if head.get("second") else head["top"]]
+    parts[0] += f" (a label needs {head.get('threshold', 0):.2f})"
+    agree = fused.get("agreement")
+    if agree:
+        parts.append(("face and voice agree on " + agree["face_top"]) if agree["same_top"] else
+                     f"face says {agree['face_top']}, voice {agree['voice_top']}")
+        parts[-1] += f" (overlap {agree['overlap']:.2f})"
+    if not head.get("confident") and head.get("reason") and "leads" not in head["reason"]:
+        parts.append(head["reason"])
+    return "; ".join(parts)
+
+
+def _headline_html(s: dict) -> str:
+    """The label (or "uncertain") with its confidence line and the sources behind it."""
+    fused = s.get("fused") or {}
+    label = (fused.get("headline") or {}).get("label", s.get("top_emotion"))
+    return (f"<div class=top>Whole video: {_badge(label)} <span class=muted>{html.escape(confidence_text(s))}"
+            f"</span><br><span class=muted>from {html.escape(fused.get('rule_short', ''))}</span></div>")
+
+
+def _segments_html(segs: list[dict] | None) -> str:
+    """Table of the segments: time span, label, the face's top two, the voice windows inside."""
+    if not segs:
+        return ""
+    esc = html.escape
+    rows = ["<h2>Over time</h2><table><tr><th>time (s)</th><th>label</th><th>face (smoothed mean)</th>"
+            "<th>voice windows (top class)</th></tr>"]
+    for seg in segs:
+        h = seg["headline"]
+        top2 = sorted(seg["mean_probabilities"].items(), key=lambda kv: -kv[1])[:2]
+        face = ", ".join(f"{esc(c)} {v:.2f}" for c, v in top2) or "&ndash;"
+        voice = ", ".join(esc(w["top"] or "") + (" (unlike training)" if w["outside_domain"] else "")
+                          for w in seg.get("voice_windows", [])) or "&ndash;"
+        rows.append(f"<tr><td class=num>{seg['start_s']:.2f} &ndash; {seg['end_s']:.2f}</td><td>{_badge(h['label'])}"
+                    f"</td><td class=num>{face}</td><td>{voice}</td></tr>")
+    rows.append("</table><p class=muted>Segments: changes of the dominant face expression, from probabilities "
+                f"averaged over {SMOOTH_S:g} s; a label needs its top class to lead the second by the threshold "
+                "above, else \"uncertain\".</p>")
+    return "\n".join(rows)
+
+
+def _eri_html(eri: dict | None) -> str:
+    """The ERI table, or the line saying how to get it."""
+    esc = html.escape
+    if not eri:
+        return ("<h2>Emotional reaction intensities (ERI)</h2><p class=muted>Not computed: pass "
+                "<code>--eri-checkpoint PATH</code> (a <code>best.pt</code> written by <code>affectfuse train</code>, "
+                "see the README's \"Train, evaluate, ensembles\") to add the 7 intensities in [0, 1].</p>")
+    rows = ["<h2>Emotional reaction intensities (ERI)</h2><table><tr><th>emotion</th><th>intensity</th></tr>"]
+    rows += [f"<tr><td>{esc(name)}</td>{_bar(float(value), '#555')}</tr>"
+             for name, value in eri.get("intensities", {}).items()]
+    rows.append(f"</table><p class=muted>Scale: {esc(eri.get('scale', ''))}</p>")
+    return "\n".join(rows)
+
+
 def render_html(report: VideoReport, timeline_png: bytes | None) -> str:
     """The self-contained report page (no external files): plot, tables, face thumbnails."""
     s = report.summary
     esc = html.escape
-    top = s.get("top_emotion") or "unknown"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>affectfuse: {esc(report.video_id)}</title>",
              f"<style>{_CSS}</style></head><body>",
              f"<h1>{esc(report.video_id)}</h1><div class=muted>{esc(str(s.get('video', '')))}</div>",
-             f"<div class=top>Top emotion: <span class=badge style='background:{CLASS_COLOURS.get(top, '#444')}'>"
-             f"{esc(top)}</span> <span class=muted>{esc(s.get('fused', {}).get('rule_short', ''))}</span></div>"]
+             _headline_html(s)]
     parts += [f"<p class=warn>{esc(w)}</p>" for w in s.get("warnings") or []]
+    parts.append(_segments_html(s.get("segments")))
     expr = s.get("expressions", {})
     voice = s.get("voice") or {}
     fused = s.get("fused", {}).get("probabilities", {})
     face_mean = expr.get("mean_probabilities", {})
     voice_mean = voice.get("mean_probabilities", {})
-    parts.append("<h2>Summary</h2><table><tr><th>class</th><th>face (mean over frames with a face)</th>"
-                 "<th>voice (mean over windows)</th><th>fused</th></tr>")
+    parts.append("<h2>Whole video</h2><table><tr><th>class</th><th>face (mean over frames with a face)</th>"
+                 f"<th>voice (mean over {esc(voice.get('mean_over', 'voiced windows'))})</th><th>fused</th></tr>")
     for name in report.class_names:
         colour = CLASS_COLOURS.get(name, "#444")
         parts.append(f"<tr><td>{esc(name)}</td>{_bar(face_mean.get(name), colour)}"
@@ -274,16 +369,11 @@ def render_html(report: VideoReport, timeline_png: bytes | None) -> str:
     if domain.get("windows_outside"):
         parts.append(f"<p class=warn>Voice: {domain['windows_outside']} of {domain['voiced_windows']} voiced windows "
                      "are unlike the voice head's training speech (another language, microphone or codec?); "
-                     "treat the voice column as unreliable for this video.</p>")
+                     "they count for nothing in the fused result.</p>")
     if timeline_png:
         parts.append("<h2>Timeline</h2><img class=plot alt='timeline' src='data:image/png;base64,"
                      + base64.b64encode(timeline_png).decode("ascii") + "'>")
-    eri = s.get("eri")
-    if eri:
-        parts.append("<h2>Emotional reaction intensities (ERI)</h2><table><tr><th>emotion</th><th>intensity</th></tr>")
-        for name, value in eri.get("intensities", {}).items():
-            parts.append(f"<tr><td>{esc(name)}</td>{_bar(float(value), '#555')}</tr>")
-        parts.append(f"</table><p class=muted>Scale: {esc(eri.get('scale', ''))}</p>")
+    parts.append(_eri_html(s.get("eri")))
     if report.thumbnails:
         parts.append("<h2>Aligned faces</h2><div class=thumbs>")
         for t, label, crop in report.thumbnails:
@@ -333,7 +423,9 @@ def write_index(out_dir: str | Path, rows: list[dict], failures: list[tuple[str,
     warnings (``(video, message)``, e.g. a file analysed in part).
 
     ``rows``: dicts with ``video_id``, ``video`` (path), ``top_emotion``, ``report`` (relative link, URL-encoded
-    here: a video named ``javascript:x.mp4`` or ``a#b?.mp4`` stays a relative link to its own folder).
+    here: a video named ``javascript:x.mp4`` or ``a#b?.mp4`` stays a relative link to its own folder), and
+    optionally ``label`` (the headline, "uncertain" included; default ``top_emotion``), ``confidence`` (one
+    line, :func:`confidence_text`) and ``status`` (e.g. "analysed", "skipped: unchanged", "earlier run").
     """
     from urllib.parse import quote
 
@@ -341,11 +433,11 @@ def write_index(out_dir: str | Path, rows: list[dict], failures: list[tuple[str,
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>affectfuse predict</title>",
              f"<style>{_CSS}</style></head><body><h1>affectfuse predict</h1>",
              f"<p>{len(rows)} video(s) analysed, {len(failures)} failed.</p>",
-             "<table><tr><th>video</th><th>top emotion</th><th>file</th></tr>"]
+             "<table><tr><th>video</th><th>label</th><th>how sure</th><th>this run</th><th>file</th></tr>"]
     for r in rows:
-        top = r.get("top_emotion") or "unknown"
         parts.append(f"<tr><td><a href='{esc(quote(r['report'], safe='/'))}'>{esc(r['video_id'])}</a></td>"
-                     f"<td><span class=badge style='background:{CLASS_COLOURS.get(top, '#444')}'>{esc(top)}</span></td>"
+                     f"<td>{_badge(r.get('label', r.get('top_emotion')))}</td>"
+                     f"<td class=muted>{esc(r.get('confidence', ''))}</td><td class=muted>{esc(r.get('status', ''))}</td>"
                      f"<td class=muted>{esc(str(r.get('video', '')))}</td></tr>")
     parts.append("</table>")
     for title, items in (("Failed", failures), ("Warnings", warnings)):

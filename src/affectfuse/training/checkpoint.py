@@ -10,6 +10,8 @@ A model checkpoint (``best.pt``) is a dict of plain types and tensors, loadable 
     label_names   output column names, in order
     feature_sets  {modality: feature-set meta (name, dim, rate, extractor, weights, random_weights, ...)}
     data          {"seq_len", "sequence_mode"}: how inputs are brought to fixed length
+    input_norm    {modality: {"mean", "std"}} of the training split's valid rows, or absent (no standardisation)
+    probe         the ridge probe fitted on the same split (pooled features) and its validation score
     config        the resolved run config
     versions      affectfuse, torch, numpy, python
     epoch, metrics
@@ -80,7 +82,9 @@ def read_checkpoint(path: str | Path, fmt: str, what: str, map_location="cpu") -
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})") from exc
+        detail = " ".join(str(exc).split())  # torch's messages run over many lines: keep one
+        detail = detail if len(detail) <= 300 else detail[:297] + "..."
+        raise ValueError(f"{path}: unreadable {what} ({type(exc).__name__}: {detail})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path}: not an affectfuse {what} (format {fmt!r} expected, found {found!r})")
@@ -98,9 +102,13 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
-    """Rebuild the model named in ``ckpt`` and load its weights (eval mode)."""
+    """Rebuild the model named in ``ckpt`` and load its weights (eval mode); with ``input_norm`` (the
+    training split's feature statistics) the model standardises its inputs itself."""
     from affectfuse.models.eri import create_eri_model
+    from affectfuse.models.input_norm import StandardizedInputs
 
     model = create_eri_model(ckpt["model"]["name"], dict(ckpt["model"]["args"]))
     model.load_state_dict(ckpt["state_dict"])
+    if ckpt.get("input_norm"):
+        model = StandardizedInputs(model, ckpt["input_norm"])
     return model.eval()
