@@ -159,15 +159,22 @@ class VideoPredictor:
             info = probe(video)
         if not info.has_video:
             raise MediaError(video, "no video stream (audio-only file); predict needs a video")
-        with ExpressionRows(out_dir / "expressions.csv", EXPR_CLASSES) as rows:  # kept only if all goes well
-            faces = self._face_pass(video, info, rows, timer)
-            voice, audio_s, eri = self._audio_pass(video, info, faces.eri_state, timer)
-            step = 1.0 / (self.options.fps or info.fps or 25.0)
-            coverage = Coverage(info.duration_s, faces.last_t + step if faces.n else 0.0, faces.last_frame,
-                                info.n_frames if info.n_frames_exact else None, audio_s)
-            warnings = coverage.warnings(self.options.coverage_tolerance_s)
-            if warnings and self.options.strict:
-                raise MediaError(video, "; ".join(warnings) + " (--strict)")
+        fresh = not out_dir.exists()
+        try:
+            with ExpressionRows(out_dir / "expressions.csv", EXPR_CLASSES) as rows:  # kept only if all goes well
+                faces = self._face_pass(video, info, rows, timer)
+                voice, audio_s, eri = self._audio_pass(video, info, faces.eri_state, timer)
+                step = 1.0 / (self.options.fps or info.fps or 25.0)
+                coverage = Coverage(info.duration_s, faces.last_t + step if faces.n else 0.0, faces.last_frame,
+                                    info.n_frames if info.n_frames_exact else None, audio_s)
+                warnings = coverage.warnings(self.options.coverage_tolerance_s)
+                if warnings and self.options.strict:
+                    raise MediaError(video, "; ".join(warnings) + " (--strict)")
+        except BaseException:
+            if fresh:  # leave no empty folder behind a failed video
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()
+            raise
         summary = self._summary(video, out_dir, info, faces, voice, eri, coverage, warnings)
         summary.update(extra or {})
         times, found, probs = faces.plot.series()  # (T',) s, (T',), (T', 8)
