@@ -63,7 +63,9 @@ def test_end_to_end_files_columns_and_names(face_video, tmp_path):
     assert s["expressions"]["classes"] == list(EXPR_CLASSES) and "probability" in s["expressions"]["scale"]
     assert s["top_emotion"] in EXPR_CLASSES
     assert s["voice"]["available"] and s["voice"]["voiced_windows"] >= 1
-    assert set(s["fused"]["modalities"]) == {"face", "voice"}
+    # a 220 Hz tone is heard but is unlike the voice head's training speech: it may count for nothing
+    assert "face" in s["fused"]["modalities"] and s["fused"]["reliability"]["voice"] is not None
+    assert s["label"] in (*EXPR_CLASSES, "uncertain") and s["segments"]
     assert {m["role"] for m in s["models"]} >= {"face expressions", "voice"}
     assert all(m["random_weights"] is False for m in s["models"])
     assert {"detect", "align", "face_model", "report"} <= set(s["timings_s"])

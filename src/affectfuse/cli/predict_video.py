@@ -130,7 +130,6 @@ def _done(folder: Path, video: Path) -> dict | None:
 
 def run(args) -> int:
     import torch
-    from tqdm import tqdm
 
     from affectfuse.inference.video import PredictOptions, VideoPredictor, sample_clip_path
     from affectfuse.utils import FailureLog, inside
@@ -142,6 +141,8 @@ def run(args) -> int:
     out = Path(args.out or "predict_out")
     out.mkdir(parents=True, exist_ok=True)
     failures = FailureLog(out / "failures.csv")
+    failures.rows = _earlier_failures(out / "failures.csv", {str(v) for v in videos})  # kept, marked
+    n_kept = len(failures)
     try:
         weights = tuple(float(w) for w in str(args.fusion_weights).split(","))
         assert len(weights) == 2 and min(weights) >= 0 and sum(weights) > 0
@@ -153,46 +154,125 @@ def run(args) -> int:
         fusion_weights=weights, detect_max_side=args.detect_max_side, min_face_size=args.min_face_size,
         detect_fps=args.detect_fps or None, thumbnails=args.thumbnails, device=args.device,
         precision=getattr(args, "precision", "fp32"), strict=bool(getattr(args, "strict", False)))
+    print(f"predict: loading models, then {len(videos)} video(s) -> {out}", file=sys.stderr, flush=True)
     predictor = VideoPredictor(options)  # loads every model once; a bad checkpoint stops here, before any video
     rows, warnings = [], []
     names = output_names(videos)
-    bar = tqdm(list(zip(videos, names)), desc="predict", unit="video", disable=None)
-    for video, name in bar:
-        bar.set_postfix_str(video.name)
+    for k, (video, name) in enumerate(zip(videos, names), 1):
         try:
             folder = inside(out, name, f"output folder name (from {video.name!r})")
             exists = video.is_file()
             summary = None if args.overwrite or not exists else _done(folder, video)
+            status = "skipped: done earlier on the same file (--overwrite redoes it)"
             if summary is None:  # a missing or unreadable file fails in predict with a MediaError naming it
-                summary = predictor.predict(video, folder, extra={"source_file": _fingerprint(video) if exists else None})
-            rows.append({"video_id": name, "video": str(video), "top_emotion": summary.get("top_emotion"),
-                         "report": f"{name}/report.html"})
+                status = "analysed"
+                with VideoProgress(f"[{k}/{len(videos)}] {video.name}") as progress:
+                    summary = predictor.predict(video, folder, progress=progress,
+                                                extra={"source_file": _fingerprint(video) if exists else None})
+            else:
+                print(f"[{k}/{len(videos)}] {video}: {status}", file=sys.stderr)
+            rows.append(index_row(name, video, summary, status))
             warnings += [(str(video), f"warning: {w}") for w in summary.get("warnings") or []]
         except Exception as exc:  # one bad video never stops the others
             if isinstance(exc, (KeyboardInterrupt, MemoryError)) or is_output_error(exc, out):
                 raise
             log.debug("failed on %s", video, exc_info=True)
             failures.add(str(video), exc)
-            tqdm.write(f"failed: {video}: {type(exc).__name__}: {exc}", file=sys.stderr)
-    return _finish(out, rows, failures, warnings, len(videos))
+            print(f"failed: {video}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    rows += earlier_rows(out, set(names))
+    return _finish(out, rows, failures, warnings, len(videos), n_kept)
 
 
-def _finish(out: Path, rows: list[dict], failures, warnings: list[tuple[str, str]], n_videos: int) -> int:
-    """Write ``index.html`` and ``failures.csv`` (failures, then warnings; removed when empty); the exit code."""
+class VideoProgress:
+    """Progress of one video on stderr, in percent of its two passes over the video (face detection, then
+    expressions), with the elapsed time and an ETA: a tqdm bar on a terminal, a line every ~10 s otherwise.
+    Called by the predictor as ``progress(done_s, total_s, stage)``."""
+
+    STAGES = ("detect", "analyse")
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    def __enter__(self) -> "VideoProgress":
+        return self
+
+    def __call__(self, done_s: float, total_s: float, stage: str = "analyse") -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            tty = sys.stderr.isatty()
+            self.bar = tqdm(total=100, desc=self.desc, unit="%", file=sys.stderr, mininterval=0.5 if tty else 10.0,
+                            bar_format=None if tty else "{desc}: {n:.0f}%, {elapsed} elapsed, ETA {remaining}\n")
+        k = self.STAGES.index(stage) if stage in self.STAGES else 1
+        pct = 100 * (k + min(1.0, done_s / max(total_s, 1e-6))) / len(self.STAGES)
+        self.bar.set_description_str(f"{self.desc} ({stage})", refresh=False)
+        self.bar.update(max(0.0, round(pct, 1) - self.bar.n))
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def index_row(name: str, video, summary: dict, status: str) -> dict:
+    """One row of ``index.html`` from a video's summary."""
+    from affectfuse.outputs.report import confidence_text
+
+    return {"video_id": name, "video": str(video), "top_emotion": summary.get("top_emotion"),
+            "label": summary.get("label", summary.get("top_emotion")), "confidence": confidence_text(summary),
+            "status": status, "report": f"{name}/report.html"}
+
+
+def earlier_rows(out: Path, names: set[str]) -> list[dict]:
+    """Index rows of reports an earlier run left in ``out`` for videos that are not in this run."""
+    rows = []
+    for path in sorted(out.glob("*/summary.json")):
+        if path.parent.name in names or not (path.parent / "report.html").is_file():
+            continue
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        rows.append(index_row(path.parent.name, summary.get("video", ""), summary, "earlier run"))
+    return rows
+
+
+def _earlier_failures(path: Path, items: set[str]) -> list[tuple[str, str]]:
+    """Rows of an earlier ``failures.csv`` about videos this run does not retry, marked as earlier."""
+    import csv
+
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = [(r["item"], r["error"]) for r in csv.DictReader(fh)]
+    except (OSError, ValueError, KeyError):
+        return []
+    mark = "earlier run: "
+    return [(item, err if err.startswith(mark) else mark + err) for item, err in rows if item not in items]
+
+
+def _finish(out: Path, rows: list[dict], failures, warnings: list[tuple[str, str]], n_videos: int,
+            n_kept: int = 0) -> int:
+    """Write ``index.html`` and ``failures.csv`` (earlier rows kept, this run's failures, then warnings;
+    removed when empty); the exit code (1 when a video of this run failed)."""
     from affectfuse.outputs.report import write_index
 
     index = write_index(out, rows, list(failures), warnings)
     for row in rows:
-        print(f"{row['video_id']}: top emotion {row['top_emotion']}  ->  {out / row['report']}")
-    print(f"index: {index}")
+        if row.get("status") != "earlier run":
+            print(f"{row['video_id']}: {row['label']} ({row['confidence']})  ->  {out / row['report']}")
+    n_earlier = sum(r.get("status") == "earlier run" for r in rows)
+    print(f"index: {index}" + (f" (also lists {n_earlier} report(s) of earlier runs)" if n_earlier else ""))
     for item, message in warnings:
         print(f"{item}: {message}", file=sys.stderr)
-    n_failed = len(failures)
+    n_failed = len(failures) - n_kept
     for item, message in warnings:
         failures.add(item, message)
+    if len(failures):
+        failures.write()
+    elif failures.path.exists():
+        failures.path.unlink()  # a stale list from an earlier run would mislead
     if n_failed:
         print(f"{n_failed} of {n_videos} video(s) failed; see {failures.path}", file=sys.stderr)
         return 1
-    if not warnings and failures.path.exists():
-        failures.path.unlink()  # a stale list from an earlier run would mislead
     return 0

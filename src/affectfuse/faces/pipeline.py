@@ -169,8 +169,10 @@ def _batch_for(pixels_per_frame: int, batch_size: int, budget: int) -> int:
 
 def detect_video(path: str | os.PathLike, fps: float | None = None, detector: MTCNN | None = None,
                  batch_size: int = 32, detect_max_side: int | None = 1280,
-                 tracker: IoUTracker | None = None, stitch_gap_s: float = 10.0) -> VideoDetections:
-    """Pass 1: detect and track faces in the sampled frames, keeping boxes only (memory ~100 B/frame)."""
+                 tracker: IoUTracker | None = None, stitch_gap_s: float = 10.0, progress=None) -> VideoDetections:
+    """Pass 1: detect and track faces in the sampled frames, keeping boxes only (memory ~100 B/frame).
+
+    ``progress``: called as ``progress(done_s, total_s)`` (seconds of video) after each detection batch."""
     info = probe(path)
     if not info.has_video:
         raise MediaError(path, "no video stream (audio-only file): no faces to find")
@@ -192,6 +194,8 @@ def detect_video(path: str | os.PathLike, fps: float | None = None, detector: MT
                 scores.append(det.scores)
                 marks.append(det.landmarks / batch.scale)
                 ids.append(tracker.update(float(t), b))
+        if progress is not None and len(batch.timestamps):
+            progress(float(batch.timestamps[-1]), float(info.duration_s or batch.timestamps[-1]))
     chain = stitch_tracks(tracker.stats, stitch_gap_s=stitch_gap_s)
     tracks = merge_stats(tracker.stats, chain)
     ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)

@@ -59,9 +59,10 @@ def interpolate(t: float, times: np.ndarray, found: np.ndarray, values: np.ndarr
 
 def iter_faces_sparse(path: str | os.PathLike, detector, fps: float | None = None, sizes: Sequence[int] = (112,),
                       batch_size: int = 32, detect_max_side: int | None = 320, detect_fps: float | None = 8.0,
-                      timer=None) -> Iterator:
+                      timer=None, progress=None) -> Iterator:
     """Like :func:`affectfuse.faces.iter_faces` with ``keep="main"``, detecting at ``detect_fps`` frames/s
-    only (see the module doc). ``timer`` (optional) times pass 1 as ``detect``, pass 2 as ``align``."""
+    only (see the module doc). ``timer`` (optional) times pass 1 as ``detect``, pass 2 as ``align``;
+    ``progress(done_s, total_s)`` (optional) is called during pass 1 (detection)."""
     import contextlib
     import time
 
@@ -75,7 +76,7 @@ def iter_faces_sparse(path: str | os.PathLike, detector, fps: float | None = Non
     ctx = timer("detect") if timer is not None else contextlib.nullcontext()
     with ctx:
         dets = detect_video(path, fps=detect_fps if sparse else fps, detector=detector, batch_size=batch_size,
-                            detect_max_side=detect_max_side)
+                            detect_max_side=detect_max_side, progress=progress)
     if not sparse:
         frames = iter_faces(path, fps=fps, sizes=sizes, batch_size=batch_size, keep="main", detector=detector,
                             detections=dets)

@@ -1,17 +1,23 @@
-"""Late fusion of face and voice into one top emotion per video.
+"""Late fusion of face and voice into one top emotion per video, each source weighed by its reliability.
 
-Rule (documented in docs/predict.md, fixed before looking at any evaluation clip):
+Rule (documented in docs/predict.md; the reliability weights since issue 17):
 
 1. Face, per video: the mean of the per-frame 8-class probabilities over frames where a face was found.
+   Its reliability ``r_face`` is the share of analysed frames with a face.
 2. Voice, per video: the mean of the per-window probabilities over *voiced* windows (window RMS above
-   a silence threshold), mapped to the ABAW class names by the voice head's class mapping.
+   a silence threshold) that lie inside the voice head's training domain (typicality at or below its
+   ``domain_check`` threshold; :func:`voice_window_weights`), mapped to the ABAW class names by the voice
+   head's class mapping. Its reliability ``r_voice`` is the share of voiced windows inside the domain:
+   windows unlike the head's training speech count for nothing.
 3. Shared classes: the ABAW classes both modalities can output (for the default models: Neutral,
    Anger, Disgust, Fear, Happiness, Sadness; the face network has no Other, the voice head no Surprise).
 4. Each modality's video-level distribution is restricted to the shared classes and renormalised to
-   sum 1; the fused distribution is their weighted arithmetic mean (weights 0.5 / 0.5 by default).
-   The top emotion is its argmax.
-5. A modality that is missing (no face found in any frame; no audio track or no voiced window) drops
-   out: the other one alone decides, over all its classes.
+   sum 1; the fused distribution is their mean weighted by ``weight x reliability`` (weights 0.5 / 0.5
+   by default). The top emotion is its argmax.
+5. A modality that is missing (no face found in any frame; no audio track or no voiced window) or has
+   reliability 0 drops out: the other one alone decides, over all its classes. When the only source left
+   is a voice with every window outside its domain, its plain mean is shown but marked unreliable
+   (``reliable`` False), and the headline says "uncertain".
 
 Letters: T frames, W windows, C classes.
 """
@@ -43,8 +49,22 @@ def _restrict(dist: dict[str, float], classes: list[str]) -> dict[str, float]:
     return {c: v / total for c, v in sub.items()}
 
 
+def voice_window_weights(voiced: np.ndarray, outside: np.ndarray | None = None) -> np.ndarray:
+    """(W,) weight of each voice window in the voice mean: 1 voiced and inside the training domain, else 0.
+
+    Args:
+        voiced: (W,) bool, window above the silence level; outside: (W,) bool, voiced window unlike the
+            head's training data (None: the head has no domain check, every voiced window counts).
+    """
+    w = np.asarray(voiced, dtype=bool).copy()
+    if outside is not None:
+        w &= ~np.asarray(outside, dtype=bool)
+    return w.astype(np.float64)
+
+
 def late_fusion(face: dict[str, float] | None, voice: dict[str, float] | None, *,
-                face_classes, voice_classes, weights: tuple[float, float] = (0.5, 0.5)) -> dict:
+                face_classes, voice_classes, weights: tuple[float, float] = (0.5, 0.5),
+                reliability: tuple[float, float] = (1.0, 1.0)) -> dict:
     """Fuse video-level face and voice distributions (class name -> probability); see the module rule.
 
     Args:
@@ -52,28 +72,40 @@ def late_fusion(face: dict[str, float] | None, voice: dict[str, float] | None, *
         voice: voice distribution over ``voice_classes`` (None without voiced audio).
         face_classes, voice_classes: the classes each model can output (ABAW names).
         weights: (face, voice) weights of the arithmetic mean.
+        reliability: (face, voice) in [0, 1], multiplied into the weights (rule steps 1-2).
 
     Returns:
         dict with ``classes`` (the classes fused over), ``probabilities`` (name -> fused probability),
         ``top_emotion`` (None when both modalities are missing), ``modalities`` (which took part),
-        ``weights`` and ``rule`` (one sentence).
+        ``weights`` (effective, weight x reliability), ``reliability``, ``reliable`` (False when the
+        result rests on no reliable source) and ``rule`` (one sentence).
     """
+    rf, rv = (float(min(1.0, max(0.0, r))) for r in reliability)
+    wf, wv = (float(w) for w in weights)
+    rel = {"face": round(rf, 4) if face is not None else None, "voice": round(rv, 4) if voice is not None else None}
     if face is None and voice is None:
-        return {"classes": [], "probabilities": {}, "top_emotion": None, "modalities": [],
-                "weights": {}, "rule": "no face found and no voiced audio: nothing to fuse"}
-    if face is None or voice is None:
-        name, dist, classes = ("voice", voice, list(voice_classes)) if face is None else ("face", face, list(face_classes))
+        return {"classes": [], "probabilities": {}, "top_emotion": None, "modalities": [], "weights": {},
+                "reliability": rel, "reliable": False, "rule": "no face found and no voiced audio: nothing to fuse"}
+    use_face, use_voice = face is not None and wf * rf > 0, voice is not None and wv * rv > 0
+    if not (use_face and use_voice):
+        name = "face" if use_face or (face is not None and voice is None) else "voice"
+        dist, classes = (face, list(face_classes)) if name == "face" else (voice, list(voice_classes))
         probs = _restrict(dist, classes)
+        reliable = (rf if name == "face" else rv) > 0
+        dropped = ("" if (face is None or voice is None) else
+                   f"; the {'voice' if name == 'face' else 'face'} counted for nothing (reliability 0)")
         return {"classes": classes, "probabilities": probs, "top_emotion": max(probs, key=probs.get),
-                "modalities": [name], "weights": {name: 1.0},
-                "rule": f"only the {name} was available: its mean probabilities decide"}
+                "modalities": [name], "weights": {name: 1.0}, "reliability": rel, "reliable": reliable,
+                "rule": f"only the {name} was usable: its mean probabilities decide{dropped}"}
     shared = [c for c in face_classes if c in set(voice_classes)]
     if not shared:
         raise ValueError(f"face classes {list(face_classes)} and voice classes {list(voice_classes)} share none")
-    wf, wv = (float(w) for w in weights)
+    ef, ev = wf * rf, wv * rv
     pf, pv = _restrict(face, shared), _restrict(voice, shared)
-    probs = {c: (wf * pf[c] + wv * pv[c]) / (wf + wv) for c in shared}
+    probs = {c: (ef * pf[c] + ev * pv[c]) / (ef + ev) for c in shared}
     return {"classes": shared, "probabilities": probs, "top_emotion": max(probs, key=probs.get),
-            "modalities": ["face", "voice"], "weights": {"face": wf, "voice": wv},
-            "rule": (f"weighted mean ({wf:g} face, {wv:g} voice) of the video-level face and voice "
-                     f"probabilities, each restricted to the shared classes and renormalised")}
+            "modalities": ["face", "voice"], "weights": {"face": round(ef, 4), "voice": round(ev, 4)},
+            "reliability": rel, "reliable": True,
+            "rule": (f"mean of the video-level face and voice probabilities over the shared classes, weighted "
+                     f"{wf:g} x {rf:.2f} (face x share of frames with a face) and {wv:g} x {rv:.2f} "
+                     f"(voice x share of voiced windows inside its training domain)")}

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from affectfuse import __version__
-from affectfuse.inference.fusion import late_fusion, mean_probabilities, to_named
+from affectfuse.inference.confidence import describe_fusion, segments_with_voice
+from affectfuse.inference.fusion import late_fusion, mean_probabilities, to_named, voice_window_weights
 from affectfuse.labels import EXPR_CLASSES, EXPR_SCALE
 from affectfuse.media.coverage import DEFAULT_TOLERANCE_S, Coverage
 
@@ -135,17 +136,21 @@ class VideoPredictor:
         out += [self.eri_model.describe()] if self.eri_model else []
         return out
 
-    def _faces(self, video: Path, timer: Timer):
+    def _faces(self, video: Path, timer: Timer, progress=None):
         """Face batches of the main person; pass 1 (decode at detection size + detect + track) is timed as
         ``detect``, pass 2 (decode at full size + landmark interpolation + align) as ``align``."""
         from affectfuse.inference.faces import iter_faces_sparse
 
         o = self.options
         return iter_faces_sparse(video, self.detector, fps=o.fps, sizes=self.crop_sizes, batch_size=o.batch_size,
-                                 detect_max_side=o.detect_max_side, detect_fps=o.detect_fps, timer=timer)
+                                 detect_max_side=o.detect_max_side, detect_fps=o.detect_fps, timer=timer,
+                                 progress=None if progress is None else lambda d, t: progress(d, t, "detect"))
 
-    def predict(self, video: str | Path, out_dir: str | Path, extra: dict | None = None) -> dict:
+    def predict(self, video: str | Path, out_dir: str | Path, extra: dict | None = None, progress=None) -> dict:
         """Analyse ``video`` and write its report files into ``out_dir``; returns the summary dict.
+
+        ``progress``: called as ``progress(done_s, total_s, stage)`` (seconds of video; stage "detect" for
+        the face-detection pass, then "analyse" for the expression pass) after each face batch.
 
         A file read more than ``options.coverage_tolerance_s`` short of its container's duration gets a
         line in ``summary["warnings"]``; with ``options.strict`` it raises :class:`MediaError` instead and
@@ -162,7 +167,7 @@ class VideoPredictor:
         fresh = not out_dir.exists()
         try:
             with ExpressionRows(out_dir / "expressions.csv", EXPR_CLASSES) as rows:  # kept only if all goes well
-                faces = self._face_pass(video, info, rows, timer)
+                faces = self._face_pass(video, info, rows, timer, progress)
                 voice, audio_s, eri = self._audio_pass(video, info, faces.eri_state, timer)
                 step = 1.0 / (self.options.fps or info.fps or 25.0)
                 coverage = Coverage(info.duration_s, faces.last_t + step if faces.n else 0.0, faces.last_frame,
@@ -178,6 +183,8 @@ class VideoPredictor:
         summary = self._summary(video, out_dir, info, faces, voice, eri, coverage, warnings)
         summary.update(extra or {})
         times, found, probs = faces.plot.series()  # (T',) s, (T',), (T', 8)
+        summary["segments"] = segments_with_voice(times, found, np.nan_to_num(probs), EXPR_CLASSES,
+                                                  summary["voice"])
         report = VideoReport(
             video_id=out_dir.name, frame_numbers=None, timestamps=times, face_found=found,
             probs=np.nan_to_num(probs), class_names=EXPR_CLASSES, summary=summary,
@@ -189,13 +196,13 @@ class VideoPredictor:
         write_video_report(out_dir, report, timer)
         return summary
 
-    def _face_pass(self, video: Path, info, rows, timer: Timer) -> "_FacePass":
+    def _face_pass(self, video: Path, info, rows, timer: Timer, progress=None) -> "_FacePass":
         """Faces -> expression rows (streamed to ``rows``), running mean, plot series, thumbnails, ERI faces."""
         fm = self.face_model
         acc = _FacePass(_Thumbs(self.options.thumbnails, max(info.duration_s, 1e-3)), rows,
                         self.eri_model.start() if self.eri_model else None)
         held, offset = [], 0  # a temporal face model needs every frame's features: (frames, times, found, feats)
-        for batch in self._faces(video, timer):  # B frames
+        for batch in self._faces(video, timer, progress):  # B frames
             ok = np.asarray(batch.found, dtype=bool)  # (B,)
             f = np.zeros((len(ok), fm.dim), np.float32)  # (B, D)
             if ok.any():
@@ -208,6 +215,8 @@ class VideoPredictor:
                     acc.eri_state.add_faces(batch)
             frames, times = np.asarray(batch.frame_numbers), np.asarray(batch.timestamps, dtype=float)
             offset += len(ok)
+            if progress is not None and len(times):
+                progress(float(times[-1]), float(info.duration_s or times[-1]), "analyse")
             if getattr(fm, "frame_wise", False):
                 with timer("face_model"):
                     acc.add(frames, times, ok, fm.finish(f, ok))
@@ -238,17 +247,15 @@ class VideoPredictor:
     def _summary(self, video: Path, out_dir: Path, info, faces: "_FacePass", voice, eri, coverage, warnings) -> dict:
         """The ``summary.json`` dict (label names, scales, means, fusion, models, coverage, warnings)."""
         face_mean = to_named(faces.mean(), EXPR_CLASSES)
-        voice_mean = None
-        if voice is not None and voice.voiced.any():
-            voice_mean = to_named(mean_probabilities(voice.probs, voice.voiced), voice.class_names)
+        voice_mean, r_voice = _voice_vote(voice)
         fused = late_fusion(face_mean, voice_mean, face_classes=self.face_model.class_names,
                             voice_classes=voice.class_names if voice is not None else (),
-                            weights=self.options.fusion_weights)
-        fused["rule_short"] = ("face + voice, mean over shared classes" if len(fused["modalities"]) == 2
-                               else f"{', '.join(fused['modalities']) or 'nothing'} only")
+                            weights=self.options.fusion_weights,
+                            reliability=(faces.n_found / max(1, faces.n), r_voice))
+        fused.update(describe_fusion(fused, face_mean, voice_mean))
         return {
             "video": str(video), "video_id": out_dir.name, "affectfuse_version": __version__,
-            "top_emotion": fused["top_emotion"],
+            "top_emotion": fused["top_emotion"], "label": fused["headline"]["label"],
             "warnings": warnings,
             "media": {"duration_s": info.duration_s, "fps": info.fps, "width": info.width, "height": info.height,
                       "has_audio": info.has_audio, "analysed_frames": int(faces.n),
@@ -331,13 +338,23 @@ class _AudioFeed:
         return np.concatenate(self.kept) if self.kept else np.zeros(0, np.float32)
 
 
+def _voice_vote(voice) -> tuple[dict | None, float]:
+    """The voice's video-level vote: (class -> mean probability over the voiced windows inside the head's
+    training domain, or over all voiced windows when none is inside; share of voiced windows inside)."""
+    if voice is None or not voice.voiced.any():
+        return None, 0.0
+    weights = voice_window_weights(voice.voiced, voice.outside_domain())  # (W,) 1 = counts
+    use = weights.astype(bool) if weights.any() else voice.voiced
+    return (to_named(mean_probabilities(voice.probs, use), voice.class_names),
+            float(weights.sum() / voice.voiced.sum()))
+
+
 def _voice_summary(voice, model) -> dict | None:
     if model is None:
         return None
     if voice is None:
         return {"available": False, "reason": "no audio track", "classes": list(model.class_names)}
-    mean = mean_probabilities(voice.probs, voice.voiced)
-    named = to_named(mean, voice.class_names)
+    named, reliability = _voice_vote(voice)
     windows = []
     for (a, b), p, v, lvl in zip(voice.times, voice.probs, voice.voiced, voice.level_dbfs):
         row = {"start_s": round(float(a), 3), "end_s": round(float(b), 3), "voiced": bool(v),
@@ -355,9 +372,11 @@ def _voice_summary(voice, model) -> dict | None:
         "voiced_windows": int(voice.voiced.sum()),
         "meaning": "typicality = median |z| of a window's features under the head's z-scoring; above the "
                    "threshold (99th percentile over the head's training windows) the input is unlike its "
-                   "training data and the voice vote is unreliable; reported only, fusion does not use it"}
+                   "training data and the window counts for nothing in the fusion (fused.reliability)"}
     return {"available": bool(voice.voiced.any()), "classes": list(voice.class_names),
             "scale": "probability in [0, 1] per class over the voice head's classes (ABAW names), rows sum to 1",
             "voiced_windows": int(voice.voiced.sum()), "windows": windows,
             "mean_probabilities": named or {}, "top": max(named, key=named.get) if named else None,
-            "domain_check": domain}
+            "mean_over": ("voiced windows inside the training domain" if reliability > 0 else
+                          "all voiced windows (none inside the training domain)"),
+            "reliability": round(reliability, 4), "domain_check": domain}
