@@ -406,6 +406,20 @@ def test_predict_partial_media_is_a_warning_or_with_strict_a_failure(clips, tmp_
     assert len(rows) == 1 and "--strict" in rows[0]["error"] and not (strict / "cut").exists()
 
 
+def test_extract_partial_media_is_a_warning_or_with_strict_a_failure(clips, tmp_path):
+    from affectfuse.features.inputs import MediaItem
+
+    items = [MediaItem("whole", clips / "whole.mp4"), MediaItem("cut", clips / "cut.mp4")]
+    rep = extract(items, [Loudness()], tmp_path / "feats", progress=False)
+    assert rep.ok and sorted(rep.written["loudness"]) == ["cut", "whole"]
+    assert [i for i, _ in rep.warnings] == ["cut [media]"] and "audio decoded to 0.64 s" in rep.warnings[0][1]
+    rows = list(csv.DictReader(open(tmp_path / "feats" / "failures.csv")))
+    assert [(r["item"], r["error"][:22]) for r in rows] == [("cut [media]", "warning: partial media")]
+    strict = extract(items, [Loudness()], tmp_path / "strict", progress=False, strict=True)
+    assert strict.written["loudness"] == ["whole"] and "(--strict)" in strict.failures[0][1]
+    assert "cut" not in FeatureSet.open(tmp_path / "strict" / "loudness")
+
+
 def test_predict_refuses_a_stem_leaving_out(clips, tmp_path):
     out = tmp_path / "box" / "out"
     assert _predict(clips / "...mp4", clips / "whole.mp4", "--out", out) == 1

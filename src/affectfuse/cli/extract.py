@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "with AVX512-BF16/AMX and on GPUs; features move slightly), auto (bf16 only on such "
                         "hardware and only if the first batch is within cosine 0.9999 of fp32); heads are fp32")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--strict", action="store_true",
+                   help="a file read short of the duration its container declares (truncated) fails instead of "
+                        "being extracted in part with a warning in failures.csv")
     from affectfuse.cluster import add_extract_arguments
 
     add_extract_arguments(p)
@@ -96,9 +99,11 @@ def run(args: argparse.Namespace) -> int:
                                   sample_rate=args.sample_rate, window_s=args.window, hop_s=args.hop,
                                   precision=args.precision)
     report = extract(items, extractors, args.out, fps=args.fps or None, batch_size=args.batch_size,
-                     workers=args.workers, keep=args.keep, progress=not args.no_progress, frame_rate=args.frame_rate)
+                     workers=args.workers, keep=args.keep, progress=not args.no_progress, frame_rate=args.frame_rate,
+                     strict=args.strict)
     done = {n: len(v) for n, v in report.written.items()}
-    busy = f", {len(report.busy)} left to another run working on them" if report.busy else ""
-    print(f"{len(items)} inputs: written {done}, {len(report.skipped)} already done{busy}, "
+    notes = f", {len(report.busy)} left to another run working on them" if report.busy else ""
+    notes += f", {len(report.warnings)} partial-media warning(s)" if report.warnings else ""
+    print(f"{len(items)} inputs: written {done}, {len(report.skipped)} already done{notes}, "
           f"{len(report.failures)} failures" + (f" (see {report.out_root / 'failures.csv'})" if report.failures else ""))
     return 0 if report.ok else 1

@@ -69,6 +69,7 @@ class DecodePlan:
     batch_size: int = 32
     keep: str = "main"
     frame_rate: float = 30.0  # frame folders: timestamps (k - 1) / frame_rate (s); images carry no clock
+    strict: bool = False  # a file read short of its declared duration fails instead of a warning
 
 
 @dataclass
@@ -77,7 +78,8 @@ class DecodedVideo:
 
     ``audio[name] = (starts (T,) s, T windows)``; faces: ``frame_numbers (F,)``, ``timestamps (F,)`` s,
     ``found (F,)`` bool and ``crops[(size, template)] = (n_found, size, size, 3) uint8`` for the found rows.
-    ``errors[name]`` holds why an extractor cannot have this video (e.g. "no audio track").
+    ``errors[name]`` holds why an extractor cannot have this video (e.g. "no audio track"); ``warnings``
+    says when decoding read less than the container declares (:class:`affectfuse.media.coverage.Coverage`).
     """
 
     item: MediaItem
@@ -87,6 +89,7 @@ class DecodedVideo:
     crops: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     face_error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVideo:
@@ -104,6 +107,7 @@ def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVid
         out.errors = {name: str(exc) for name in plan.audio}
         return out
     rates = sorted({p.sample_rate for p in plan.audio.values()})
+    audio_s = None  # seconds of audio decoded
     for rate in rates:  # audio decoded once per sample rate (normally one)
         names = [n for n, p in plan.audio.items() if p.sample_rate == rate]
         try:
@@ -111,6 +115,8 @@ def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVid
         except MediaError as exc:
             out.errors.update({n: str(exc) for n in names})
             continue
+        if audio is not None and audio_s is None:
+            audio_s = len(audio) / rate
         for name in names:
             p = plan.audio[name]
             if audio is None:
@@ -122,7 +128,23 @@ def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVid
                                     f"{p.min_samples} samples, the least '{name}' can analyse")
                 continue
             out.audio[name] = (starts, chunks)
-    return _faces_into(out, plan, detector)
+    return _check_coverage(_faces_into(out, plan, detector), info, plan, audio_s)
+
+
+def _check_coverage(out: DecodedVideo, info, plan: DecodePlan, audio_s: float | None) -> DecodedVideo:
+    """Decoded extent vs the container's duration: ``out.warnings``; with ``plan.strict`` an error for every
+    extractor instead (a truncated file is then not extracted in part)."""
+    from affectfuse.media.coverage import Coverage
+
+    video_s = None
+    if out.timestamps is not None and len(out.timestamps):
+        video_s = float(out.timestamps[-1]) + 1.0 / (plan.fps or info.fps or 25.0)
+    out.warnings = Coverage(info.duration_s, video_s, None, None, audio_s).warnings()
+    if out.warnings and plan.strict:
+        msg = f"{out.item.path}: " + "; ".join(out.warnings) + " (--strict)"
+        out.audio, out.errors = {}, {n: msg for n in plan.audio}
+        out.face_error = msg if plan.faces else None
+    return out
 
 
 def _faces_into(out: DecodedVideo, plan: DecodePlan, detector) -> DecodedVideo:
@@ -379,6 +401,7 @@ class ExtractReport:
     failures: list[tuple[str, str]]
     calls: dict[str, int]
     busy: list[str] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (id [media], "warning: partial media ...")
 
     @property
     def ok(self) -> bool:
@@ -398,19 +421,20 @@ def feature_meta(ext: Extractor, fps: float | None = None) -> FeatureSetMeta:
 
 
 def decode_plan(by_name: dict[str, Extractor], missing: Sequence[str], fps: float | None = 5.0,
-                batch_size: int = 32, keep: str = "main", frame_rate: float = 30.0) -> DecodePlan:
+                batch_size: int = 32, keep: str = "main", frame_rate: float = 30.0, strict: bool = False) -> DecodePlan:
     """The :class:`DecodePlan` serving the extractors named ``missing`` (audio windows, face crop sizes)."""
     audio = {n: AudioPlan(by_name[n].input.sample_rate, by_name[n].input.window_s, by_name[n].input.hop_s,
                           int(getattr(by_name[n], "min_window_samples", 1)))
              for n in missing if by_name[n].modality == "audio"}
     faces = tuple(sorted({(by_name[n].input.size, by_name[n].input.template)
                           for n in missing if by_name[n].modality == "face"}))
-    return DecodePlan(audio, faces, fps, batch_size, keep, frame_rate)
+    return DecodePlan(audio, faces, fps, batch_size, keep, frame_rate, strict)
 
 
 def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequence[Extractor],
             out_root: str | os.PathLike, fps: float | None = 5.0, batch_size: int = 32, workers: int = 0,
-            keep: str = "main", detector=None, progress: bool = True, frame_rate: float = 30.0) -> ExtractReport:
+            keep: str = "main", detector=None, progress: bool = True, frame_rate: float = 30.0,
+            strict: bool = False) -> ExtractReport:
     """Extract every extractor's features from every input into ``out_root/<extractor>/``.
 
     Args:
@@ -425,6 +449,9 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
         detector: face detector to use in this process (workers build the default one).
         frame_rate: frames per second of frame folders (``cropped_aligned/<video>/``), for their
             timestamps only; every image of a folder is used.
+        strict: a file read short of the duration its container declares fails (every extractor) instead
+            of being extracted in part with a ``warning: partial media ...`` row in ``failures.csv``
+            (warnings leave ``report.ok`` True).
     """
     from tqdm.auto import tqdm
 
@@ -461,12 +488,14 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
                 skipped.append(item.id)
             else:
                 missing_of[item.id] = missing
-                yield item, decode_plan(by_name, missing, fps, batch_size, keep, frame_rate)
+                yield item, decode_plan(by_name, missing, fps, batch_size, keep, frame_rate, strict)
                 continue
             bar.update(1)
 
+    warnings = []
     try:
         for video in iter_decoded(jobs(), workers, detector):
+            warnings += [(f"{video.item.id} [media]", f"warning: {w}") for w in video.warnings]
             runner.add(video, missing_of[video.item.id])
         runner.flush()
     except _OutputFailed as failed:
@@ -476,4 +505,7 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
         bar.close()
     for fs in sets.values():
         fs.write_index()
-    return ExtractReport(out_root, runner.written, skipped, list(failures), dict(runner.calls), busy)
+    failed = list(failures)
+    for item, message in warnings:
+        failures.add(item, message)
+    return ExtractReport(out_root, runner.written, skipped, failed, dict(runner.calls), busy, warnings)
