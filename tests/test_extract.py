@@ -40,8 +40,10 @@ def test_extract_writes_sets_isolates_failures_and_resumes(videos, extractors, t
     assert sorted(rep.written[fe]) == ["a", "b", "silent"]  # no audio: face features still written
     assert rep.calls[ds] == 1  # 2 windows x 2 videos filled one batch of 4 across videos
     fails = _failures(out / "failures.csv")
-    assert "no audio track" in fails[f"silent [{ds}]"] and "no audio track" in fails[f"silent [{eg}]"]
-    assert all("broken.mp4" in fails[f"broken [{n}]"] for n in (ds, eg, fe)) and len(fails) == 5
+    assert sorted(rep.not_applicable) == [("silent", ds, "no audio (the file has no audio track)"),
+                                          ("silent", eg, "no audio (the file has no audio track)")]
+    assert "silent" in (out / "skipped.csv").read_text()  # a skip, not a failure
+    assert all("broken.mp4" in fails[f"broken [{n}]"] for n in (ds, eg, fe)) and len(fails) == 3
 
     dset, fset = FeatureSet.open(out / ds), FeatureSet.open(out / fe)
     assert dset.meta.dim == 1280 and dset.meta.random_weights and dset.meta.rate == 2.0
@@ -58,7 +60,7 @@ def test_extract_writes_sets_isolates_failures_and_resumes(videos, extractors, t
     rep2 = extract(videos, extractors, out, fps=5, batch_size=4, progress=False)
     assert rep2.calls == {ds: 0, eg: 0, fe: 0} and sorted(rep2.skipped) == ["a", "b"]
     assert {p: p.stat().st_mtime_ns for p in files} == stamps  # nothing rewritten
-    assert len(_failures(out / "failures.csv")) == 5  # failures retried, and failed again
+    assert len(_failures(out / "failures.csv")) == 3  # failures retried, and failed again
 
     (out / eg / "a.npz").unlink()
     rep3 = extract(videos, extractors, out, fps=5, batch_size=4, progress=False)
@@ -138,9 +140,9 @@ def test_frame_folders_and_still_images(shared_data, tmp_path):
     ext = build_extractors(["egemaps", "faceexpressionnet"])
     rep = extract(root, ext, tmp_path / "feats", fps=None, frame_rate=25.0, progress=False)
     assert sorted(rep.written["faceexpressionnet"]) == ["cropped_aligned/video1", "photo"]
-    fails = _failures(tmp_path / "feats" / "failures.csv")
-    assert set(fails) == {"cropped_aligned/video1 [egemaps]", "photo [egemaps]"}
-    assert all("images have no audio" in v for v in fails.values())
+    assert not (tmp_path / "feats" / "failures.csv").exists() and rep.ok  # no audio in images: skipped
+    assert sorted(rep.not_applicable) == [("cropped_aligned/video1", "egemaps", "no audio (image input)"),
+                                          ("photo", "egemaps", "no audio (image input)")]
 
     fset = FeatureSet.open(tmp_path / "feats" / "faceexpressionnet")
     vid = fset["cropped_aligned/video1"]

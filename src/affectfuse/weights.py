@@ -2,7 +2,7 @@
 
 Lookup order for a :class:`WeightsSpec` (first hit wins):
 
-1. an explicit ``path`` argument (``--weights PATH`` on the command line);
+1. an explicit ``path`` argument (``extract --weights NAME=PATH``, ``finetune --weights PATH``);
 2. the environment variable named by ``spec.env_var`` (a file path);
 3. ``$AFFECTFUSE_WEIGHTS_DIR/<filename>``;
 4. the torch hub cache ``<torch.hub.get_dir()>/checkpoints/<filename>`` (where torchvision puts its files);
@@ -121,7 +121,8 @@ def _missing_message(spec: WeightsSpec, tried: list[Path], reason: str = "") -> 
     hints = []
     if spec.env_var:
         hints.append(f"set {spec.env_var}=/path/to/{spec.filename}")
-    hints.append("or pass --weights PATH")
+    hints.append("or name the file on the command line: `affectfuse extract --weights EXTRACTOR=PATH`, "
+                 "`affectfuse finetune --weights PATH` (in Python: `weights=PATH`)")
     lines.append("Or " + ", ".join(hints) + ".")
     return "\n".join(lines)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 HELP = "expression classification per frame (ABAW EXPR): train, evaluate, predict, submit, validate, probe"
@@ -46,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--config", metavar="YAML", help="training config recipe (ExprTrainConfig fields)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set epochs=50 --set model.d_model=128")
+    t.add_argument("--label-map", metavar="MAP",
+                   help="map the manifest's class names onto the 8 ABAW classes before training, so that "
+                        "`affectfuse predict --expr-checkpoint` accepts the checkpoint: 'abaw' (usual spellings, "
+                        "contempt -> Other) or NAME=CLASS pairs, e.g. --label-map contempt=Other,joy=Happiness")
     t.add_argument("--out", required=True, metavar="RUN_DIR")
     t.add_argument("--resume", action="store_true", help="go on with the run in --out (same config) from its last.pt")
 
@@ -145,13 +150,20 @@ def _sets_for_checkpoint(args, info: dict):
     return face, audio
 
 
-def _manifest_items(path, split, face_sets, fill):
+def _manifest_items(path, split, face_sets, fill, label_map: str | None = None):
+    """(table, items) of a manifest split; ``label_map`` (``--label-map``) maps its classes to ABAW ones."""
+    import dataclasses
+
     from affectfuse.data.affwild2 import load_items
+    from affectfuse.data.label_map import map_classes, parse_label_map
     from affectfuse.data.layouts import load_manifest
 
     table = load_manifest(path)
     if table.task != "classification":
         raise ValueError(f"{path}: needs a 'label' column of class names for classification")
+    if label_map:
+        names, labels = map_classes(table.label_names, table.labels, parse_label_map(label_map))
+        table = dataclasses.replace(table, label_names=names, labels=labels)
     if split:
         table = table.subset(split)
     return table, load_items(table.ids, table.labels, face_sets, fill)
@@ -178,6 +190,21 @@ def _write_scores(out: Path, scores: dict, title: str, prefix: str = "") -> None
     plot_confusion(scores["confusion"], scores["class_names"], out / f"{prefix}confusion.png", title=title)
 
 
+def _write_item_probabilities(path, ids, probs, class_names, truth=None) -> None:
+    """CSV ``id, <class probabilities>, predicted[, label]``: probs (N, C) per item, truth (N,) class indices."""
+    import numpy as np
+    import pandas as pd
+
+    from affectfuse.utils import write_text_atomic
+
+    df = pd.DataFrame(np.asarray(probs), columns=list(class_names))
+    df.insert(0, "id", list(ids))
+    df["predicted"] = np.asarray(class_names)[np.asarray(probs).argmax(1)]
+    if truth is not None:
+        df["label"] = [class_names[int(k)] if int(k) >= 0 else "" for k in truth]
+    write_text_atomic(path, df.to_csv(index=False, float_format="%.6f"))
+
+
 def _summary(scores: dict) -> dict:
     return {k: round(scores[k], 4) if isinstance(scores[k], float) else scores[k]
             for k in ("macro_f1", "uar", "accuracy", "n")}
@@ -186,6 +213,7 @@ def _summary(scores: dict) -> dict:
 # -- sub-commands --------------------------------------------------------------------------------------
 def _train(args) -> int:
     from affectfuse.data.affwild2 import load_expr_videos, read_expr_folder
+    from affectfuse.data.label_map import predict_note
     from affectfuse.training.expr import train_expr
 
     config = _config(args.config, args.set)
@@ -195,15 +223,23 @@ def _train(args) -> int:
     info = {"feature_sets": _describe_sets(face), "audio_set": _describe_sets([audio])[0] if audio else None,
             "audio_dim": audio.meta.dim if audio else 0, "fill": fill, "fps": args.fps}
     if args.manifest:
-        table, train = _manifest_items(args.manifest, "train", face, fill)
-        _, val = _manifest_items(args.manifest, "val", face, fill)
+        table, train = _manifest_items(args.manifest, "train", face, fill, args.label_map)
+        _, val = _manifest_items(args.manifest, "val", face, fill, args.label_map)
         class_names, info["task"] = table.label_names, "items"
+        note = predict_note(class_names)
+        info["predict_accepts"], info["label_map"] = note is None, args.label_map
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        elif args.label_map:
+            print(f"classes after --label-map {args.label_map}: {', '.join(class_names)}", file=sys.stderr)
         longest = max(v.n_frames for v in train + val)
         config.window, config.stride = min(config.window, longest), min(config.stride, longest)
         config.predict_stride = min(config.predict_stride, longest)
     elif args.annotations and args.val_annotations:
         from affectfuse.labels import EXPR_CLASSES
 
+        if args.label_map:
+            raise ValueError("--label-map applies to --manifest labels; Aff-Wild2 annotations are ABAW classes")
         train = load_expr_videos(read_expr_folder(args.annotations), face, audio, args.fps, fill)
         val = load_expr_videos(read_expr_folder(args.val_annotations), face, audio, args.fps, fill)
         class_names, info["task"] = EXPR_CLASSES, "frames"
@@ -225,13 +261,14 @@ def _load(args):
     return model, ckpt, info, face, audio, parse_smoothing(args.smooth)
 
 
-def _frame_data(args, info, face, audio, ids=None, n_frames=None):
+def _frame_data(args, info, face, audio, ids=None, n_frames=None, problems=None):
+    """Frame sequences of the annotated (or listed) videos; ``problems`` receives why a listed one is left out."""
     from affectfuse.data.affwild2 import load_expr_videos, read_expr_folder
 
     fill, fps = args.fill or info.get("fill", "ffill"), args.fps or info.get("fps")
     labels = read_expr_folder(args.annotations) if args.annotations else ids
     return load_expr_videos(labels, face, audio, fps, fill, n_frames=n_frames,
-                            on_missing="error" if args.annotations else "skip")
+                            on_missing="error" if args.annotations else "skip", problems=problems)
 
 
 def _evaluate(args) -> int:
@@ -258,7 +295,10 @@ def _evaluate(args) -> int:
     if args.out:
         out = Path(args.out)
         _write_scores(out, scores, f"EXPR {Path(args.checkpoint).name}")
-        if not args.manifest:
+        if args.manifest:  # one row per item: its id, the class probabilities, predicted and true class
+            _write_item_probabilities(out / "probabilities.csv", table.file_ids, item_p, class_names,
+                                      truth=table.labels)
+        else:
             write_probabilities(out / "probabilities.csv", probs, face={v.id: v.face for v in videos})
     _print(_summary(scores))
     return 0
@@ -279,10 +319,7 @@ def _predict(args) -> int:
 
         table, items = _manifest_items(args.manifest, args.split, face, args.fill or info.get("fill", "ffill"))
         p = item_probabilities(predict_videos(model, items, cfg["window"], cfg["predict_stride"]), items)
-        df = pd.DataFrame(p, columns=info["class_names"])
-        df.insert(0, "id", table.file_ids)
-        df["predicted"] = np.asarray(info["class_names"])[p.argmax(1)]
-        write_text_atomic(args.out, df.to_csv(index=False, float_format="%.6f"))
+        _write_item_probabilities(args.out, table.file_ids, p, info["class_names"])
         _print({"items": len(items), "out": args.out})
         return 0
     n_frames, ids = None, args.ids
@@ -291,15 +328,19 @@ def _predict(args) -> int:
         ids, n_frames = list(frames), {v: int(f.max()) for v, f in frames.items()}
     if not (ids or args.annotations):
         raise ValueError("expr predict needs --frame-list, --ids, --annotations or --manifest")
-    videos = _frame_data(args, info, face, audio, ids, n_frames)
+    problems: list[str] = []
+    videos = _frame_data(args, info, face, audio, ids, n_frames, problems)
     missing = sorted(set(ids or []) - {v.id for v in videos})
-    if missing:  # the others are still predicted; the failures file lists these
+    if missing:  # the others are still predicted; the failures file lists these, each with its real cause
         from affectfuse.utils import FailureLog
 
+        why = {p.split(": ", 1)[0]: p.split(": ", 1)[1] for p in problems if ": " in p}
         failures = FailureLog(Path(args.out).with_suffix(".failures.csv"))
         for vid in missing:
-            log.warning("no usable features for video %s: not predicted", vid)
-            failures.add(vid, "no usable features in " + ", ".join(str(fs.path) for fs in face))
+            reason = why.get(vid, "no usable features in " + ", ".join(str(fs.path) for fs in face))
+            log.warning("video %s not predicted: %s", vid, reason)
+            print(f"{vid}: not predicted: {reason}", file=sys.stderr)
+            failures.add(vid, reason)
     probs = predict_videos(model, videos, cfg["window"], cfg["predict_stride"], smoothing=smoothing)
     write_probabilities(args.out, probs, face={v.id: v.face for v in videos})
     _print({"videos": len(videos), "frames": int(sum(v.n_frames for v in videos)), "missing": missing,

@@ -12,9 +12,10 @@ AUDIO_OPTIONS = ("sample_rate", "window_s", "hop_s")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="folder of videos / audio / image files and frame folders (recursive), one "
-                                 "media file, one frame folder, or a CSV "
-                                 "(column 'path' [+ 'id'], or ABAW5 data_info.csv with File_ID)")
+    p.add_argument("input", nargs="+", metavar="INPUT",
+                   help="one or more: folders of videos / audio / image files and frame folders (recursive), "
+                        "media files, frame folders, or CSVs (column 'path' [+ 'id'], or ABAW5 data_info.csv "
+                        "with File_ID)")
     p.add_argument("--extractors", default=DEFAULT_EXTRACTORS,
                    help=f"comma-separated extractor names (default {DEFAULT_EXTRACTORS}); "
                         "see `python -c 'import affectfuse.features as f; print(f.list_extractors())'`")
@@ -64,6 +65,7 @@ def build_extractors(names: list[str], weights: dict[str, str] | None = None, ra
     """Create the named extractors; options (audio: sample_rate, window_s, hop_s; face networks: precision) go
     to the factories taking them."""
     from affectfuse.features.registry import EXTRACTORS, create_extractor
+    from affectfuse.weights import WeightsNotFoundError
 
     import importlib
 
@@ -74,8 +76,12 @@ def build_extractors(names: list[str], weights: dict[str, str] | None = None, ra
         module, factory = EXTRACTORS[name].split(":")
         params = inspect.signature(getattr(importlib.import_module(module), factory)).parameters
         options = {k: v for k, v in audio_options.items() if k in params and v is not None}
-        out.append(create_extractor(name, weights=(weights or {}).get(name), random_weights=random_weights,
-                                    device=device, **options))
+        try:
+            out.append(create_extractor(name, weights=(weights or {}).get(name), random_weights=random_weights,
+                                        device=device, **options))
+        except WeightsNotFoundError as exc:
+            raise WeightsNotFoundError(f"{exc}\nFor `affectfuse extract`, name the file per extractor: "
+                                       f"--weights {name}=/path/to/the/file") from None
     return out
 
 
@@ -90,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.random_weights:
         print("WARNING: --random-weights: features are NOT pretrained (testing only)", file=sys.stderr)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
-    items = find_inputs(args.input, args.media_dir)
+    items = [item for given in args.input for item in find_inputs(given, args.media_dir)]
     if getattr(args, "ray", None) is not None:
         from affectfuse.cluster.ray_extract import run_cli
 
@@ -104,6 +110,11 @@ def run(args: argparse.Namespace) -> int:
     done = {n: len(v) for n, v in report.written.items()}
     notes = f", {len(report.busy)} left to another run working on them" if report.busy else ""
     notes += f", {len(report.warnings)} partial-media warning(s)" if report.warnings else ""
+    skips = report.not_applicable
+    if skips:
+        reasons = sorted({why.split(" (")[0] for _, _, why in skips})
+        notes += (f", {len(skips)} (input, extractor) pair(s) skipped ({', '.join(reasons)}; "
+                  f"see {report.out_root / 'skipped.csv'})")
     print(f"{len(items)} inputs: written {done}, {len(report.skipped)} already done{notes}, "
           f"{len(report.failures)} failures" + (f" (see {report.out_root / 'failures.csv'})" if report.failures else ""))
     return 0 if report.ok else 1

@@ -251,7 +251,8 @@ def _read_for(feature_set: FeatureSet, video_id: str) -> VideoFeatures:
 
 def load_expr_videos(labels: dict[str, np.ndarray] | list[str], face_sets: list[FeatureSet],
                      audio_set: FeatureSet | None = None, fps: float | None = None, fill: str = "ffill",
-                     n_frames: dict[str, int] | None = None, on_missing: str = "error") -> list[ExprVideo]:
+                     n_frames: dict[str, int] | None = None, on_missing: str = "error",
+                     problems: list[str] | None = None) -> list[ExprVideo]:
     """Build one :class:`ExprVideo` per id, features of all face sets concatenated per frame.
 
     Args:
@@ -263,11 +264,13 @@ def load_expr_videos(labels: dict[str, np.ndarray] | list[str], face_sets: list[
         fps: frame rate of the videos (see :func:`video_fps`).
         fill: fill policy for faceless frames.
         on_missing: ``"error"`` (one error listing every id without features) or ``"skip"``.
+        problems: with ``"skip"``, a list that receives ``"<id>: <why>"`` for every video left out (the real
+            cause: missing file, unknown frame rate ...).
     """
     if not face_sets:
         raise ValueError("at least one face feature set is needed")
     ids = list(labels) if isinstance(labels, dict) else list(labels)
-    videos, problems = [], []
+    videos, problems = [], problems if problems is not None else []
     for vid in ids:
         try:
             feats = [_read_for(fs, vid) for fs in face_sets]

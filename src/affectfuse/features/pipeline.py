@@ -14,8 +14,9 @@ Rows written per video (``affectfuse.data.store.VideoFeatures``):
   last image, at ``(k - 1) / frame_rate``, with ``mask`` False where the image is missing.
 
 Failures never stop the run; they are collected per (video, extractor) and written to
-``<out>/failures.csv``. A video without an audio track fails for the audio extractors only ("no audio
-track"), its face features are still written. Finished files are written atomically; a resumed run skips
+``<out>/failures.csv``. An extractor that cannot apply to an input is *skipped*, not failed: audio
+extractors on a photo, a frame folder or a video without an audio track ("no audio"), face extractors on
+an audio-only file ("no video"); skips are listed in ``<out>/skipped.csv`` and leave the exit code 0. Finished files are written atomically; a resumed run skips
 every (video, extractor) pair whose finished file holds that video. An error of the output itself (disk
 full, read-only folder: any ``OSError`` while writing a feature file) stops the run: it is not the video's
 fault and would fail every other one; the files already written stay.
@@ -45,6 +46,7 @@ from affectfuse.utils import FailureLog
 log = logging.getLogger(__name__)
 
 FAILURES_FILE = "failures.csv"
+SKIPPED_FILE = "skipped.csv"  # (input, extractor) pairs an extractor does not apply to: no audio, no video
 
 
 # --------------------------------------------------------------------------------------------------
@@ -78,7 +80,8 @@ class DecodedVideo:
 
     ``audio[name] = (starts (T,) s, T windows)``; faces: ``frame_numbers (F,)``, ``timestamps (F,)`` s,
     ``found (F,)`` bool and ``crops[(size, template)] = (n_found, size, size, 3) uint8`` for the found rows.
-    ``errors[name]`` holds why an extractor cannot have this video (e.g. "no audio track"); ``warnings``
+    ``errors[name]`` holds why an extractor failed on this video (unreadable file ...); ``skips[name]`` why
+    it does not apply ("no audio", "no video": a skip, not a failure); ``warnings``
     says when decoding read less than the container declares (:class:`affectfuse.media.coverage.Coverage`).
     """
 
@@ -90,6 +93,8 @@ class DecodedVideo:
     errors: dict[str, str] = field(default_factory=dict)
     face_error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    skips: dict[str, str] = field(default_factory=dict)
+    face_skip: str | None = None
 
 
 def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVideo:
@@ -98,7 +103,7 @@ def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVid
 
     out = DecodedVideo(item)
     if is_still_input(Path(item.path)):  # an image or a frame folder: faces only
-        out.errors = {name: f"{item.path}: images have no audio" for name in plan.audio}
+        out.skips = {name: "no audio (image input)" for name in plan.audio}
         return _faces_into(out, plan, detector)
     try:
         info = probe(item.path)
@@ -120,7 +125,7 @@ def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVid
         for name in names:
             p = plan.audio[name]
             if audio is None:
-                out.errors[name] = f"{item.path}: no audio track"
+                out.skips[name] = "no audio (the file has no audio track)"
                 continue
             starts, chunks = audio_windows(audio, rate, p.window_s, p.hop_s, p.min_samples)
             if not chunks:
@@ -128,6 +133,9 @@ def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVid
                                     f"{p.min_samples} samples, the least '{name}' can analyse")
                 continue
             out.audio[name] = (starts, chunks)
+    if plan.faces and not info.has_video:
+        out.face_skip = "no video (audio-only file)"
+        return _check_coverage(out, info, plan, audio_s)
     return _check_coverage(_faces_into(out, plan, detector), info, plan, audio_s)
 
 
@@ -281,12 +289,18 @@ class BatchRunner:
         self.on_video_done = on_video_done
         self.written: dict[str, list[str]] = {n: [] for n in self.extractors}
         self.calls: dict[str, int] = {n: 0 for n in self.extractors}
+        self.not_applicable: list[tuple[str, str, str]] = []  # (id, extractor, why): skips, not failures
 
     def add(self, video: DecodedVideo, names: Sequence[str]) -> None:
         vid = video.item.id
         self.open[vid] = self.open.get(vid, 0) + len(names)
         for name in names:
             ext = self.extractors[name]
+            why = video.skips.get(name) if ext.modality == "audio" else video.face_skip
+            if why:  # the extractor does not apply to this input (audio extractor on a photo ...)
+                self.not_applicable.append((vid, name, why))
+                self._slot_done(video.item)
+                continue
             if ext.modality == "audio":
                 slot, inputs = self._audio_slot(video, name)
             else:
@@ -402,6 +416,7 @@ class ExtractReport:
     calls: dict[str, int]
     busy: list[str] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (id [media], "warning: partial media ...")
+    not_applicable: list[tuple[str, str, str]] = field(default_factory=list)  # (id, extractor, "no audio ...")
 
     @property
     def ok(self) -> bool:
@@ -477,13 +492,17 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
     skipped, busy, missing_of = [], [], {}
 
     def jobs() -> Iterator[tuple[MediaItem, DecodePlan]]:
-        """Claim each unfinished video, re-check what it lacks (another run may have written it), plan it."""
+        """Claim each unfinished video, re-check what it lacks (another run may have written it), plan it.
+        Audio extractors never apply to photos and frame folders: listed as skipped, never decoded for."""
         for item in items:
-            if all(item.id in sets[n] for n in names):
+            still = is_still_input(Path(item.path))
+            todo = [n for n in names if not (still and by_name[n].modality == "audio")]
+            runner.not_applicable += [(item.id, n, "no audio (image input)") for n in names if n not in todo]
+            if all(item.id in sets[n] for n in todo):
                 skipped.append(item.id)
             elif not claims.take(store_key(item.id)):
                 busy.append(item.id)
-            elif not (missing := [n for n in names if item.id not in sets[n]]):
+            elif not (missing := [n for n in todo if item.id not in sets[n]]):
                 claims.release(store_key(item.id))
                 skipped.append(item.id)
             else:
@@ -508,4 +527,23 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
     failed = list(failures)
     for item, message in warnings:
         failures.add(item, message)
-    return ExtractReport(out_root, runner.written, skipped, failed, dict(runner.calls), busy, warnings)
+    _write_skipped(out_root / SKIPPED_FILE, runner.not_applicable)
+    return ExtractReport(out_root, runner.written, skipped, failed, dict(runner.calls), busy, warnings,
+                         runner.not_applicable)
+
+
+def _write_skipped(path: Path, rows: list[tuple[str, str, str]]) -> None:
+    """``skipped.csv`` (``item,extractor,reason``) of this run; removed when nothing was skipped."""
+    import csv
+    import io
+
+    from affectfuse.utils import write_text_atomic
+
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["item", "extractor", "reason"])
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())

@@ -166,11 +166,13 @@ def segments(times: np.ndarray, found: np.ndarray, probs: np.ndarray, class_name
         return []
     sm = smooth(times, found, probs, window_s)  # (T, C)
     labels = point_labels(sm, list(class_names), threshold)
+    labels = [lab if ok else NO_FACE for lab, ok in zip(labels, np.asarray(found, bool))]  # the frame's own face
     runs = _merge_short(_runs(labels), labels, times, min_s)
     half = _step(times) / 2
     out = []
     for a, b in runs:
-        rows = sm[a:b][np.isfinite(sm[a:b]).all(axis=1)]
+        keep = np.isfinite(sm[a:b]).all(axis=1) & np.asarray(found, bool)[a:b]
+        rows = sm[a:b][keep]
         mean = {c: round(float(v), 4) for c, v in zip(class_names, rows.mean(axis=0))} if len(rows) else {}
         head = headline(mean, threshold=threshold) if mean else {
             "label": NO_FACE, "top": None, "second": None, "margin": 0.0, "threshold": threshold,

@@ -45,7 +45,9 @@ class ExprCheckpointExpressions:
         self.checkpoint_classes = list(info.get("class_names") or EXPR_CLASSES)
         unknown = [c for c in self.checkpoint_classes if c not in EXPR_CLASSES]
         if unknown:
-            raise ValueError(f"{path}: classes {unknown} are not ABAW expression classes {list(EXPR_CLASSES)}")
+            raise ValueError(f"{path}: classes {unknown} are not ABAW expression classes {list(EXPR_CLASSES)}; "
+                             "retrain with `affectfuse expr train ... --label-map abaw` (usual spellings, "
+                             "contempt -> Other) or `--label-map NAME=CLASS,...`")
         self.class_names = tuple(c for c in EXPR_CLASSES if c in self.checkpoint_classes)
         self.name = f"expr-checkpoint:{'+'.join(ex.name for ex in self.extractors)}"
         self.random_weights = random_weights or any(d.get("random_weights") for d in sets)
