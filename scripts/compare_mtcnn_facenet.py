@@ -151,9 +151,9 @@ def golden(sets: dict, refs: dict) -> dict:
     for name, items_of_set in sets.items():
         for k in range(0, len(items_of_set), GOLDEN_STEP[name]):
             ref = refs[name][k]
-            items.append({"image": items_of_set[k][0], "boxes": np.round(ref["boxes"], 3).tolist(),
-                          "landmarks": np.round(ref["landmarks"], 3).tolist(),
-                          "scores": np.round(ref["scores"], 5).tolist()})
+            items.append({"image": items_of_set[k][0], "boxes": np.round(ref["boxes"].astype(float), 3).tolist(),
+                          "landmarks": np.round(ref["landmarks"].astype(float), 3).tolist(),
+                          "scores": np.round(ref["scores"].astype(float), 5).tolist()})
     version = getattr(facenet_pytorch, "__version__", None) or "2.6.0"
     return {"source": f"facenet-pytorch {version} MTCNN(keep_all=True) defaults, one image at a time",
             "made_by": "scripts/compare_mtcnn_facenet.py --golden", "items": items}
