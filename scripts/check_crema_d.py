@@ -42,12 +42,20 @@ def main(argv=None) -> int:
             hits[k] += v == label
         fused = s["fused"]["probabilities"]
         p = ", ".join(f"{c[:3]} {fused[c]:.2f}" for c in sorted(fused, key=fused.get, reverse=True)[:3])
+        head = s["fused"].get("headline") or {}
+        shown = f"{head.get('label')} ({head.get('margin', 0):.3f})"
+        hits["shown"] = hits.get("shown", 0) + (head.get("label") == label)
+        hits["labelled"] = hits.get("labelled", 0) + bool(head.get("confident"))
+        w = s["fused"].get("weights") or {}
         rows.append(f"| {clip.name} | {label} | " + " | ".join(
-            f"{v}{' ✓' if v == label else ''}" for v in got.values()) + f" | {p} |")
-    print("| clip | label | face | voice | fused | fused probabilities (top 3) |")
-    print("|---|---|---|---|---|---|")
+            f"{v}{' ✓' if v == label else ''}" for v in got.values()) + f" | {p} | "
+            f"{w.get('face', 0):.2f} / {w.get('voice', 0):.2f} | {shown}{' ✓' if head.get('label') == label else ''} |")
+    print("| clip | label | face | voice | fused (argmax) | fused probabilities (top 3) | weights face / voice "
+          "| report says (margin) |")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
-    print(f"| **correct** | | **{hits['face']}/6** | **{hits['voice']}/6** | **{hits['fused']}/6** | |")
+    print(f"| **correct** | | **{hits['face']}/6** | **{hits['voice']}/6** | **{hits['fused']}/6** | | | "
+          f"**{hits.get('shown', 0)} of {hits.get('labelled', 0)} labels** |")
     voice_only(args.clips)
     return 0
 

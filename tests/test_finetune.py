@@ -184,6 +184,10 @@ def test_resume_continues_and_matches_uninterrupted(tmp_path, tiny_run):
     cache = tmp_path / "cache"
     fast = ("--epochs", "2", "--select", "last", "--max-items", "9")
     assert finetune(data, tmp_path / "whole", cache, *fast) == 0
+    split = json.loads((tmp_path / "whole" / "split.json").read_text())
+    crops = len(list(cache.rglob("*.png")))  # --max-items applies before alignment: only those are cropped
+    assert len(split["train"]) <= 9 + len(COLOURS) and crops == len(split["train"]) + len(split["val"])
+    assert crops < len(list(data.rglob("*.png")))
     cut = tmp_path / "cut"
     assert finetune(data, cut, cache, *fast, "--stop-after", "1") == 0
     assert load_checkpoint(cut / "checkpoint.pt")["epoch"] == 1

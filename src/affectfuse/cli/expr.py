@@ -87,7 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--features", nargs="+", required=True, metavar="FOLDER")
     r.add_argument("--folds", type=int, default=5)
     r.add_argument("--group", action="store_true", help="grouped folds by the manifest's 'group' column")
-    r.add_argument("--classifier", choices=("transformer", "logreg", "both"), default="both")
+    r.add_argument("--classifier", choices=("transformer", "logreg", "both"), default="both",
+                   help="transformer (the EXPR frame model, minutes per fold), logreg (linear probe on mean "
+                        "features, seconds) or both (default)")
     r.add_argument("--zero-shot", action="store_true",
                    help="also score the feature network's own class probabilities (faceexpressionnet)")
     r.add_argument("--fill", choices=("ffill", "interpolate", "mask"), default="ffill")
@@ -400,6 +402,8 @@ def _probe(args) -> int:
         groups = table.groups
     config = _config(args.config, args.set)
     kinds = ("transformer", "logreg") if args.classifier == "both" else (args.classifier,)
+    print(f"expr probe: {len(items)} items, {args.folds} folds, classifier(s) {' then '.join(kinds)} "
+          f"(--classifier transformer|logreg|both, default both; logreg is the fast one)", file=sys.stderr)
     results = {}
     for kind in kinds:
         res = cross_validate_items(items, class_names, args.folds, groups, kind, config, args.seed)

@@ -32,6 +32,11 @@ def top_two(probs: dict[str, float]) -> tuple[str | None, str | None, float]:
     return ranked[0][0], ranked[1][0], float(ranked[0][1] - ranked[1][1])
 
 
+def floor2(x: float) -> float:
+    """``x`` rounded down to 2 decimals, so a margin just under the threshold never prints as equal to it."""
+    return float(np.floor(x * 100 + 1e-9) / 100)
+
+
 def headline(probs: dict[str, float], reliable: bool = True, threshold: float = MARGIN_THRESHOLD,
              reason: str = "") -> dict:
     """The label a person reads: the top class, or :data:`UNCERTAIN` (margin < threshold, or not reliable).
@@ -47,7 +52,7 @@ def headline(probs: dict[str, float], reliable: bool = True, threshold: float = 
     if not reliable:
         why = reason or "no reliable source"
     elif margin < threshold:
-        why = f"{top} leads {second} by only {margin:.2f} (< {threshold:.2f})"
+        why = f"{top} leads {second} by only {floor2(margin):.2f} (< {threshold:.2f})"
     else:
         why = ""
     return {"label": UNCERTAIN if why else top, "top": top, "second": second, "margin": round(margin, 4),

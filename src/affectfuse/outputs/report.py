@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from affectfuse.inference.confidence import SMOOTH_S, UNCERTAIN, smooth
+from affectfuse.inference.confidence import SMOOTH_S, UNCERTAIN, floor2, smooth
 from affectfuse.utils import atomic_path, write_json_atomic, write_text_atomic
 
 MAX_PLOT_POINTS = 2000
@@ -286,7 +286,8 @@ def confidence_text(s: dict) -> str:
     head = fused.get("headline") or {}
     if not head.get("top"):
         return head.get("reason", "")
-    parts = [f"{head['top']} leads {head['second']} by {head['margin']:.2f}" if head.get("second") else head["top"]]
+    parts = [f"{head['top']} leads {head['second']} by {floor2(head['margin']):.2f}" if head.get("second")
+             else head["top"]]
     parts[0] += f" (a label needs {head.get('threshold', 0):.2f})"
     agree = fused.get("agreement")
     if agree:
@@ -294,7 +295,7 @@ def confidence_text(s: dict) -> str:
                      f"face says {agree['face_top']}, voice {agree['voice_top']}")
         parts[-1] += f" (overlap {agree['overlap']:.2f})"
     if not head.get("confident") and head.get("reason") and "leads" not in head["reason"]:
-        parts.append(head["reason"])
+        parts.insert(0, head["reason"])  # why it is uncertain comes first
     return "; ".join(parts)
 
 
@@ -417,6 +418,13 @@ def write_video_report(out_dir: str | Path, report: VideoReport, timer=None) -> 
     return paths
 
 
+def _counts(rows: list[dict]) -> str:
+    """"3 report(s): 2 analysed in this run, 1 skipped or from an earlier run" (rows without status: this run)."""
+    now = sum(r.get("status", "analysed") == "analysed" for r in rows)
+    other = f", {len(rows) - now} skipped or from an earlier run" if len(rows) > now else ""
+    return f"{len(rows)} report(s): {now} analysed in this run{other}"
+
+
 def write_index(out_dir: str | Path, rows: list[dict], failures: list[tuple[str, str]] = (),
                 warnings: list[tuple[str, str]] = ()) -> Path:
     """``OUT/index.html``: one row per video (link to its report, top emotion), the failures and the
@@ -432,7 +440,7 @@ def write_index(out_dir: str | Path, rows: list[dict], failures: list[tuple[str,
     esc = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>affectfuse predict</title>",
              f"<style>{_CSS}</style></head><body><h1>affectfuse predict</h1>",
-             f"<p>{len(rows)} video(s) analysed, {len(failures)} failed.</p>",
+             f"<p>{_counts(rows)}, {len(failures)} failed.</p>",
              "<table><tr><th>video</th><th>label</th><th>how sure</th><th>this run</th><th>file</th></tr>"]
     for r in rows:
         parts.append(f"<tr><td><a href='{esc(quote(r['report'], safe='/'))}'>{esc(r['video_id'])}</a></td>"

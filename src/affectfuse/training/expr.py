@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -367,6 +368,7 @@ def cross_validate_items(items: list[ExprVideo], class_names, folds: int = 5, gr
         splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y)
     probs = np.zeros((len(items), len(class_names)), np.float32)
     fold_scores = []
+    start = time.perf_counter()
     for k, (tr, te) in enumerate(splits):
         train, test = [items[i] for i in tr], [items[i] for i in te]
         if classifier == "logreg":
@@ -376,6 +378,8 @@ def cross_validate_items(items: list[ExprVideo], class_names, folds: int = 5, gr
                                          None if groups is None else groups[tr], seed + k)
         probs[te] = p
         fold_scores.append(classification_scores(y[te], p.argmax(1), len(class_names), class_names))
-        log.info("fold %d/%d macro F1 %.4f", k + 1, folds, fold_scores[-1]["macro_f1"])
+        spent = time.perf_counter() - start
+        print(f"probe {classifier}: fold {k + 1}/{folds} macro F1 {fold_scores[-1]['macro_f1']:.4f}, "
+              f"{spent:.0f} s elapsed, ETA {spent / (k + 1) * (folds - k - 1):.0f} s", file=sys.stderr, flush=True)
     scores = classification_scores(y, probs.argmax(1), len(class_names), class_names)
     return {"scores": scores, "folds": fold_scores, "probabilities": probs}

@@ -60,19 +60,40 @@ class PreparedData:
     size: int
     no_face: int
     failed: int
+    index: np.ndarray | None = None  # (N,) row of each item in the dataset as read (None: all rows, in order)
 
 
 def prepare_data(source, classes, size: int, align: str, cache_dir, failures: FailureLog | None,
-                 device: str = "cpu", progress: bool = False, template: str | None = None) -> PreparedData:
-    """Read the dataset and make (or find cached) face crops; unreadable images are left out and logged."""
+                 device: str = "cpu", progress: bool = False, template: str | None = None,
+                 only: np.ndarray | None = None) -> PreparedData:
+    """Read the dataset and make (or find cached) face crops; unreadable images are left out and logged.
+
+    ``only``: (K,) sorted dataset rows to prepare (the others are not aligned at all); ``index`` of the
+    result then holds each kept item's row."""
     data = load_expression_dataset(source, classes)
-    report = prepare_crops(data.paths, size, align, cache_dir, failures, device=device, progress=progress,
-                           template=template)
+    rows = np.arange(len(data)) if only is None else np.asarray(only, dtype=np.int64)
+    report = prepare_crops([data.paths[i] for i in rows], size, align, cache_dir, failures, device=device,
+                           progress=progress, template=template)
     keep = np.flatnonzero(report.keep)
     files = [report.files[i] for i in keep]
-    log.info("%s: %d images, %d cached crops, %d without a detected face (whole image used), %d left out",
-             source, len(data), report.cached, report.no_face, report.failed)
-    return PreparedData(data.subset(keep), files, size, report.no_face, report.failed)
+    log.info("%s: %d of %d images, %d cached crops, %d without a detected face (whole image used), %d left out",
+             source, len(rows), len(data), report.cached, report.no_face, report.failed)
+    return PreparedData(data.subset(rows[keep]), files, size, report.no_face, report.failed,
+                        None if only is None else rows[keep])
+
+
+def _early_subset(cfg, size: int, template, failures, device: str, progress: bool):
+    """``--max-items`` without ``--val-data``: split and subset on the labels first, then align only the
+    images used -> (prepared data, train rows, val rows), rows into the prepared data."""
+    labels = load_expression_dataset(cfg.data, cfg.classes).labels
+    train, val = make_split(labels, cfg.folds, cfg.fold, cfg.val_fraction, cfg.seed)
+    if cfg.max_items < len(train):
+        train = train[stratified_subset(labels[train], cfg.max_items, cfg.seed)]
+    prepared = prepare_data(cfg.data, cfg.classes, size, cfg.align, cfg.crop_cache, failures, device=device,
+                            progress=progress, template=template, only=np.union1d(train, val))
+    pos = {int(r): i for i, r in enumerate(prepared.index)}
+    rows = lambda idx: np.array([pos[int(r)] for r in idx if int(r) in pos], dtype=np.int64)  # noqa: E731
+    return prepared, rows(train), rows(val)
 
 
 def _paths_hash(paths) -> str:
@@ -116,18 +137,23 @@ def run_finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, pro
     extractor = create_extractor(cfg.model, weights=cfg.weights, random_weights=cfg.random_weights, device="cpu")
     size, template = extractor.input.size, getattr(extractor.input, "template", None)
     device = pick_device(cfg.device)
-    if prepared is None:
+    early = prepared is None and bool(cfg.max_items) and not cfg.val_data
+    if early:  # align only the images a --max-items run uses
+        prepared, train_idx, val_idx = _early_subset(cfg, size, template, failures, str(device), progress)
+    elif prepared is None:
         prepared = prepare_data(cfg.data, cfg.classes, size, cfg.align, cfg.crop_cache, failures,
                                 device=str(device), progress=progress, template=template)
     data, classes = prepared.data, prepared.data.classes
-    if cfg.val_data:
+    if early:
+        val_files, val_labels = [prepared.files[i] for i in val_idx], data.labels[val_idx]
+    elif cfg.val_data:
         val_prep = prepare_data(cfg.val_data, classes, size, cfg.align, cfg.crop_cache, failures, str(device),
                                 progress, template)
         train_idx, val_files, val_labels = np.arange(len(data)), val_prep.files, val_prep.data.labels
     else:
         train_idx, val_idx = make_split(data.labels, cfg.folds, cfg.fold, cfg.val_fraction, cfg.seed)
         val_files, val_labels = [prepared.files[i] for i in val_idx], data.labels[val_idx]
-    if cfg.max_items and cfg.max_items < len(train_idx):
+    if cfg.max_items and cfg.max_items < len(train_idx) and not early:
         train_idx = train_idx[stratified_subset(data.labels[train_idx], cfg.max_items, cfg.seed)]
     split = {"dataset": str(cfg.data), "n": len(data), "paths_sha1": _paths_hash(data.paths),
              "classes": list(classes), "train": train_idx.tolist(),
