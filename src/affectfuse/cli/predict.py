@@ -49,12 +49,24 @@ def predict_from_features(checkpoint: str, features: list[str], out: str, table:
     return {"out": str(out), "videos": len(data), "label_names": list(ckpt["label_names"])}
 
 
+def limit_kernel_cache() -> None:
+    """Keep oneDNN from caching a compiled kernel per input shape (``ONEDNN_PRIMITIVE_CACHE_CAPACITY=0``
+    unless set): MTCNN's R-Net and O-Net see a new batch size at almost every frame batch, and the cache
+    (1024 kernels by default) made predict's peak memory grow with video length (+258 MB from 0.5 to
+    3 min of video, docs/benchmarks.md); without it memory is flat at about 8 % more CPU time. Takes
+    effect when set before the first convolution of the process."""
+    import os
+
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+
+
 def run(args) -> int:
     import json
 
     if not args.features:  # positional VIDEOs, or no argument at all: the video mode
         from affectfuse.cli import predict_video
 
+        limit_kernel_cache()
         return predict_video.run(args)
     if not (args.checkpoint and args.features and args.out):
         raise ValueError("feature-set prediction needs --checkpoint, --features and --out")
