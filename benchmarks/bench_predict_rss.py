@@ -82,6 +82,20 @@ def peak_rss_mb(cmd: list[str]) -> tuple[float, float, int]:
     return usage.ru_maxrss * 1024 / 1e6, time.perf_counter() - start, proc.returncode
 
 
+def machine() -> dict:
+    """Date, CPU model and flags (``lscpu``), cores and load average, for the record."""
+    info = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cores": os.cpu_count(),
+            "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
+            "ONEDNN_PRIMITIVE_CACHE_CAPACITY": os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY")}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+        info.update(cpu=fields.get("Model name", "").strip(), flags=fields.get("Flags", "").strip())
+    except OSError:
+        pass
+    return info
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 20])
@@ -92,6 +106,7 @@ def main(argv=None) -> int:
     size = tuple(int(x) for x in args.size.split("x"))
     work = Path(args.work or tempfile.mkdtemp(prefix="rss_"))
     work.mkdir(parents=True, exist_ok=True)
+    print(json.dumps(machine()), flush=True)
     rows = []
     for minutes in args.minutes:
         video = work / f"looped_{minutes:g}min_{args.fps}fps.mp4"
@@ -105,6 +120,7 @@ def main(argv=None) -> int:
                "voice_windows": len((summary.get("voice") or {}).get("windows") or [])}
         rows.append(row)
         print(json.dumps(row), flush=True)
+    print(json.dumps({"loadavg_end": Path("/proc/loadavg").read_text().split()[:3]}), flush=True)
     base = rows[0]["peak_rss_mb"]
     print("\n| video | frames analysed | voice windows | peak RSS (MB) | vs first | wall (s) |")
     print("|---|---|---|---|---|---|")
