@@ -120,7 +120,8 @@ def test_read_checks_the_id_inside_the_file(tmp_path):
     fs = _fs(tmp_path / "set")
     # a folder written by affectfuse < 0.2: id 'a/b' stored under the old key a_b.npz
     with open(tmp_path / "set" / "a_b.npz", "wb") as fh:
-        np.savez(fh, id=np.array("a/b"), values=np.ones((2, 2), np.float32), timestamps=np.zeros(2), mask=np.ones(2, bool))
+        np.savez(fh, id=np.array("a/b"), values=np.ones((2, 2), np.float32), timestamps=np.zeros(2),
+                 mask=np.ones(2, bool))
     assert fs["a/b"].values.shape == (2, 2)  # still found, by the id inside
     assert "a_b" not in fs
     with pytest.raises(FeatureStoreError, match="a_b.npz: holds the features of video 'a/b', not of 'a_b'"):
@@ -228,7 +229,8 @@ def test_resume_redoes_a_file_that_no_finished_write_made(tmp_path):
     stamp = (out / "loudness" / "a.npz").stat().st_mtime_ns
     rep = extract(root, [Loudness()], out, progress=False)
     assert rep.skipped == ["a"] and rep.written["loudness"] == ["b"]
-    assert (out / "loudness" / "a.npz").stat().st_mtime_ns == stamp and FeatureSet.open(out / "loudness")["b"].steps == 3
+    assert (out / "loudness" / "a.npz").stat().st_mtime_ns == stamp
+    assert FeatureSet.open(out / "loudness")["b"].steps == 3
 
 
 def test_two_concurrent_extract_runs_share_the_work(tmp_path):
