@@ -1,11 +1,18 @@
 """Shared test fixtures. Tests never touch the network and never need a GPU."""
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("AFFECTFUSE_OFFLINE", "1")
+# `affectfuse extract` caches photo face crops under $AFFECTFUSE_CACHE_DIR (default ~/.cache): keep tests out of it
+if "AFFECTFUSE_CACHE_DIR" not in os.environ:
+    os.environ["AFFECTFUSE_CACHE_DIR"] = tempfile.mkdtemp(prefix="affectfuse-tests-")
+    atexit.register(shutil.rmtree, os.environ["AFFECTFUSE_CACHE_DIR"], True)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -252,3 +252,37 @@ def test_report_shows_confidence_segments_and_eri_hint(tmp_path):
     index = write_index(tmp_path, [{"video_id": "x", "report": "x/report.html", "label": "uncertain",
                                     "confidence": "Sadness leads Neutral by 0.05", "status": "analysed"}])
     assert "Sadness leads Neutral by 0.05" in index.read_text() and ">uncertain<" in index.read_text()
+
+
+# -- face crops shared by extract and finetune ----------------------------------------------------------
+def test_extract_and_finetune_share_face_crops(shared_data, tmp_path):
+    """A photo extracted once is cropped once: finetune finds extract's crop (equal to the one it would make)
+    and a second extract does not detect again (its detector would raise)."""
+    from PIL import Image
+
+    from affectfuse.cli.extract import build_extractors
+    from affectfuse.features.pipeline import extract
+    from affectfuse.training.finetune_data import FaceAligner, prepare_crops, read_rgb
+
+    photo = tmp_path / "photos" / "face.png"
+    photo.parent.mkdir()
+    with Image.open(shared_data / "media" / "single_face.jpg") as im:  # smaller: faster detection
+        im.resize((im.width * 320 // max(im.size), im.height * 320 // max(im.size))).save(photo)
+    ext = build_extractors(["faceexpressionnet"], random_weights=True)
+    size, template = ext[0].input.size, ext[0].input.template
+    cache = tmp_path / "cache"
+    first = extract(str(photo.parent), ext, tmp_path / "f1", progress=False, crop_cache=cache)
+    rep = prepare_crops([photo], size, "mtcnn", cache, template=template)
+    assert rep.cached == 1 and rep.no_face == 0  # finetune reads extract's crop, detects nothing
+    cached = np.asarray(Image.open(rep.files[0]).convert("RGB"))
+    np.testing.assert_array_equal(cached, FaceAligner(size, template)(read_rgb(photo)))
+
+    class NoDetection:
+        def detect(self, images):
+            raise AssertionError("detected although the crop is cached")
+
+    second = extract(str(photo.parent), ext, tmp_path / "f2", progress=False, crop_cache=cache,
+                     detector=NoDetection())
+    assert first.written == second.written == {"faceexpressionnet": ["face"]}
+    a, b = FeatureSet.open(tmp_path / "f1" / "faceexpressionnet"), FeatureSet.open(tmp_path / "f2" / "faceexpressionnet")
+    np.testing.assert_allclose(a["face"].values, b["face"].values, atol=1e-6)

@@ -39,6 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="face networks' precision: fp32 (default, the reference results), bf16 (faster on CPUs "
                         "with AVX512-BF16/AMX and on GPUs; features move slightly), auto (bf16 only on such "
                         "hardware and only if the first batch is within cosine 0.9999 of fp32); heads are fp32")
+    p.add_argument("--crop-cache", default=None, metavar="DIR",
+                   help="face-crop cache for photos, shared with `affectfuse finetune` (default: $AFFECTFUSE_CACHE_DIR/"
+                        "face_crops or ~/.cache/affectfuse/face_crops): cached photos are not detected again")
+    p.add_argument("--no-crop-cache", action="store_true", help="neither read nor write the face-crop cache")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--strict", action="store_true",
                    help="a file read short of the duration its container declares (truncated) fails instead of "
@@ -88,6 +92,7 @@ def build_extractors(names: list[str], weights: dict[str, str] | None = None, ra
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from affectfuse.faces.crop_cache import default_cache_dir
     from affectfuse.features.pipeline import extract, find_inputs
 
     names = [n.strip() for n in args.extractors.split(",") if n.strip()]
@@ -106,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
                                   precision=args.precision)
     report = extract(items, extractors, args.out, fps=args.fps or None, batch_size=args.batch_size,
                      workers=args.workers, keep=args.keep, progress=not args.no_progress, frame_rate=args.frame_rate,
-                     strict=args.strict)
+                     strict=args.strict, crop_cache=None if args.no_crop_cache else (
+                         args.crop_cache or default_cache_dir()))
     done = {n: len(v) for n, v in report.written.items()}
     notes = f", {len(report.busy)} left to another run working on them" if report.busy else ""
     notes += f", {len(report.warnings)} partial-media warning(s)" if report.warnings else ""

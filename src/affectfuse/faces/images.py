@@ -54,6 +54,37 @@ def _list_inputs(paths_or_folder) -> tuple[list[Path], bool, str]:
     return files, False, ",".join(str(p) for p in files[:3]) + (",..." if len(files) > 3 else "")
 
 
+def _cached(cache, path: Path, sizes, templates) -> list | None:
+    """[(crop (S, S, 3) uint8, found)] per size when every size of ``path`` is cached alike, else None."""
+    hits = [cache.read(path, s, (templates or {}).get(s)) for s in sizes]
+    if any(h is None for h in hits) or len({h[1] for h in hits}) != 1:
+        return None
+    return hits
+
+
+def _add_cached(rows: _Rows, num: int, t: float, sizes, hits: list) -> None:
+    """One row from cached crops: found (box, landmarks, score unknown = NaN) or no face."""
+    if not hits[0][1]:
+        rows.add(num, t)
+        return
+    rows.add(num, t, box=np.full(4, np.nan, np.float32), score=float("nan"), tid=0,
+             crops={s: crop for s, (crop, _) in zip(sizes, hits)})
+
+
+def _store(cache, path: Path, image: np.ndarray, sizes, rows: _Rows, templates, found: bool) -> None:
+    """Write the row just added for ``path`` to the crop cache (no face: the image's centre square)."""
+    import logging
+
+    from affectfuse.faces.crop_cache import centre_square
+
+    try:
+        for s in sizes:
+            crop = rows.crops[s][-1] if found else centre_square(image, s)
+            cache.write(path, s, (templates or {}).get(s), crop, found)
+    except OSError as exc:  # a full or read-only cache never stops extraction
+        logging.getLogger(__name__).warning("face-crop cache not written (%s)", exc)
+
+
 def _largest(det) -> int:
     areas = (det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])
     return int(np.argmax(areas))
@@ -62,7 +93,7 @@ def _largest(det) -> int:
 def iter_face_images(paths_or_folder, sizes: Sequence[int] = (112,), batch_size: int = 32,
                      keep: str = "main", detector: MTCNN | None = None, aligned: bool | None = None,
                      n_frames: int | None = None, fps: float | None = None,
-                     templates: dict[int, str] | None = None) -> Iterator[FaceBatch]:
+                     templates: dict[int, str] | None = None, crop_cache=None) -> Iterator[FaceBatch]:
     """Yield :class:`FaceBatch` es for image files or a folder (see the module docstring).
 
     Args:
@@ -76,6 +107,9 @@ def iter_face_images(paths_or_folder, sizes: Sequence[int] = (112,), batch_size:
             reported too (default: the largest number present).
         fps: frame rate for timestamps ``(k - 1) / fps``; ``None`` gives NaN timestamps.
         templates: template kind per crop size for detected faces (see :func:`iter_faces`).
+        crop_cache: a :class:`affectfuse.faces.crop_cache.CropCache` (``keep="main"``, images that are not
+            pre-aligned): an image whose crops are all cached is neither decoded nor detected (its box and
+            landmarks are then NaN); new crops are written to it (shared with ``affectfuse finetune``).
     """
     if keep not in KEEP_MODES:
         raise ValueError(f"keep must be one of {KEEP_MODES}, got {keep!r}")
@@ -88,13 +122,16 @@ def iter_face_images(paths_or_folder, sizes: Sequence[int] = (112,), batch_size:
     sizes = tuple(int(s) for s in sizes)
     rows = _Rows(sizes, source, templates)
     detector = None if pre_aligned else (detector or default_detector())
-    pending: list[tuple[int, float, np.ndarray | None]] = []
+    cache = crop_cache if crop_cache is not None and detector is not None and keep == "main" else None
+    pending: list[tuple[int, float, np.ndarray | None, Path | None, list | None]] = []
 
     def flush():
-        images = [img for _, _, img in pending if img is not None]
+        images = [img for _, _, img, _, _ in pending if img is not None]
         dets = iter(detector.detect(images)) if detector is not None and images else iter(())
-        for num, t, img in pending:
-            if img is None:
+        for num, t, img, path, hits in pending:
+            if hits is not None:  # every size cached: no decoding, no detection
+                _add_cached(rows, num, t, sizes, hits)
+            elif img is None:
                 rows.add(num, t)
             elif detector is None:
                 h, w = img.shape[:2]
@@ -109,12 +146,16 @@ def iter_face_images(paths_or_folder, sizes: Sequence[int] = (112,), batch_size:
                 for p in picks:
                     rows.add(num, t, img, det.boxes[p], det.landmarks[p], float(det.scores[p]),
                              0 if keep == "main" else int(p))
+                if cache is not None:
+                    _store(cache, path, img, sizes, rows, templates, found=len(det) > 0)
         pending.clear()
 
     for num in frames:
         t = (num - 1) / fps if fps else float("nan")
         path = by_number.get(num)
-        pending.append((num, t, read_image(path) if path is not None else None))
+        hits = _cached(cache, path, sizes, templates) if cache is not None and path is not None else None
+        img = read_image(path) if path is not None and hits is None else None
+        pending.append((num, t, img, path, hits))
         if len(pending) == batch_size:
             flush()
             yield rows.pop()

@@ -38,6 +38,7 @@ import numpy as np
 
 from affectfuse.data.claims import Claims
 from affectfuse.data.store import FeatureSet, FeatureSetMeta, VideoFeatures, store_key
+from affectfuse.faces.crop_cache import CropCache
 from affectfuse.features.base import Extractor
 from affectfuse.features.inputs import MediaItem, check_unique_ids, find_inputs, is_still_input
 from affectfuse.features.windows import audio_windows
@@ -72,6 +73,7 @@ class DecodePlan:
     keep: str = "main"
     frame_rate: float = 30.0  # frame folders: timestamps (k - 1) / frame_rate (s); images carry no clock
     strict: bool = False  # a file read short of its declared duration fails instead of a warning
+    crop_cache: str | None = None  # photos: face-crop cache folder shared with finetune (None: no cache)
 
 
 @dataclass
@@ -188,7 +190,8 @@ def _decode_faces(item: MediaItem, plan: DecodePlan, detector, out: DecodedVideo
         times, found = [], []
         if still:
             batches = iter_face_images(item.path, sizes=tuple(group), batch_size=plan.batch_size, keep=plan.keep,
-                                       detector=detector, fps=plan.frame_rate, templates=group)
+                                       detector=detector, fps=plan.frame_rate, templates=group,
+                                       crop_cache=CropCache(plan.crop_cache) if plan.crop_cache else None)
         else:
             batches = iter_faces(item.path, fps=plan.fps, sizes=tuple(group), batch_size=plan.batch_size,
                                  keep=plan.keep, detections=dets, templates=group)
@@ -436,20 +439,21 @@ def feature_meta(ext: Extractor, fps: float | None = None) -> FeatureSetMeta:
 
 
 def decode_plan(by_name: dict[str, Extractor], missing: Sequence[str], fps: float | None = 5.0,
-                batch_size: int = 32, keep: str = "main", frame_rate: float = 30.0, strict: bool = False) -> DecodePlan:
+                batch_size: int = 32, keep: str = "main", frame_rate: float = 30.0, strict: bool = False,
+                crop_cache: str | None = None) -> DecodePlan:
     """The :class:`DecodePlan` serving the extractors named ``missing`` (audio windows, face crop sizes)."""
     audio = {n: AudioPlan(by_name[n].input.sample_rate, by_name[n].input.window_s, by_name[n].input.hop_s,
                           int(getattr(by_name[n], "min_window_samples", 1)))
              for n in missing if by_name[n].modality == "audio"}
     faces = tuple(sorted({(by_name[n].input.size, by_name[n].input.template)
                           for n in missing if by_name[n].modality == "face"}))
-    return DecodePlan(audio, faces, fps, batch_size, keep, frame_rate, strict)
+    return DecodePlan(audio, faces, fps, batch_size, keep, frame_rate, strict, crop_cache)
 
 
 def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequence[Extractor],
             out_root: str | os.PathLike, fps: float | None = 5.0, batch_size: int = 32, workers: int = 0,
             keep: str = "main", detector=None, progress: bool = True, frame_rate: float = 30.0,
-            strict: bool = False) -> ExtractReport:
+            strict: bool = False, crop_cache: str | os.PathLike | None = None) -> ExtractReport:
     """Extract every extractor's features from every input into ``out_root/<extractor>/``.
 
     Args:
@@ -467,6 +471,9 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
         strict: a file read short of the duration its container declares fails (every extractor) instead
             of being extracted in part with a ``warning: partial media ...`` row in ``failures.csv``
             (warnings leave ``report.ok`` True).
+        crop_cache: folder of the face-crop cache shared with ``affectfuse finetune``
+            (:mod:`affectfuse.faces.crop_cache`): photos whose crops are cached are not detected again,
+            new crops are added. None: no cache.
     """
     from tqdm.auto import tqdm
 
@@ -507,7 +514,8 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
                 skipped.append(item.id)
             else:
                 missing_of[item.id] = missing
-                yield item, decode_plan(by_name, missing, fps, batch_size, keep, frame_rate, strict)
+                yield item, decode_plan(by_name, missing, fps, batch_size, keep, frame_rate, strict,
+                                        str(crop_cache) if crop_cache else None)
                 continue
             bar.update(1)
 

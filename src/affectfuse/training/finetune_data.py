@@ -21,14 +21,15 @@ to ``size`` px (``align="mtcnn"``), or the whole image is centre-cropped to a sq
 (``align="none"``, for sets that ship cropped faces such as AffectNet's or RAF-DB's aligned images). When
 MTCNN finds no face the whole image is used and counted. Crops are cached as PNG under ``cache_dir``
 (outside the repository; default ``$AFFECTFUSE_CACHE_DIR`` or ``~/.cache/affectfuse/face_crops``), keyed
-by the image's path, size and mtime, so a second run (or a resumed one) reads them without detection.
+by the image's path, size and mtime, so a second run (or a resumed one) reads them without detection; the
+cache is shared with ``affectfuse extract``, which decodes, detects and aligns photos the same way
+(:mod:`affectfuse.faces.crop_cache`), so photos extracted before are not detected again.
 Unreadable images go to a :class:`~affectfuse.utils.FailureLog` and are left out.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -36,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+from affectfuse.faces.crop_cache import CropCache, centre_square, default_cache_dir  # noqa: F401 (re-exported)
 from affectfuse.labels import EXPR_CLASSES
-from affectfuse.utils import FailureLog, atomic_path
+from affectfuse.utils import FailureLog
 
 log = logging.getLogger(__name__)
 
@@ -216,37 +218,16 @@ def load_expression_dataset(source: str | os.PathLike, classes="auto", root: str
 
 # ---------------------------------------------------------------- face crops
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("AFFECTFUSE_CACHE_DIR")
-    return (Path(base) if base else Path.home() / ".cache" / "affectfuse") / "face_crops"
-
-
-def _cache_key(path: Path, size: int, align: str, template: str | None) -> str:
-    st = path.stat()
-    text = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{size}|{align}|{template}|v1"
-    return hashlib.sha1(text.encode()).hexdigest()
-
-
 def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB; raises DatasetError naming the file."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode an image file to (H, W, 3) uint8 RGB as ``extract`` does (:func:`affectfuse.faces.images.read_image`,
+    EXIF orientation applied); raises DatasetError naming the file."""
+    from affectfuse.faces.images import read_image
+    from affectfuse.media.decode import MediaError
 
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        return read_image(path)
+    except MediaError as exc:
         raise DatasetError(f"{path}: cannot decode image ({exc})") from exc
-
-
-def centre_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre square crop of (H, W, 3) uint8 resized to (size, size, 3)."""
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    crop = Image.fromarray(image[top:top + s, left:left + s])
-    return np.asarray(crop.resize((size, size), Image.BICUBIC))
 
 
 class FaceAligner:
@@ -294,10 +275,7 @@ def prepare_crops(paths: list[Path], size: int, align: str = "mtcnn", cache_dir:
     """
     if align not in ("mtcnn", "none"):
         raise ValueError(f"align must be 'mtcnn' or 'none', got {align!r}")
-    from PIL import Image
-
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    folder = cache / f"{align}-{size}"
+    cache = CropCache(cache_dir, align)  # shared with `affectfuse extract` (affectfuse.faces.crop_cache)
     aligner = None
     report = CropReport(files=[], keep=np.zeros(len(paths), dtype=bool))
     iterator = paths
@@ -307,15 +285,14 @@ def prepare_crops(paths: list[Path], size: int, align: str = "mtcnn", cache_dir:
         iterator = tqdm(paths, desc=f"face crops ({align}, {size}px)", unit="img")
     for i, path in enumerate(iterator):
         try:
-            key = _cache_key(Path(path), size, align, template)
+            cache.files(path, size, template)
         except OSError as exc:
             report.files.append(Path(path))
             report.failed += 1
             if failures is not None:
                 failures.add(str(path), DatasetError(f"{path}: cannot read ({exc})"))
             continue
-        hit = next((f for f in (folder / key[:2] / f"{key}.png", folder / key[:2] / f"{key}.noface.png")
-                    if f.exists()), None)
+        hit = cache.lookup(path, size, template)
         if hit is not None:
             report.files.append(hit)
             report.keep[i] = True
@@ -328,15 +305,11 @@ def prepare_crops(paths: list[Path], size: int, align: str = "mtcnn", cache_dir:
             if align == "mtcnn":
                 aligner = aligner or FaceAligner(size, template, device=device)
                 crop = aligner(image)
-            target = folder / key[:2] / f"{key}.png"
+            found = crop is not None or align != "mtcnn"
             if crop is None:
                 crop = centre_square(image, size)
-                if align == "mtcnn":
-                    target = target.with_name(f"{key}.noface.png")
-                    report.no_face += 1
-            with atomic_path(target) as tmp:
-                Image.fromarray(crop).save(tmp, format="PNG")
-            report.files.append(target)
+                report.no_face += align == "mtcnn"
+            report.files.append(cache.write(path, size, template, crop, found))
             report.keep[i] = True
         except Exception as exc:  # one bad file never stops the job
             report.files.append(Path(path))

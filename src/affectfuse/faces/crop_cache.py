@@ -1,0 +1,88 @@
+"""Aligned face crops of image files, cached on disk and shared by ``affectfuse extract`` and ``finetune``.
+
+One PNG per (image file, crop size, alignment, template), keyed by the file's resolved path, size in bytes
+and modification time, so an edited or replaced image is cropped again. A face crop is ``<key>.png``; an
+image where MTCNN found no face is ``<key>.noface.png`` holding the centre square of the image (what
+``finetune`` trains on; ``extract`` reads it as "no face"). Both commands decode images with
+:func:`affectfuse.faces.images.read_image` (EXIF orientation applied), detect with the default MTCNN, keep the
+largest face and align with :func:`affectfuse.faces.align.align_face`, so a crop written by one is the crop
+the other would make.
+
+Location: ``$AFFECTFUSE_CACHE_DIR/face_crops`` or ``~/.cache/affectfuse/face_crops`` (outside the
+repository); ``extract --crop-cache DIR`` / ``finetune --crop-cache DIR`` choose another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+VERSION = "v2"  # v2: images decoded by read_image (EXIF-aware) in both extract and finetune
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("AFFECTFUSE_CACHE_DIR")
+    return (Path(base) if base else Path.home() / ".cache" / "affectfuse") / "face_crops"
+
+
+def cache_key(path: Path, size: int, align: str, template: str | None) -> str:
+    """sha1 of the file's identity (resolved path, bytes, mtime) and the crop settings; OSError if unreadable."""
+    st = Path(path).stat()
+    text = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{size}|{align}|{template}|{VERSION}"
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def centre_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre square crop of (H, W, 3) uint8 resized to (size, size, 3) (bicubic)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    crop = Image.fromarray(image[top:top + s, left:left + s])
+    return np.asarray(crop.resize((size, size), Image.BICUBIC))
+
+
+class CropCache:
+    """Crops of one alignment kind (``"mtcnn"``: detected + aligned; ``"none"``: centre squares) under ``root``."""
+
+    def __init__(self, root: str | os.PathLike | None = None, align: str = "mtcnn"):
+        self.root, self.align = Path(root) if root else default_cache_dir(), align
+
+    def files(self, path, size: int, template: str | None) -> tuple[Path, Path]:
+        """(face crop file, no-face file) of an image; OSError when the image cannot be stat'ed."""
+        key = cache_key(Path(path), size, self.align, template)
+        folder = self.root / f"{self.align}-{size}" / key[:2]
+        return folder / f"{key}.png", folder / f"{key}.noface.png"
+
+    def lookup(self, path, size: int, template: str | None) -> Path | None:
+        """The cached crop file of an image (``.noface.png`` when no face was found), or None."""
+        try:
+            return next((f for f in self.files(path, size, template) if f.exists()), None)
+        except OSError:
+            return None
+
+    def read(self, path, size: int, template: str | None) -> tuple[np.ndarray, bool] | None:
+        """((size, size, 3) uint8 RGB crop, face found) from the cache, or None when not cached."""
+        from PIL import Image
+
+        hit = self.lookup(path, size, template)
+        if hit is None:
+            return None
+        with Image.open(hit) as im:
+            return np.asarray(im.convert("RGB")), not hit.name.endswith(".noface.png")
+
+    def write(self, path, size: int, template: str | None, crop: np.ndarray, found: bool) -> Path:
+        """Store a (size, size, 3) uint8 crop (for ``found`` False: the image's centre square) atomically."""
+        from PIL import Image
+
+        from affectfuse.utils import atomic_path
+
+        face, noface = self.files(path, size, template)
+        target = face if found else noface
+        with atomic_path(target) as tmp:
+            Image.fromarray(np.asarray(crop, dtype=np.uint8)).save(tmp, format="PNG")
+        return target
