@@ -70,20 +70,12 @@ def load_sets(data: Path, n_faces: int, n_frames: int) -> dict[str, list[tuple[s
     }
 
 
-def load_image(data: Path, key: str) -> np.ndarray:
-    """The image a key names: an image file, or ``video#frame``."""
-    path, _, frame = key.partition("#")
-    if not frame:
-        return read_image(data / path)
-    for batch in iter_frames(data / path):
-        hit = np.flatnonzero(batch.frame_numbers == int(frame))
-        if len(hit):
-            return batch.images[hit[0]]
-    raise ValueError(f"{key}: frame not found")
-
-
 def run_facenet(images: list[np.ndarray]) -> list[dict]:
-    """facenet-pytorch's MTCNN, defaults, one image at a time -> per image boxes (F, 4), landmarks (F, 5, 2), scores (F,)."""
+    """facenet-pytorch's MTCNN, defaults, one image at a time.
+
+    Returns:
+        per image a dict of boxes (F, 4), landmarks (F, 5, 2), scores (F,), float32.
+    """
     from facenet_pytorch import MTCNN as FacenetMTCNN
 
     model = FacenetMTCNN(keep_all=True, device="cpu")
