@@ -28,7 +28,7 @@ from typing import Sequence
 
 from affectfuse.data.store import FeatureSet, FeatureSetMeta
 from affectfuse.features.inputs import MediaItem
-from affectfuse.features.pipeline import FAILURES_FILE, ExtractReport
+from affectfuse.features.pipeline import FAILURES_FILE, SKIPPED_FILE, ExtractReport, _write_skipped
 from affectfuse.utils import FailureLog
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,8 @@ class ExtractWorker:
         return {n: fs.meta for n, fs in self.sets.items()}
 
     def process(self, item: MediaItem, names: Sequence[str]) -> dict:
-        """Extract ``names`` from one video; returns ``{"id", "written", "skipped", "failures", "calls"}``.
+        """Extract ``names`` from one video; returns ``{"id", "written", "skipped", "failures", "calls",
+        "not_applicable"}`` (the last: ``(id, extractor, reason)`` of extractors that do not apply, e.g. no audio).
 
         Extractors whose file exists already (written before a worker death) are skipped, not redone.
         """
@@ -96,7 +97,7 @@ class ExtractWorker:
             runner.flush()
         return {"id": item.id, "written": [n for n in todo if runner.written[n]],
                 "skipped": [n for n in names if n not in todo], "failures": list(failures),
-                "calls": dict(runner.calls)}
+                "calls": dict(runner.calls), "not_applicable": list(runner.not_applicable)}
 
 
 def _granted_gpus() -> list:
@@ -173,7 +174,7 @@ def ray_extract(items: Sequence[MediaItem], spec: WorkerSpec, num_workers: int |
         if (out_root / FAILURES_FILE).exists():
             (out_root / FAILURES_FILE).unlink()
         failures = FailureLog(out_root / FAILURES_FILE)
-        skipped, todo = [], []
+        skipped, todo, not_applicable = [], [], []
         for item in items:
             missing = [n for n in spec.names if item.id not in sets[n]]
             (todo.append((item, missing)) if missing else skipped.append(item.id))
@@ -217,11 +218,13 @@ def ray_extract(items: Sequence[MediaItem], spec: WorkerSpec, num_workers: int |
                 calls[n] += c
             for key, msg in result["failures"]:
                 failures.add(key, msg)
+            not_applicable += result.get("not_applicable", [])
             bar.update(1)
         bar.close()
         for fs in sets.values():
             fs.write_index()
-        return ExtractReport(out_root, written, skipped, list(failures), calls)
+        _write_skipped(out_root / SKIPPED_FILE, not_applicable)
+        return ExtractReport(out_root, written, skipped, list(failures), calls, not_applicable=not_applicable)
     finally:
         if started:
             ray.shutdown()
@@ -240,6 +243,8 @@ def run_cli(args, items: Sequence[MediaItem], names: list[str], weights: dict[st
     report = ray_extract(items, spec, args.ray_workers, args.cpus_per_worker, args.gpus_per_worker,
                          args.max_attempts, address=args.ray or None, progress=not args.no_progress)
     done = {n: len(v) for n, v in report.written.items()}
-    print(f"{len(items)} inputs: written {done}, {len(report.skipped)} already done, "
+    na = f", {len(report.not_applicable)} (input, extractor) pair(s) skipped (no audio / no video)" \
+        if report.not_applicable else ""
+    print(f"{len(items)} inputs: written {done}, {len(report.skipped)} already done{na}, "
           f"{len(report.failures)} failures" + (f" (see {report.out_root / FAILURES_FILE})" if report.failures else ""))
     return 0 if report.ok else 1
