@@ -55,6 +55,12 @@ def labelled_spans(folder: Path) -> list[tuple[float, float, str]]:
     return [(0.0, 1e9, CODES[folder.name.split("_")[2]])]
 
 
+def _labelled(folder: Path) -> bool:
+    """The sample, or a CREMA-D clip named ``<actor>_<sentence>_<EMO>_<level>``; other folders are left out."""
+    parts = folder.name.split("_")
+    return folder.name == "sample_clip" or (len(parts) == 4 and parts[2] in CODES)
+
+
 def frame_table(folders: list[Path], window_s: float) -> list[tuple[str, int, float]]:
     """Per bin of smoothed-face margin: (bin, frames, accuracy)."""
     margins, right = margins_and_hits(folders, window_s)
@@ -110,7 +116,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("roots", nargs="+", help="predict output folders")
     args = ap.parse_args(argv)
-    folders = sorted(f.parent for r in args.roots for f in Path(r).glob("*/summary.json"))
+    folders = sorted(f.parent for r in args.roots for f in Path(r).glob("*/summary.json") if _labelled(f.parent))
     print(f"{len(folders)} clips: {', '.join(f.name for f in folders)}\n")
     print("frame level, smoothed face argmax: accuracy by top-two margin")
     for window in (0.0, 0.5, 1.0, 2.0):
