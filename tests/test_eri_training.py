@@ -61,9 +61,11 @@ def test_config_layers_defaults_yaml_overrides(tmp_path):
 
 
 def test_planted_signal_is_learned_and_shuffled_labels_are_not():
-    # Every emotion is planted (affectfuse.data.synthetic); Fear needs both modalities.
+    # Every emotion is planted (affectfuse.data.synthetic); Fear needs both modalities. The network alone
+    # (no probe-started path) must learn it, interaction included.
     train, val = _data(600, noise=0.3)
-    cfg = resolve_config(None, SMALL + ["train.max_epochs=6", "train.weight_decay=0", "train.clip_norm=0"])
+    cfg = resolve_config(None, SMALL + ["train.max_epochs=6", "train.weight_decay=0", "train.clip_norm=0",
+                                        "model.pooled_skip=false"])
     res = fit(cfg, train, val)
     best = res.history[res.best_epoch - 1]
     assert res.best_metric >= 0.9, best
@@ -105,9 +107,11 @@ def test_checkpoint_is_self_describing_and_holds_the_ema_weights(tmp_path):
     assert ckpt["config"]["train"]["ema_decay"] == 0.5 and "torch" in ckpt["versions"]
     last = torch.load(tmp_path / "last.pt", weights_only=True)["training"]
     assert ckpt["epoch"] == 1  # one epoch: best.pt holds the EMA weights of that epoch, not the raw ones
-    ema = {k[len("module."):]: v for k, v in last["ema"].items() if k.startswith("module.")}
+    # the model trains behind its input standardisation (StandardizedInputs.model)
+    ema = {k[len("module.model."):]: v for k, v in last["ema"].items() if k.startswith("module.model.")}
     assert all(torch.equal(ckpt["state_dict"][k], ema[k]) for k in ckpt["state_dict"])
-    assert any(not torch.equal(ckpt["state_dict"][k], last["model"][k]) for k in ckpt["state_dict"])
+    assert any(not torch.equal(ckpt["state_dict"][k], last["model"]["model." + k]) for k in ckpt["state_dict"])
+    assert set(ckpt["input_norm"]) == set(DIMS) and ckpt["input_norm"]["visual"]["std"].shape == (96,)
     with pytest.raises(ValueError, match="not an affectfuse ERI checkpoint"):
         torch.save({"x": 1}, tmp_path / "bad.pt")
         load_checkpoint(tmp_path / "bad.pt")

@@ -68,10 +68,11 @@ def markdown(rows: list[dict], n_seeds: int, label_names) -> str:
     by = {}
     for r in rows:
         by.setdefault((r["table"], r["row"]), []).append(r)
-    lines = [f"Validation mean Pearson, mean ± std over {n_seeds} seed(s); per-emotion r averaged over seeds.", "",
+    lines = [f"Validation mean Pearson, mean ± std over {n_seeds} seed(s); per-emotion r averaged over seeds; "
+             "ridge probe: the run's built-in baseline (ridge on per-video mean and std of the same features).", "",
              "**Table 1 — modality sets**", "",
-             "| Modality | val mean Pearson | " + " | ".join(label_names) + " | paper (Hume-Reaction val) |",
-             "|---|---|" + "---|" * len(label_names) + "---|"]
+             "| Modality | val mean Pearson | ridge probe | " + " | ".join(label_names) + " | paper (Hume-Reaction val) |",
+             "|---|---|---|" + "---|" * len(label_names) + "---|"]
 
     def emotions(group):
         import numpy as np
@@ -80,7 +81,8 @@ def markdown(rows: list[dict], n_seeds: int, label_names) -> str:
 
     for (table, key), group in by.items():
         if table == 1:
-            lines.append(f"| {key} | {_mean_std([g['best_val_mean_pearson'] for g in group])} | {emotions(group)} "
+            lines.append(f"| {key} | {_mean_std([g['best_val_mean_pearson'] for g in group])} "
+                         f"| {_mean_std([g['probe_val_mean_pearson'] for g in group])} | {emotions(group)} "
                          f"| {PAPER_TABLE1.get(key, '—')} |")
     lines += ["", "**Table 2 — training tricks (A+V+AV)**", "", "| Method | val mean Pearson | paper |", "|---|---|---|"]
     full = by.get((1, "A+V+AV"))
@@ -155,8 +157,10 @@ def run_one(r: dict, out, recipe, overrides, train, val, meta: dict, task: dict)
         fit(cfg, train, val, run_dir, meta, task, resume=True)
         info = json.loads(done.read_text())
     best = info["best_metrics"] or {}
+    probe = (info.get("probe") or {}).get("val_mean_pearson", float("nan"))
     return {"name": r["name"], "table": r["table"], "row": r["row"], "seed": r["seed"],
-            "best_val_mean_pearson": info["best_val_mean_pearson"], "best_epoch": info["best_epoch"],
+            "best_val_mean_pearson": info["best_val_mean_pearson"], "probe_val_mean_pearson": probe,
+            "best_epoch": info["best_epoch"],
             "epochs": info["epochs"], **{f"r_{e}": best.get(f"r_{e}", float("nan")) for e in val.label_names},
             "predictions": str(run_dir / "val_predictions.csv")}
 

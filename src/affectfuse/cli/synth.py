@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'planted': labels follow the features; 'shuffled': label rows permuted (no signal)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--noise", type=float, default=0.5, help="std of the i.i.d. feature noise (default 0.5)")
+    parser.add_argument("--time-course", choices=("mixed", "burst_spread"), default="mixed",
+                        help="'mixed': sustained level + reaction bump; 'burst_spread': audio drives in a short "
+                             "burst, visual drives spread weakly over every step")
     parser.add_argument("--label-test", action="store_true", help="also write labels of the Test rows")
 
 
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     data_info = make_eri_dataset(
         args.out, n_videos=args.videos, dims={"audio": args.audio_dim, "visual": args.visual_dim},
         steps={"audio": args.audio_steps, "visual": args.visual_steps}, signal=args.signal, seed=args.seed,
-        noise=args.noise, label_test=args.label_test)
+        noise=args.noise, label_test=args.label_test, time_course=args.time_course)
     print(json.dumps({"data_info": str(data_info), "features": str(Path(args.out) / "features"),
                       "videos": args.videos, "signal": args.signal, "seed": args.seed}))
     return 0

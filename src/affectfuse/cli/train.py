@@ -37,6 +37,8 @@ def run(args) -> int:
     else:
         cfg = resolve_config([args.recipe, args.config], args.overrides)
     result = train_run(args.table, parse_feature_args(args.features), out, cfg, resume=args.resume)
+    probe = (result.probe or {}).get("val_mean_pearson")
     print(json.dumps({"run": str(out), "best_val_mean_pearson": round(result.best_metric, 6),
+                      "ridge_probe_val_mean_pearson": None if probe is None else round(probe, 6),
                       "best_epoch": result.best_epoch, "epochs": result.epochs, "finished": result.finished}))
     return 0

@@ -28,6 +28,11 @@ Anxiety and half of Surprise, visual alone Adoration, Disgust, Empathic-Pain and
 and Fear needs both: its additive part is read from either modality, its product part (a third of
 its variance) only by a model that combines them. ``signal="shuffled"`` permutes the label rows across videos (no signal left).
 
+``time_course`` sets the drives' envelopes: ``"mixed"`` (default, above); ``"burst_spread"``: in the
+audio modality (the first) each video's drives appear only in a short burst (about two steps at a random
+time) and in the visual modality (the second) they are spread evenly and weakly over every step, so a
+model must find a moment in one stream and integrate the other (pooled statistics dilute the burst).
+
 The feature space (directions, offsets, scales, background factors) depends only on the dims and
 ``WORLD_SEED``, not on ``seed``: arrays made with different seeds share one "extractor", so a model
 trained on one seed transfers to another. ``seed`` draws the videos.
@@ -58,6 +63,9 @@ AUDIO_DRIVES = ("a1", "a2", "a3", "a4")
 VISUAL_DRIVES = ("v1", "v2", "v3", "v4", "v5")
 DRIVES = AUDIO_DRIVES + VISUAL_DRIVES
 SIGNALS = ("planted", "shuffled")
+TIME_COURSES = ("mixed", "burst_spread")
+BURST_PEAK, BURST_WIDTH = 2.5, 0.6        # burst envelope: peak and Gaussian width in steps
+SPREAD_LEVEL = 0.35                       # spread envelope: constant level at every step
 
 
 def _emotion_drives(z: dict[str, np.ndarray]) -> np.ndarray:
@@ -104,6 +112,27 @@ def _envelopes(rng: np.random.Generator, n: int, steps: int, channels: int) -> n
     return level + 1.2 * np.exp(-0.5 * ((t - onset) / width) ** 2)
 
 
+def _burst_envelopes(rng: np.random.Generator, n: int, steps: int, channels: int) -> np.ndarray:
+    """(N, T, C) one short Gaussian burst per video, at the same random step for all its channels."""
+    t = np.arange(steps, dtype=np.float32)[None, :, None]
+    onset = rng.uniform(0, steps - 1, (n, 1, 1)).astype(np.float32)
+    burst = BURST_PEAK * np.exp(-0.5 * ((t - onset) / BURST_WIDTH) ** 2)
+    return np.broadcast_to(burst, (n, steps, channels)).astype(np.float32)
+
+
+def _spread_envelopes(n: int, steps: int, channels: int) -> np.ndarray:
+    """(N, T, C) the same weak level at every step."""
+    return np.full((n, steps, channels), SPREAD_LEVEL, dtype=np.float32)
+
+
+def _envelopes_for(kind: str, rng: np.random.Generator, n: int, steps: int, channels: int) -> np.ndarray:
+    if kind == "burst":
+        return _burst_envelopes(rng, n, steps, channels)
+    if kind == "spread":
+        return _spread_envelopes(n, steps, channels)
+    return _envelopes(rng, n, steps, channels)
+
+
 def _background(rng: np.random.Generator, n: int, steps: int) -> np.ndarray:
     """(N, T, R) AR(1) nuisance factors with unit stationary variance."""
     innov = rng.standard_normal((n, steps, BACKGROUND_RANK), dtype=np.float32)
@@ -115,13 +144,15 @@ def _background(rng: np.random.Generator, n: int, steps: int) -> np.ndarray:
     return out
 
 
-def _modality_features(rng, drives: np.ndarray, steps: int, dim: int, modality: str, noise: float) -> np.ndarray:
-    """(N, T, D) float32 features of one modality carrying ``drives`` (N, C)."""
+def _modality_features(rng, drives: np.ndarray, steps: int, dim: int, modality: str, noise: float,
+                       envelope: str = "mixed") -> np.ndarray:
+    """(N, T, D) float32 features of one modality carrying ``drives`` (N, C); ``envelope``: ``mixed``,
+    ``burst`` or ``spread`` (see the module doc)."""
     n, c = drives.shape
     world = _world(modality, dim, c)
     # latent per step: [drive * envelope (C), background (R), 1]            (N, T, C + R + 1)
     latent = np.concatenate([
-        drives[:, None, :].astype(np.float32) * _envelopes(rng, n, steps, c),
+        drives[:, None, :].astype(np.float32) * _envelopes_for(envelope, rng, n, steps, c),
         _background(rng, n, steps),
         np.ones((n, steps, 1), np.float32),
     ], axis=2)
@@ -155,7 +186,7 @@ def _modality_features(rng, drives: np.ndarray, steps: int, dim: int, modality: 
 
 def make_eri_arrays(n_videos: int, steps: int | dict[str, int] = 30, dims: dict[str, int] | None = None,
                     signal: str = "planted", seed: int = 0, noise: float = 0.5,
-                    label_noise: float = 0.0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                    label_noise: float = 0.0, time_course: str = "mixed") -> tuple[dict[str, np.ndarray], np.ndarray]:
     """In-memory synthetic ERI data.
 
     Args:
@@ -166,6 +197,7 @@ def make_eri_arrays(n_videos: int, steps: int | dict[str, int] = 30, dims: dict[
         seed: draws the videos; the feature space is fixed (see ``WORLD_SEED``).
         noise: std of the i.i.d. per-step noise (drive directions have amplitude 2 per unit drive).
         label_noise: std of Gaussian noise added to the raw drives of the labels (0 = exact).
+        time_course: ``"mixed"`` or ``"burst_spread"`` (see the module doc).
 
     Returns:
         ``features``: modality -> (N, T, D) float32; ``labels``: (N, 7) float32 in [0, 1], each row's max
@@ -173,6 +205,8 @@ def make_eri_arrays(n_videos: int, steps: int | dict[str, int] = 30, dims: dict[
     """
     if signal not in SIGNALS:
         raise ValueError(f"unknown signal {signal!r}; valid: {', '.join(SIGNALS)}")
+    if time_course not in TIME_COURSES:
+        raise ValueError(f"unknown time course {time_course!r}; valid: {', '.join(TIME_COURSES)}")
     dims = dict(DEFAULT_DIMS if dims is None else dims)
     if not dims or n_videos < 1:
         raise ValueError("need at least one modality and one video")
@@ -190,8 +224,9 @@ def make_eri_arrays(n_videos: int, steps: int | dict[str, int] = 30, dims: dict[
     for modality, role in _roles(list(dims)).items():
         drives = np.stack([z[d] for d in role], axis=1) if role else np.zeros((n_videos, 0))
         mod_rng = np.random.default_rng([seed, sum(map(ord, modality)), 1])
+        envelope = "mixed" if time_course == "mixed" else ("burst" if role == AUDIO_DRIVES else "spread")
         features[modality] = _modality_features(mod_rng, drives, int(steps_of[modality]), int(dims[modality]),
-                                                modality, noise)
+                                                modality, noise, envelope)
     return features, labels
 
 
@@ -199,7 +234,8 @@ def make_eri_dataset(out_dir: str | Path, n_videos: int = 200, dims: dict[str, i
                      steps: dict[str, int] | None = None, rates: dict[str, float] | None = None,
                      signal: str = "planted", seed: int = 0,
                      split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
-                     missing_face: float = 0.05, label_test: bool = False, noise: float = 0.5) -> Path:
+                     missing_face: float = 0.05, label_test: bool = False, noise: float = 0.5,
+                     time_course: str = "mixed") -> Path:
     """Write a synthetic Hume-Reaction-like dataset and return the path of its ``data_info.csv``.
 
     Layout::
@@ -220,7 +256,8 @@ def make_eri_dataset(out_dir: str | Path, n_videos: int = 200, dims: dict[str, i
     if abs(sum(split_fractions) - 1.0) > 1e-6 or len(split_fractions) != 3:
         raise ValueError(f"split_fractions must be 3 numbers summing to 1, got {split_fractions}")
     out = Path(out_dir)
-    features, labels = make_eri_arrays(n_videos, steps=steps, dims=dims, signal=signal, seed=seed, noise=noise)
+    features, labels = make_eri_arrays(n_videos, steps=steps, dims=dims, signal=signal, seed=seed, noise=noise,
+                                       time_course=time_course)
     rng = np.random.default_rng([seed, 7])
     width = max(5, len(str(n_videos)))
     ids = [f"{i + 1:0{width}d}" for i in range(n_videos)]
@@ -232,7 +269,7 @@ def make_eri_dataset(out_dir: str | Path, n_videos: int = 200, dims: dict[str, i
         "Train", "Val", "Test"
 
     planted = {"generator": "affectfuse.data.synthetic", "signal": signal, "seed": seed, "noise": noise,
-               "world_seed": WORLD_SEED}
+               "world_seed": WORLD_SEED, "time_course": time_course}
     for modality, values in features.items():
         fs = FeatureSet.create(out / "features" / modality, FeatureSetMeta(
             name=f"synthetic-{modality}", dim=values.shape[2], rate=rates[modality], extractor="synthetic",

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from affectfuse.models.blocks import TCN, ConcatAttentionBlock, SinusoidalPositions, masked_mean
+from affectfuse.models.blocks import TCN, ConcatAttentionBlock, SinusoidalPositions, masked_mean, mean_and_std
 from affectfuse.models.eri_args import ERIArchitecture
 from affectfuse.models.eri_authors import ERIAuthors
 
@@ -32,11 +32,15 @@ class ERIFusionArgs(ERIArchitecture):
     """Constructor arguments of :class:`ERIFusion`; stored in checkpoints so a model rebuilds itself.
 
     ``input_dims`` maps modality (feature-set) name -> input feature dim, in input order.
+    ``pooled_skip``: add a linear path from pooled statistics (per-video mean and std over valid rows of
+    each modality) to the intensity logits, which training starts at the ridge probe's solution (see
+    :func:`affectfuse.training.probes.init_pooled_skip`), so the network learns what the probe misses.
     """
 
     input_dims: dict[str, int] = field(default_factory=lambda: {"audio": 1024, "visual": 1536})
     num_outputs: int = 7
     interaction: bool = True
+    pooled_skip: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +88,8 @@ class ERIFusion(nn.Module):
         fused = args.proj_dim * (2 if args.interaction else 1)
         self.intensity_head = nn.Linear(fused, args.num_outputs)
         self.class_head = nn.Linear(fused, args.num_outputs)
+        pooled_dim = 2 * sum(args.input_dims.values())
+        self.skip = nn.Linear(pooled_dim, args.num_outputs) if args.pooled_skip else None
 
     def forward(self, features: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         missing = [k for k in self.modalities if k not in features]
@@ -92,10 +98,12 @@ class ERIFusion(nn.Module):
         steps = {k: features[k].shape[1] for k in self.modalities}
         if len(set(steps.values())) != 1:
             raise ValueError(f"every modality must have the same number of steps, got {steps}")
-        xs, gs, ms = [], [], []
+        xs, gs, ms, pooled = [], [], [], []
         for k in self.modalities:
             f, mask = features[k], masks[k].bool()                       # (B, T, D_m), (B, T)
             f = f * mask.unsqueeze(-1).to(f.dtype)                      # invalid rows carry no signal
+            if self.skip is not None:
+                pooled += mean_and_std(f, mask)                         # 2 x (B, D_m)
             x = self.positions(self.embed[k](f))                        # (B, T, d)
             x = x * mask.unsqueeze(-1).to(x.dtype)
             h = self.encoders[k](x, mask)                               # (B, T, 3d)
@@ -109,7 +117,10 @@ class ERIFusion(nn.Module):
             h_av = self.interaction(torch.cat(xs, dim=-1), any_valid)   # (B, T, 3 M d)
             z.insert(0, self.proj_av(masked_mean(h_av, any_valid)))
         z = torch.cat(z, dim=-1)                                        # (B, P) P = proj_dim x (1 or 2)
-        return {"intensity": torch.sigmoid(self.intensity_head(z)), "logits": self.class_head(z)}
+        intensity_logits = self.intensity_head(z)
+        if self.skip is not None:
+            intensity_logits = intensity_logits + self.skip(torch.cat(pooled, dim=-1))
+        return {"intensity": torch.sigmoid(intensity_logits), "logits": self.class_head(z)}
 
 
 # -- registry -----------------------------------------------------------------------------------

@@ -27,18 +27,25 @@ DEFAULT_RECIPE = "affectfuse"
 class ModelConfig(ERIArchitecture):
     """Model architecture: the model's name, the modality set (``all``, ``A``, ``V``, ``A+V``,
     ``A+V+AV`` or feature-set names joined by ``+``, see :func:`affectfuse.models.eri.parse_modality_set`)
-    and the architecture fields of :class:`~affectfuse.models.eri.ERIArchitecture`."""
+    and the architecture fields of :class:`~affectfuse.models.eri.ERIArchitecture`. ``pooled_skip`` (eri_fusion
+    only): the linear path from pooled statistics, started at the ridge probe (``ERIFusionArgs``)."""
 
     name: str = "eri_fusion"
     modality_set: str = "all"
+    pooled_skip: bool = True
 
 
 @dataclass
 class DataConfig:
-    """How tables and feature sets become tensors (see :mod:`affectfuse.data.sequences`)."""
+    """How tables and feature sets become tensors (see :mod:`affectfuse.data.sequences`).
+
+    ``standardize``: scale every feature dim by the training split's mean and std over valid rows; the
+    statistics are stored in the checkpoint and applied by evaluate and predict.
+    """
 
     seq_len: int = 30
     sequence_mode: str = "truncate"
+    standardize: bool = True
     train_split: str = "train"
     val_split: str = "val"
 
@@ -53,6 +60,8 @@ class TrainConfig:
     copy ``after_step`` (of the new weights) or ``before_step`` (the authors': it lags one step and starts
     from the initial weights). Early stopping counts epochs whose validation mean Pearson does not beat the
     best counted one by more than ``min_delta`` (Lightning's rule); ``best.pt`` follows any improvement.
+
+    ``probe``: also fit the ridge probe on pooled features (``training.probes``) and report it beside the model.
 
     ``stop_after``: end this invocation after that many epochs, leaving a resumable run (for
     time-limited cluster jobs; the tests use it to simulate a killed run).
@@ -76,6 +85,7 @@ class TrainConfig:
     max_epochs: int = 100
     seed: int = 0
     threads: int = 0
+    probe: bool = True
     stop_after: int = 0
     progress: bool = True
     tensorboard: bool = True

@@ -30,10 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from affectfuse.data.sequences import SequenceData
+from affectfuse.data.sequences import SequenceData, input_norm_stats
 from affectfuse.models.eri import ERIArchitecture, create_eri_model, eri_model_args_class, parse_modality_set
+from affectfuse.models.input_norm import StandardizedInputs, unwrap
 from affectfuse.training.checkpoint import FORMAT, save_checkpoint, versions
 from affectfuse.training.config import RunConfig
+from affectfuse.training.probes import init_pooled_skip, ridge_probe
 from affectfuse.training.step import optimizer_step
 from affectfuse.utils import write_json_atomic, write_text_atomic
 
@@ -87,8 +89,11 @@ def model_args(cfg: RunConfig, dims: dict[str, int], num_outputs: int) -> ERIArc
     mods, interaction = parse_modality_set(cfg.model.modality_set, list(dims))
     args_class = eri_model_args_class(cfg.model.name)
     kwargs = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(ERIArchitecture)}
-    if "seq_len" in {f.name for f in dataclasses.fields(args_class)}:
+    own_fields = {f.name for f in dataclasses.fields(args_class)}
+    if "seq_len" in own_fields:
         kwargs["seq_len"] = cfg.data.seq_len
+    if "pooled_skip" in own_fields:
+        kwargs["pooled_skip"] = cfg.model.pooled_skip
     return args_class(**kwargs, input_dims={k: dims[k] for k in mods}, num_outputs=num_outputs,
                       interaction=interaction)
 
@@ -125,6 +130,7 @@ class FitResult:
     val_predictions: np.ndarray | None
     history: list[dict]
     checkpoint: dict
+    probe: dict | None = None
 
 
 def _val_metrics(pred: np.ndarray, data: SequenceData) -> dict:
@@ -159,7 +165,8 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
     run_dir = Path(run_dir) if run_dir is not None else None
     seed_everything(tc.seed)
     args = model_args(cfg, train.dims(), train.labels.shape[1])
-    model = create_eri_model(cfg.model.name, args)
+    model, norm = build_model(cfg, args, train)
+    probe = ridge_probe(train, val, list(args.input_dims)) if tc.probe else None
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True) if tc.ema else None
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.step_size, tc.gamma) if tc.step_size > 0 else None
@@ -187,6 +194,7 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
     eval_model = ema.module if ema is not None else model
 
     meta = {"format": FORMAT, "model": {"name": cfg.model.name, "args": args.to_dict()},
+            **({"input_norm": norm} if norm else {}), **({"probe": probe} if probe else {}),
             "task": task or {}, "label_names": list(train.label_names),
             "feature_sets": {k: (feature_meta or {}).get(k, {"name": k, "dim": d})
                              for k, d in args.input_dims.items()},
@@ -227,7 +235,7 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
         state["epoch"] = epoch
         score = row["val_mean_pearson"]
         if early_stopping_update(state, score, tc.patience, tc.min_delta):
-            best_payload = {**meta, "state_dict": {k: v.clone() for k, v in eval_model.state_dict().items()},
+            best_payload = {**meta, "state_dict": {k: v.clone() for k, v in unwrap(eval_model).state_dict().items()},
                             "epoch": epoch, "metrics": row}
             val_pred_best = pred
             if run_dir is not None:
@@ -261,13 +269,37 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
 
         val_pred_best = predict(model_from_checkpoint(best_payload), val, tc.batch_size)
     result = FitResult(state["best"], state["best_epoch"], state["epoch"], state["finished"], val_pred_best,
-                       state["history"], best_payload or {})
+                       state["history"], best_payload or {}, probe)
+    beats = _report_probe(state["best"], probe)
     if run_dir is not None:
         write_json_atomic(run_dir / "result.json", {
             "best_val_mean_pearson": state["best"], "best_epoch": state["best_epoch"], "epochs": state["epoch"],
             "finished": state["finished"], "label_names": list(train.label_names),
-            "best_metrics": (best_payload or {}).get("metrics")})
+            "best_metrics": (best_payload or {}).get("metrics"), "probe": probe, "beats_probe": beats})
     return result
+
+
+def build_model(cfg: RunConfig, args, train: SequenceData):
+    """The registered model, behind :class:`StandardizedInputs` with the training split's statistics when
+    ``data.standardize``; returns (model, statistics or None)."""
+    model = create_eri_model(cfg.model.name, args)
+    norm = None
+    if cfg.data.standardize:
+        norm = {k: v for k, v in input_norm_stats(train).items() if k in args.input_dims}
+    if getattr(model, "skip", None) is not None:
+        init_pooled_skip(model, train, list(args.input_dims), norm)
+    return (StandardizedInputs(model, norm) if norm else model), norm
+
+
+def _report_probe(best: float, probe: dict | None) -> bool | None:
+    """Whether the model's best validation score beats the probe's; a warning when it does not."""
+    if probe is None:
+        return None
+    beats = bool(best > probe["val_mean_pearson"])
+    if not beats:
+        log.warning("the model (val mean Pearson %.4f) does not beat the ridge probe on pooled features (%.4f): "
+                    "check the recipe, or use the probe", best, probe["val_mean_pearson"])
+    return beats
 
 
 def _write_val_predictions(path: Path, val: SequenceData, pred: np.ndarray, epoch: int) -> None:
