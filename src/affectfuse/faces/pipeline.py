@@ -185,14 +185,15 @@ def detect_video(path: str | os.PathLike, fps: float | None = None, detector: MT
     nums, times, counts, boxes, scores, marks, ids = [], [], [], [], [], [], []
     for batch in iter_frames(path, fps=fps, batch_size=bsize, max_side=detect_max_side):
         for num, t, det in zip(batch.frame_numbers, batch.timestamps, detector.detect(batch.images)):
-            b = det.boxes / batch.scale
+            det = det.unscaled(batch.scale)                 # MTCNN's box convention, in original pixels
+            b = det.boxes
             nums.append(int(num))
             times.append(float(t))
             counts.append(len(det))
             if len(det):
                 boxes.append(b)
                 scores.append(det.scores)
-                marks.append(det.landmarks / batch.scale)
+                marks.append(det.landmarks)
                 ids.append(tracker.update(float(t), b))
         if progress is not None and len(batch.timestamps):
             progress(float(batch.timestamps[-1]), float(info.duration_s or batch.timestamps[-1]))
