@@ -218,6 +218,13 @@ def test_kill_9_inside_a_write_leaves_nothing_a_later_run_trusts(tmp_path):
     assert fs.ids() == ["done"] and len(fs) == 1 and "v1" not in fs
     FeatureSet.create(folder, FeatureSetMeta("x", 2))  # the next run: the dead writer's temp is removed
     assert not (folder / left[0]).exists() and fs.ids() == ["done"]
+    from affectfuse.outputs.report import ExpressionRows
+
+    (tmp_path / "video").mkdir()
+    (tmp_path / "video" / left[0].replace("v1.npz", "expressions.csv")).write_text("frame,time_s\n1,")
+    with ExpressionRows(tmp_path / "video" / "expressions.csv", ["a"]) as rows:  # predict redoing a video
+        rows.add([1], [0.0], [True], [[1.0]])
+    assert sorted(p.name for p in (tmp_path / "video").iterdir()) == ["expressions.csv"]
 
 
 def test_resume_redoes_a_file_that_no_finished_write_made(tmp_path):

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from affectfuse.inference.confidence import SMOOTH_S, UNCERTAIN, floor2, smooth
-from affectfuse.utils import atomic_path, write_json_atomic, write_text_atomic
+from affectfuse.utils import atomic_path, clean_stale_temps, write_json_atomic, write_text_atomic
 
 MAX_PLOT_POINTS = 2000
 
@@ -78,7 +78,8 @@ class ExpressionRows:
     >>> with ExpressionRows(path, EXPR_CLASSES) as rows:
     ...     rows.add(frames (B,), times (B,) s, found (B,) bool, probs (B, C))
 
-    The file appears under its name only when the block ends without an error.
+    The file appears under its name only when the block ends without an error; temporary files a killed
+    earlier run left in the folder are removed on entry.
     """
 
     def __init__(self, path: str | Path, class_names):
@@ -86,6 +87,8 @@ class ExpressionRows:
         self.rows = 0
 
     def __enter__(self) -> "ExpressionRows":
+        if self.path.parent.is_dir():  # a video redone after a killed run: drop that run's temporary files
+            clean_stale_temps(self.path.parent)
         self._stack = contextlib.ExitStack()
         tmp = self._stack.enter_context(atomic_path(self.path))
         self._fh = self._stack.enter_context(open(tmp, "w", newline="", encoding="utf-8"))
