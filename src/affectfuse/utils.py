@@ -30,10 +30,18 @@ TMP_PREFIX = "."  # and are dotfiles, which every scan of an output folder skips
 OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG})
 
 
+def _host_tag() -> str:
+    """6 hex digits naming this machine (temporary files in a folder shared by several machines)."""
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
 def _tmp_name(path: Path) -> str:
-    """``.<name>.<pid>.<random>.tmp`` next to ``path``: a dotfile that matches no store pattern; the pid lets a
-    later run tell a dead writer's leftover from a live one's file (see :func:`clean_stale_temps`)."""
-    return f"{TMP_PREFIX}{path.name}.{os.getpid()}."
+    """``.<name>.<host>-<pid>.<random>.tmp`` next to ``path``: a dotfile that matches no store pattern; host and
+    pid let a later run tell a dead writer's leftover from a live one's file (see :func:`clean_stale_temps`)."""
+    return f"{TMP_PREFIX}{path.name}.{_host_tag()}-{os.getpid()}."
 
 
 def named_os_error(exc: OSError, path: str | os.PathLike) -> OSError:
@@ -84,15 +92,17 @@ def _pid_alive(pid: int) -> bool:
 def clean_stale_temps(folder: str | os.PathLike, max_age_s: float = 24 * 3600.0) -> list[Path]:
     """Delete temporary files (:func:`atomic_path`'s) left in ``folder`` by writers that died.
 
-    A temp is stale when the process named in it is gone from this machine, or when it is older than
-    ``max_age_s`` (a writer on another machine). Returns the files removed; unreadable ones are left.
+    A temp is stale when it was made on this machine by a process that is gone, or when it is older than
+    ``max_age_s`` (a writer on another machine sharing the folder). Returns the files removed; unreadable
+    ones are left.
     """
     import time
 
-    removed = []
+    removed, host = [], _host_tag()
     for tmp in Path(folder).glob(f"{TMP_PREFIX}*{TMP_SUFFIX}"):
-        parts = tmp.name.rsplit(".", 3)  # [.<name>, <pid>, <random>, tmp]
-        pid = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
+        parts = tmp.name.rsplit(".", 3)  # [.<name>, <host>-<pid>, <random>, tmp]
+        tag, _, pid = parts[1].partition("-") if len(parts) == 4 else ("", "", "")
+        pid = int(pid) if tag == host and pid.isdigit() else None
         try:
             old = time.time() - tmp.stat().st_mtime > max_age_s
             if old or (pid is not None and pid != os.getpid() and not _pid_alive(pid)):

@@ -12,7 +12,7 @@ not starting with a dot), else percent-escaped, so two different ids never share
 its id and :meth:`FeatureSet.read` checks it.
 
 Per-video files are the source of truth and are written atomically (the temporary file is a dotfile
-``.<key>.npz.<pid>.<random>.tmp``, which no scan takes for a feature file; a dead writer's leftovers are
+``.<key>.npz.<host>-<pid>.<random>.tmp``, which no scan takes for a feature file; a dead writer's leftovers are
 removed by the next :meth:`FeatureSet.create`), so a crashed or parallel extraction never leaves a
 half-written file and a resumed one skips exactly the ids whose file a finished write produced.
 
