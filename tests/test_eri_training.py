@@ -115,3 +115,19 @@ def test_checkpoint_is_self_describing_and_holds_the_ema_weights(tmp_path):
     with pytest.raises(ValueError, match="not an affectfuse ERI checkpoint"):
         torch.save({"x": 1}, tmp_path / "bad.pt")
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_micro_batches_give_the_whole_batch_gradient():
+    from affectfuse.training.eri import backward_batch, build_model, model_args
+
+    train, _ = _data(64)
+    cfg = resolve_config(None, SMALL + ["model.modality_dropout=0", "model.interaction_dropout=0"])
+    grads = []
+    for part in (0, 10):
+        torch.manual_seed(0)
+        cfg.train.micro_batch = part
+        model, _ = build_model(cfg, model_args(cfg, train.dims(), 7), train)
+        sums = backward_batch(model, train, torch.arange(40), cfg.train)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        assert sums.shape == (3,) and sums[0] > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)

@@ -61,6 +61,10 @@ class TrainConfig:
     from the initial weights). Early stopping counts epochs whose validation mean Pearson does not beat the
     best counted one by more than ``min_delta`` (Lightning's rule); ``best.pt`` follows any improvement.
 
+    ``micro_batch``: backward each batch in parts of this many videos (0 = whole batch); the gradient is
+    the whole batch's, activation memory that of one part (about 9 MB per video for ``eri_fusion`` at
+    d = 256, T = 30, so batch 256 in one part holds ~2.3 GB).
+
     ``probe``: also fit the ridge probe on pooled features (``training.probes``) and report it beside the model.
 
     ``stop_after``: end this invocation after that many epochs, leaving a resumable run (for
@@ -82,6 +86,7 @@ class TrainConfig:
     patience: int = 15
     min_delta: float = 0.0
     batch_size: int = 256
+    micro_batch: int = 64
     max_epochs: int = 100
     seed: int = 0
     threads: int = 0

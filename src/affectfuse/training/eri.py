@@ -33,10 +33,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from affectfuse.data.sequences import SequenceData, input_norm_stats
 from affectfuse.models.eri import ERIArchitecture, create_eri_model, eri_model_args_class, parse_modality_set
 from affectfuse.models.input_norm import StandardizedInputs, unwrap
-from affectfuse.training.checkpoint import FORMAT, save_checkpoint, versions
+from affectfuse.training.checkpoint import FORMAT, read_checkpoint, save_checkpoint, versions
 from affectfuse.training.config import RunConfig
 from affectfuse.training.probes import init_pooled_skip, ridge_probe
-from affectfuse.training.step import optimizer_step
+from affectfuse.training.step import apply_gradients
 from affectfuse.utils import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,20 @@ def model_args(cfg: RunConfig, dims: dict[str, int], num_outputs: int) -> ERIArc
         kwargs["pooled_skip"] = cfg.model.pooled_skip
     return args_class(**kwargs, input_dims={k: dims[k] for k in mods}, num_outputs=num_outputs,
                       interaction=interaction)
+
+
+def backward_batch(model: torch.nn.Module, data: SequenceData, index: torch.Tensor, tc) -> np.ndarray:
+    """Backward one batch's loss in parts of ``tc.micro_batch`` videos (0 = whole), each weighted by its
+    share, so the gradients are the whole batch's while activations are held for one part at a time.
+    Returns the batch's [loss, mse, ce] summed over videos."""
+    sums = np.zeros(3)
+    part = tc.micro_batch if tc.micro_batch > 0 else len(index)
+    for start in range(0, len(index), part):
+        feats, masks, labels = data.batch(index[start:start + part])
+        loss, mse, ce = eri_loss(model(feats, masks), labels, tc)
+        (loss * (len(labels) / len(index))).backward()
+        sums += np.array([float(loss.detach()), mse, ce]) * len(labels)
+    return sums
 
 
 def early_stopping_update(state: dict, score: float, patience: int, min_delta: float) -> bool:
@@ -177,7 +191,7 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
     val_pred_best = None
     last_path = run_dir / "last.pt" if run_dir else None
     if resume and last_path is not None and last_path.is_file():
-        saved = torch.load(last_path, map_location="cpu", weights_only=True)["training"]
+        saved = read_checkpoint(last_path, FORMAT, "ERI resume checkpoint (last.pt)")["training"]
         model.load_state_dict(saved["model"])
         if ema is not None:
             ema.load_state_dict(saved["ema"])
@@ -221,10 +235,9 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
         sums = np.zeros(3)
         perm = torch.randperm(n, generator=gen)
         for start in range(0, n, tc.batch_size):
-            feats, masks, labels = train.batch(perm[start:start + tc.batch_size])
-            loss, mse, ce = eri_loss(model(feats, masks), labels, tc)
-            optimizer_step(model, loss, optimizer, tc.clip_norm, ema, ema_before_step=tc.ema_timing == "before_step")
-            sums += np.array([float(loss.detach()), mse, ce]) * len(labels)
+            optimizer.zero_grad(set_to_none=True)
+            sums += backward_batch(model, train, perm[start:start + tc.batch_size], tc)
+            apply_gradients(model, optimizer, tc.clip_norm, ema, ema_before_step=tc.ema_timing == "before_step")
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
@@ -263,7 +276,7 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
     if writer is not None:
         writer.close()
     if best_payload is None and run_dir is not None and (run_dir / "best.pt").is_file():
-        best_payload = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+        best_payload = read_checkpoint(run_dir / "best.pt", FORMAT, "ERI checkpoint")
     if val_pred_best is None and best_payload is not None:
         from affectfuse.training.checkpoint import model_from_checkpoint
 
