@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1",
         "--set", "model.ff_mult=2", "--set", "batch_size=8", "--set", "window=8", "--set", "stride=4",
         "--set", "predict_stride=4", "--set", "epochs=1"]
+ITEMS_TINY = ["--set", "epochs=1", "--set", "probe_cs=[1.0]"]   # manifests train the item classifier
 
 
 def _readme_block(n: int) -> str:
@@ -97,7 +98,7 @@ def test_train_says_predict_will_refuse_other_labels_and_label_map_fixes_it(cont
     import torch
 
     d = contempt_manifest
-    base = ["expr", "train", "--features", str(d / "fx"), "--manifest", str(d / "m.csv"), *TINY]
+    base = ["expr", "train", "--features", str(d / "fx"), "--manifest", str(d / "m.csv"), *ITEMS_TINY]
     assert main([*base, "--out", str(d / "raw")]) == 0
     err = capsys.readouterr().err
     assert "will refuse this checkpoint" in err and "--label-map abaw" in err and "contempt" in err
@@ -149,7 +150,7 @@ def test_expr_predict_names_the_missing_fps_and_evaluate_writes_its_files(frames
 
 def test_expr_evaluate_manifest_writes_probabilities_csv(contempt_manifest):
     d = contempt_manifest
-    assert main(["expr", "train", "--features", str(d / "fx"), "--manifest", str(d / "m.csv"), *TINY,
+    assert main(["expr", "train", "--features", str(d / "fx"), "--manifest", str(d / "m.csv"), *ITEMS_TINY,
                  "--label-map", "abaw", "--out", str(d / "run")]) == 0
     assert main(["expr", "evaluate", "--checkpoint", str(d / "run" / "best.pt"), "--manifest", str(d / "m.csv"),
                  "--out", str(d / "ev")]) == 0
