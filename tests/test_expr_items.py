@@ -76,21 +76,23 @@ def planted_items(n_per_group=40, groups=6, seed=0):
 def test_head_learns_what_its_probe_cannot_and_never_loses_on_validation():
     items = planted_items()
     fit, val = np.arange(160), np.arange(160, 240)
-    config = ItemTrainConfig(epochs=100, patience=100, lr=1e-2, probe_cs=[1.0])
+    config = ItemTrainConfig(hidden=128, epochs=100, patience=100, lr=1e-2, probe_cs=[1.0])
     run = fit_items(items.subset(fit), items.subset(val), config, ["c0", "c1", "c2"])
     assert run.probe["val"]["uar"] < 0.75 and run.val["uar"] > run.probe["val"]["uar"] + 0.1, (run.probe["val"], run.val)
     assert run.best_epoch > 0
     linear_only = fit_items(items.subset(fit), items.subset(val),
                             ItemTrainConfig(hidden=0, epochs=5, probe_cs=[1.0]), ["c0", "c1", "c2"])
     assert linear_only.val["uar"] >= linear_only.probe["val"]["uar"]        # started at the probe
-    epoch0 = fit_items(items.subset(fit), items.subset(val), ItemTrainConfig(epochs=0, probe_cs=[1.0]),
+    default = fit_items(items.subset(fit), items.subset(val), ItemTrainConfig(probe_cs=[1.0]), ["c0", "c1", "c2"])
+    assert default.best_epoch == 0 and default.val == default.probe["val"]  # default hidden=0: the probe itself
+    epoch0 = fit_items(items.subset(fit), items.subset(val), ItemTrainConfig(hidden=128, epochs=0, probe_cs=[1.0]),
                        ["c0", "c1", "c2"])
     assert epoch0.best_epoch == 0 and abs(epoch0.val["uar"] - epoch0.probe["val"]["uar"]) < 1e-9
 
 
 def test_cross_validation_leaves_groups_out_and_beats_the_probe():
     items = planted_items(n_per_group=60, groups=4, seed=2)
-    res = cross_validate(items, ["c0", "c1", "c2"], ItemTrainConfig(epochs=100, patience=100, lr=1e-2,
+    res = cross_validate(items, ["c0", "c1", "c2"], ItemTrainConfig(hidden=128, epochs=100, patience=100, lr=1e-2,
                                                                     probe_cs=[1.0, 10.0]))
     assert [f["held_out"] for f in res["folds"]] == [["s0"], ["s1"], ["s2"], ["s3"]]
     assert res["model"]["uar"] > res["probe"]["uar"] + 0.05, res["folds"]
@@ -113,7 +115,8 @@ def _last_json(capsys):
 def test_manifest_train_evaluate_predict_cv(tmp_path, capsys):
     items = planted_items(n_per_group=24)
     d = _write_manifest(tmp_path, items)
-    fast = ["--set", "epochs=100", "--set", "patience=100", "--set", "lr=0.01", "--set", "probe_cs=[1.0,10.0]"]
+    fast = ["--set", "hidden=128", "--set", "epochs=100", "--set", "patience=100", "--set", "lr=0.01",
+            "--set", "probe_cs=[1.0,10.0]"]
     assert main(["expr", "train", "--manifest", str(d / "m.csv"), "--features", str(d / "fx"), *fast,
                  "--out", str(d / "run")]) == 0
     out = _last_json(capsys)
