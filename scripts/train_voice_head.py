@@ -117,6 +117,13 @@ def run(argv: list[str]) -> None:
         raise SystemExit(f"affectfuse {argv[0]} failed with exit code {code}")
 
 
+PORT_NEEDED = (
+    "scripts/train_voice_head.py trains the shipped voice head as a frame checkpoint through "
+    "`affectfuse expr train --manifest`, which now trains item-level heads (affectfuse.training.items) that "
+    "affectfuse.inference.voice cannot load yet. The shipped head (assets/voice) is unchanged; retraining it "
+    "waits for the voice predictor to load item checkpoints.")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--emodb", type=Path, default=ROOT.parent / "shared" / "data" / "emodb")
@@ -186,4 +193,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(PORT_NEEDED)  # main() records how the shipped head was made; it runs again once ported
