@@ -131,3 +131,18 @@ def test_micro_batches_give_the_whole_batch_gradient():
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
         assert sums.shape == (3,) and sums[0] > 0
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_a_config_saved_before_new_fields_resumes_as_it_ran(tmp_path):
+    from affectfuse.training.config import load_config, save_config
+
+    cfg = RunConfig()
+    saved = cfg.to_dict()
+    for section, name in (("model", "pooled_skip"), ("data", "standardize"), ("train", "micro_batch")):
+        del saved[section][name]
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(saved))
+    old = load_config(tmp_path / "old.yaml")
+    assert (old.model.pooled_skip, old.data.standardize, old.train.micro_batch) == (False, False, 0)
+    save_config(cfg, tmp_path / "new.yaml")
+    new = load_config(tmp_path / "new.yaml")
+    assert (new.model.pooled_skip, new.data.standardize, new.train.micro_batch) == (True, True, 64)

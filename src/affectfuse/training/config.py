@@ -254,5 +254,15 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
     write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+# Fields added after configs were first saved, with the value that reproduces a run saved without them.
+BEFORE_FIELD = {("model", "pooled_skip"): False, ("data", "standardize"): False, ("train", "micro_batch"): 0}
+
+
 def load_config(path: str | Path) -> RunConfig:
-    return RunConfig.from_dict(yaml.safe_load(Path(path).read_text()), str(path))
+    """A saved ``config.yaml``; fields it predates take the value its run had (``BEFORE_FIELD``), so an
+    older run resumes as it started."""
+    d = yaml.safe_load(Path(path).read_text()) or {}
+    for (section, name), value in BEFORE_FIELD.items():
+        if isinstance(d.get(section), dict):
+            d[section].setdefault(name, value)
+    return RunConfig.from_dict(d, str(path))
