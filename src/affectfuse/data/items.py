@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from affectfuse.data.moments import row_mean_std
 from affectfuse.data.store import FeatureSet, FeatureStoreError
 
 
@@ -88,23 +89,12 @@ def row_norm_stats(items: ItemRows) -> dict[str, dict[str, np.ndarray]]:
     Returns {set name: {"mean": (D_s,) float32, "std": (D_s,) float32}}. Items are merged one at a time in
     float64 with Chan's pairwise update, so dims whose scales differ by orders of magnitude (eGeMAPS) lose
     nothing; a constant dim (std <= 1e-6 |mean|) or a set without rows gets std 1, so it maps to 0, not NaN
-    -- the rule of :func:`affectfuse.data.sequences.input_norm_stats`.
+    -- :func:`affectfuse.data.moments.row_mean_std`, as for ERI sequences.
     """
     out = {}
     for name, rows, dim in zip(items.set_names, items.rows, items.dims()):
-        n, mean, m2 = 0, np.zeros(dim), np.zeros(dim)
-        for r in rows:
-            if len(r) == 0:
-                continue
-            r = r.astype(np.float64)
-            k, r_mean = len(r), r.mean(0)
-            delta = r_mean - mean
-            m2 += ((r - r_mean) ** 2).sum(0) + delta ** 2 * n * k / (n + k)
-            mean += delta * k / (n + k)
-            n += k
-        std = np.sqrt(m2 / max(n, 1))
-        std = np.where(std > 1e-6 * np.abs(mean) + 1e-12, std, 1.0)
-        out[name] = {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
+        mean, std = row_mean_std(rows, dim)
+        out[name] = {"mean": mean, "std": std}
     return out
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from affectfuse.data.moments import masked_mean_std, row_mean_std
 from affectfuse.data.store import FeatureSet, FeatureStoreError
 
 log = logging.getLogger(__name__)
@@ -167,43 +168,29 @@ def from_arrays(features: dict[str, np.ndarray], labels: np.ndarray | None, labe
 def input_norm_stats(data: SequenceData, chunk: int = 1024) -> dict[str, dict[str, torch.Tensor]]:
     """Per modality, the mean and std of every feature dim over the valid rows of ``data``.
 
-    Returns {modality: {"mean": (D,) float32, "std": (D,) float32}}. Accumulated in float64 chunk by chunk
-    (Chan's pairwise update, so features whose scales differ by orders of magnitude lose nothing and memory
-    stays flat); a constant dim (or a modality without valid rows) gets std 1, so it maps to 0, not NaN.
+    Returns {modality: {"mean": (D,) float32, "std": (D,) float32}}, from :func:`row_mean_std` over chunks of
+    ``chunk`` videos (memory stays flat); a constant dim (or a modality without valid rows) gets std 1.
     """
     out = {}
     for name, values in data.features.items():
-        dim = values.shape[-1]
-        n, mean, m2 = 0, torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dtype=torch.float64)
-        for start in range(0, values.shape[0], chunk):
-            rows = values[start:start + chunk][data.masks[name][start:start + chunk]].to(torch.float64)
-            if rows.shape[0] == 0:
-                continue
-            k, chunk_mean = rows.shape[0], rows.mean(0)
-            delta = chunk_mean - mean
-            m2 += ((rows - chunk_mean) ** 2).sum(0) + delta ** 2 * n * k / (n + k)
-            mean += delta * k / (n + k)
-            n += k
-        std = (m2 / max(n, 1)).sqrt()
-        std = torch.where(std > 1e-6 * mean.abs() + 1e-12, std, torch.ones_like(std))
-        out[name] = {"mean": mean.float(), "std": std.float()}
+        masks = data.masks[name]
+        chunks = (values[s:s + chunk][masks[s:s + chunk]].numpy() for s in range(0, values.shape[0], chunk))
+        mean, std = row_mean_std(chunks, values.shape[-1])
+        out[name] = {"mean": torch.from_numpy(mean), "std": torch.from_numpy(std)}
     return out
 
 
 def pooled_statistics(data: SequenceData, modalities: list[str], norm: dict | None = None,
                       chunk: int = 1024) -> np.ndarray:
-    """(N, 2 sum D_m) per-video mean and std over the valid rows of each modality, after ``norm``
-    (:func:`input_norm_stats`); zeros for a modality without valid rows. The linear probes' input."""
+    """(N, 2 sum D_m) per-video mean and std over the valid rows of each modality (:func:`masked_mean_std`),
+    after ``norm`` (:func:`input_norm_stats`); zeros for a modality without valid rows. The probes' input."""
     out = []
     for start in range(0, len(data), chunk):
         parts = []
         for name in modalities:
             x = data.features[name][start:start + chunk]                          # (n, T, D)
-            w = data.masks[name][start:start + chunk].unsqueeze(-1).to(x.dtype)   # (n, T, 1)
             if norm is not None and name in norm:
                 x = (x - norm[name]["mean"]) / norm[name]["std"]
-            count = w.sum(1).clamp(min=1.0)
-            mean = (x * w).sum(1) / count
-            parts += [mean, ((((x - mean.unsqueeze(1)) ** 2) * w).sum(1) / count).sqrt()]
+            parts += masked_mean_std(x, data.masks[name][start:start + chunk])
         out.append(torch.cat(parts, dim=1))
     return torch.cat(out).numpy()

@@ -120,9 +120,3 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     w = mask.unsqueeze(-1).to(x.dtype)
     return (x * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
 
-
-def mean_and_std(x: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-    """[mean, std] over valid steps: (B, T, C), (B, T) -> 2 x (B, C); zeros for a video with no valid step."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean.unsqueeze(1)) ** 2, mask)
-    return [mean, var.clamp(min=0).sqrt()]

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from affectfuse.models.blocks import TCN, ConcatAttentionBlock, SinusoidalPositions, masked_mean, mean_and_std
+from affectfuse.data.moments import masked_mean_std
+from affectfuse.models.blocks import TCN, ConcatAttentionBlock, SinusoidalPositions, masked_mean
 from affectfuse.models.eri_args import ERIArchitecture
 from affectfuse.models.eri_authors import ERIAuthors
 
@@ -103,7 +104,7 @@ class ERIFusion(nn.Module):
             f, mask = features[k], masks[k].bool()                       # (B, T, D_m), (B, T)
             f = f * mask.unsqueeze(-1).to(f.dtype)                      # invalid rows carry no signal
             if self.skip is not None:
-                pooled += mean_and_std(f, mask)                         # 2 x (B, D_m)
+                pooled += masked_mean_std(f, mask)                         # 2 x (B, D_m)
             x = self.positions(self.embed[k](f))                        # (B, T, d)
             x = x * mask.unsqueeze(-1).to(x.dtype)
             h = self.encoders[k](x, mask)                               # (B, T, 3d)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from affectfuse.data.moments import usable_std
 from affectfuse.data.sequences import SequenceData, pooled_statistics
 
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
@@ -50,7 +51,7 @@ def init_pooled_skip(model, train: SequenceData, modalities: list[str], norm: di
     x = pooled_statistics(train, modalities, norm)                        # (N, P)
     y = np.clip(train.labels.numpy(), LOGIT_CLIP, 1 - LOGIT_CLIP)
     mu, sd = x.mean(0), x.std(0)
-    sd = np.where(sd > 1e-6 * np.abs(mu) + 1e-12, sd, 1.0)
+    sd = usable_std(mu, sd)
     ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit((x - mu) / sd, np.log(y / (1 - y)))
     weight = ridge.coef_ / sd                                             # (K, P)
     bias = ridge.intercept_ - weight @ mu                                 # (K,)
@@ -89,7 +90,7 @@ def block_scaler(x: np.ndarray, blocks: list[int] | None = None) -> tuple[np.nda
     get scale 1 (they map to 0)."""
     x = np.asarray(x, np.float64)
     mean, std = x.mean(0), x.std(0)
-    std = np.where(std > 1e-6 * np.abs(mean) + 1e-12, std, 1.0)
+    std = usable_std(mean, std)
     sizes = list(blocks) if blocks else [x.shape[1]]
     if sum(sizes) != x.shape[1]:
         raise ValueError(f"blocks {sizes} do not add up to the {x.shape[1]} pooled columns")
