@@ -17,7 +17,7 @@ Modality sets of the paper's Table 1: A (audio only), V (visual only), A+V (no i
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -42,9 +42,6 @@ class ERIFusionArgs(ERIArchitecture):
     num_outputs: int = 7
     interaction: bool = True
     pooled_skip: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class ERIFusion(nn.Module):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 
 @dataclass
@@ -27,3 +27,7 @@ class ERIArchitecture:
     tcn_levels: int = 2
     tcn_kernel: int = 3
     tcn_dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        """Plain fields (as stored in checkpoints)."""
+        return asdict(self)

@@ -29,7 +29,7 @@ does not build), z is the ``regress`` branch alone.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -60,9 +60,6 @@ class ERIAuthorsArgs(ERIArchitecture):
     input_dims: dict[str, int] = field(default_factory=lambda: {"audio": 1024, "visual": 1536})
     num_outputs: int = 7
     interaction: bool = True
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # -- TCN (Bai et al. 2018, as locuslab/TCN that the authors use) ----------------------------------------------
