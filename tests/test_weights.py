@@ -1,5 +1,6 @@
 import hashlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,3 +65,79 @@ def test_pickled_objects_are_refused(tmp_path, caches):
     torch.save({"obj": argparse.Namespace(a=1)}, caches / "evil.pt")
     with pytest.raises(Exception, match="[Ww]eights only load failed"):
         load_state_dict(WeightsSpec("evil", "evil.pt"))
+
+
+# -- provenance: the file actually loaded, never the declared one (issue 12 item 7) ---------------------------
+@pytest.fixture(scope="module")
+def tuned_faceapi(tmp_path_factory):
+    """The shipped faceexpressionnet weights with one tensor changed, saved under a user's own name."""
+    from affectfuse.features.faceapi import FACE_EXPRESSION_WEIGHTS
+
+    state = load_state_dict(FACE_EXPRESSION_WEIGHTS)
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key] + 0.01
+    path = tmp_path_factory.mktemp("tuned") / "my_tuned_faceapi.pt"
+    torch.save(state, path)
+    return path
+
+
+def test_recording_collects_the_resolved_files_and_nests(tmp_path, caches):
+    from affectfuse.weights import recording
+
+    _save(caches / "a.pt")
+    _save(tmp_path / "b.pt", 2.0)
+    with recording() as outer:
+        resolve(WeightsSpec("a", "a.pt"))
+        with recording() as inner:
+            resolve(WeightsSpec("b", "b.pt"), path=tmp_path / "b.pt")
+    assert inner == [(tmp_path / "b.pt").resolve()]
+    assert outer == [(caches / "a.pt").resolve(), (tmp_path / "b.pt").resolve()]
+    resolve(WeightsSpec("a", "a.pt"))  # outside any block: nothing recorded, no error
+
+
+def test_meta_json_names_the_weights_file_actually_loaded(tuned_faceapi, tmp_path):
+    """`extract --weights faceexpressionnet=PATH` records PATH and its sha256 in meta.json (not the shipped
+    file's), random weights record "random", and the default records the shipped file with its hash."""
+    from affectfuse.cli import main
+    from affectfuse.data.store import FeatureSet
+    from affectfuse.features.faceapi import FACE_EXPRESSION_WEIGHTS
+    from affectfuse.inference.video import sample_clip_path
+
+    digest = hashlib.sha256(tuned_faceapi.read_bytes()).hexdigest()
+    assert digest != FACE_EXPRESSION_WEIGHTS.sha256
+    runs = {"tuned": ["--weights", f"faceexpressionnet={tuned_faceapi}"], "random": ["--random-weights"],
+            "default": []}
+    for name, flags in runs.items():
+        assert main(["extract", str(sample_clip_path()), "--extractors", "faceexpressionnet", "--fps", "1",
+                     "--out", str(tmp_path / name), "--no-progress", *flags]) == 0
+    w = {name: FeatureSet.open(tmp_path / name / "faceexpressionnet").meta.weights for name in runs}
+    assert (w["tuned"]["path"], w["tuned"]["filename"], w["tuned"]["sha256"]) == (
+        str(tuned_faceapi.resolve()), "my_tuned_faceapi.pt", digest)
+    assert w["tuned"]["release"] == {"filename": FACE_EXPRESSION_WEIGHTS.filename,
+                                     "sha256": FACE_EXPRESSION_WEIGHTS.sha256}
+    assert w["random"]["path"] == w["random"]["filename"] == w["random"]["sha256"] == "random"
+    assert w["default"]["sha256"] == FACE_EXPRESSION_WEIGHTS.sha256
+    assert w["default"]["filename"] == FACE_EXPRESSION_WEIGHTS.filename
+
+
+def test_random_and_real_features_never_mix(tmp_path):
+    """A checkpoint trained on random-weight features refuses real ones (and the reverse), naming both."""
+    from affectfuse.data.store import FeatureSet, FeatureSetMeta, VideoFeatures
+    from affectfuse.training.run import inputs_for_checkpoint
+    from affectfuse.weights import WeightsMismatchError, check_same_weights
+
+    real = {"random_weights": False, "weights": {"path": "/w/net.pt", "sha256": "ab" * 32}}
+    fake = {"random_weights": True, "weights": {"path": "random", "sha256": "random"}}
+    check_same_weights(real, dict(real), "ckpt.pt", "set")
+    check_same_weights(fake, dict(fake), "ckpt.pt", "set")
+    for trained, used in ((real, fake), (fake, real)):
+        with pytest.raises(WeightsMismatchError) as err:
+            check_same_weights(trained, used, "run/best.pt (feature set 'visual')", "feature set 'visual' (feats/v)")
+        msg = str(err.value)
+        assert "run/best.pt" in msg and "feats/v" in msg and "random weights" in msg and "/w/net.pt" in msg
+
+    fs = FeatureSet.create(tmp_path / "v", FeatureSetMeta(name="v", dim=2, random_weights=True))
+    fs.write(VideoFeatures("a", np.zeros((3, 2), np.float32), np.arange(3.0), np.ones(3, bool)))
+    ckpt = {"path": "run/best.pt", "feature_sets": {"visual": {"name": "v", "dim": 2, **real}}}
+    with pytest.raises(WeightsMismatchError, match=r"run/best.pt \(feature set 'visual'\).*random"):
+        inputs_for_checkpoint(ckpt, {"visual": FeatureSet.open(tmp_path / "v")})

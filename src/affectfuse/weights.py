@@ -13,12 +13,19 @@ A file found under the declared ``filename`` is checked against ``sha256``; a fi
 with another name (their own fine-tuned weights) is loaded as is.
 
 When all fail, :class:`WeightsNotFoundError` says which file to get, from where, and where to put it.
+
+Provenance: :func:`resolve` is the one place every loader finds its file, so it notes each file it
+returns in the active :func:`recording` block; :func:`describe_loaded` turns that note into what
+``meta.json``, ``summary.json`` and checkpoints record (path, file name and sha256 of the file actually
+loaded, or ``"random"``), and :func:`check_same_weights` refuses to mix random-weight and real features.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,6 +37,15 @@ class WeightsNotFoundError(FileNotFoundError):
 
 class WeightsChecksumError(ValueError):
     """A weights file exists but its sha256 differs from the declared one."""
+
+
+class WeightsMismatchError(ValueError):
+    """Features made with random weights used with a model trained on real ones, or the reverse."""
+
+
+RANDOM = "random"  # path, filename and sha256 of weights that were never loaded (tests only)
+_RECORDING: ContextVar[list | None] = ContextVar("affectfuse_weights_recording", default=None)
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: each file hashed once
 
 
 @dataclass(frozen=True)
@@ -70,11 +86,79 @@ class WeightsSpec:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    """Hex sha256 of a file; remembered per (path, size, mtime) for this process (a file is hashed once)."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(chunk):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+@contextlib.contextmanager
+def recording():
+    """``with recording() as files:`` -> ``files`` lists every weights file :func:`resolve` returned inside
+    the block (absolute paths, in order). Blocks nest: an inner block's files also go to the outer one."""
+    outer = _RECORDING.get()
+    files: list[Path] = []
+    token = _RECORDING.set(files)
+    try:
+        yield files
+    finally:
+        _RECORDING.reset(token)
+        if outer is not None:
+            outer.extend(files)
+
+
+def loaded_file(path: str | os.PathLike) -> dict:
+    """``{"path", "filename", "sha256"}`` of a file that was loaded (absolute path)."""
+    path = Path(path).resolve()
+    return {"path": str(path), "filename": path.name, "sha256": sha256_file(path)}
+
+
+def describe_loaded(spec: "WeightsSpec | None", files: list | None, random_weights: bool) -> dict | None:
+    """What a feature set / summary / checkpoint records about a network's weights.
+
+    ``{"name", "source", "licence", "path", "filename", "sha256", "release"}``: path, filename and sha256
+    are those of the file actually loaded (the last one in ``files``, as :func:`recording` collected them),
+    ``"random"`` for random weights, ``None`` when the load was not recorded (never the declared file in
+    its place); ``release`` is the file the spec declares (``{"filename", "sha256"}``). ``None`` without a spec.
+    """
+    if spec is None:
+        return None
+    if random_weights:
+        file = {"path": RANDOM, "filename": RANDOM, "sha256": RANDOM}
+    elif files:
+        file = loaded_file(files[-1])
+    else:
+        file = {"path": None, "filename": None, "sha256": None}
+    return {"name": spec.name, "source": spec.source or spec.url, "licence": spec.licence, **file,
+            "release": {"filename": spec.filename, "sha256": spec.sha256}}
+
+
+def _weights_text(meta: dict) -> str:
+    """"random weights" or "weights /path/file.pth (sha256 1234abcd...)" of a feature-set meta."""
+    if meta.get("random_weights"):
+        return "random weights (testing only)"
+    w = meta.get("weights") or {}
+    if not isinstance(w, dict) or not w.get("sha256"):
+        return "real weights" if w else "no network weights"
+    return f"weights {w.get('path') or w.get('filename')} (sha256 {str(w['sha256'])[:12]}...)"
+
+
+def check_same_weights(trained: dict, used: dict, trained_where: str, used_where: str) -> None:
+    """Raise :class:`WeightsMismatchError` when one side's features come from random weights and the other's
+    from real ones. ``trained`` / ``used``: feature-set metas (``random_weights``, ``weights``) of what the
+    model was trained on and of what it is given now; ``*_where`` name them in the message (file, set)."""
+    if bool(trained.get("random_weights")) == bool(used.get("random_weights")):
+        return
+    raise WeightsMismatchError(
+        f"{used_where} was made with {_weights_text(used)}, but {trained_where} was trained on features made "
+        f"with {_weights_text(trained)}; a model trained on random-weight features means nothing on real ones "
+        "(and the reverse): extract both with the same weights.")
 
 
 def weights_dir() -> Path | None:
@@ -140,7 +224,7 @@ def resolve(spec: WeightsSpec, path: str | os.PathLike | None = None, check: boo
                     raise WeightsChecksumError(
                         f"{candidate}: sha256 {digest} does not match the expected {spec.sha256} for "
                         f"weights '{spec.name}'; the file is corrupt or a different release.")
-            return candidate
+            return _note(candidate)
     if path is not None:
         raise WeightsNotFoundError(_missing_message(spec, tried, f"The given path {path} does not exist."))
     if spec.url and not offline():
@@ -154,6 +238,14 @@ def resolve(spec: WeightsSpec, path: str | os.PathLike | None = None, check: boo
             raise WeightsNotFoundError(_missing_message(spec, tried, f"Download failed: {exc}")) from exc
         return resolve(spec, check=check)
     raise WeightsNotFoundError(_missing_message(spec, tried))
+
+
+def _note(path: Path) -> Path:
+    """Record ``path`` in the active :func:`recording` block (if any); returns it unchanged."""
+    files = _RECORDING.get()
+    if files is not None:
+        files.append(path.resolve())
+    return path
 
 
 def load_state_dict(spec: WeightsSpec, path: str | os.PathLike | None = None, check: bool = True) -> dict:

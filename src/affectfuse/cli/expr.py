@@ -163,17 +163,22 @@ def _open_sets(paths):
 
 def _describe_sets(sets) -> list[dict]:
     return [{"name": fs.meta.name, "path": str(fs.path), "dim": fs.meta.dim, "extractor": fs.meta.extractor,
-             "random_weights": fs.meta.random_weights} for fs in sets]
+             "random_weights": fs.meta.random_weights, "weights": fs.meta.weights} for fs in sets]
 
 
 def _sets_for_checkpoint(args, info: dict):
     """Feature sets named on the command line (checked against the checkpoint) or stored in it."""
+    from affectfuse.weights import check_same_weights
+
     face_paths = args.features or [d["path"] for d in info.get("feature_sets", [])]
     face = _open_sets(face_paths)
     want = [d["dim"] for d in info.get("feature_sets", [])]
     if want and [fs.meta.dim for fs in face] != want:
         raise ValueError(f"feature dims {[fs.meta.dim for fs in face]} differ from the checkpoint's {want} "
                          f"({', '.join(d['name'] for d in info['feature_sets'])})")
+    for d, fs in zip(info.get("feature_sets", []), face):
+        check_same_weights(d, fs.meta.to_dict(), f"{args.checkpoint} (feature set {d['name']!r})",
+                           f"feature set {fs.meta.name!r} ({fs.path})")
     audio_path = args.audio or (info.get("audio_set") or {}).get("path")
     audio = _open_sets([audio_path])[0] if audio_path else None
     return face, audio

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from torchvision.ops import batched_nms
 
 from affectfuse.faces.nets import ONet, PNet, RNet
-from affectfuse.weights import WeightsSpec, load_state_dict
+from affectfuse.weights import WeightsSpec, describe_loaded, load_state_dict, recording
 
 MTCNN_WEIGHTS = WeightsSpec(
     name="mtcnn.facenet-pytorch",
@@ -382,7 +382,7 @@ def load_mtcnn(weights_dir=None, device: str | torch.device = "cpu", random_weig
     """
     model = MTCNN(**kwargs)
     if random_weights:
-        model.weights_info = {"name": MTCNN_WEIGHTS.name, "random_weights": True}
+        model.weights_info = {**describe_loaded(MTCNN_WEIGHTS, [], True), "random_weights": True}
     else:
         path = None
         if weights_dir is not None:
@@ -391,7 +391,8 @@ def load_mtcnn(weights_dir=None, device: str | torch.device = "cpu", random_weig
             path = Path(weights_dir)
             if path.is_dir():
                 path = path / MTCNN_WEIGHTS.filename
-        state = load_state_dict(MTCNN_WEIGHTS, path)
+        with recording() as files:  # the file actually loaded goes to weights_info, not the declared one
+            state = load_state_dict(MTCNN_WEIGHTS, path)
         model.load_state_dict(state)
-        model.weights_info = {**MTCNN_WEIGHTS.describe(), "random_weights": False}
+        model.weights_info = {**describe_loaded(MTCNN_WEIGHTS, files, False), "random_weights": False}
     return model.to(device).eval()

@@ -47,5 +47,14 @@ def accepted_options(name: str, **options) -> dict:
 
 
 def create_extractor(name: str, **kwargs) -> Extractor:
-    """Build the extractor registered as ``name``; unknown names raise with the valid list."""
-    return _factory(name)(**kwargs)
+    """Build the extractor registered as ``name``; unknown names raise with the valid list.
+
+    The weights file the factory actually loads is recorded on the extractor (``loaded_weights``: the
+    files :func:`affectfuse.weights.resolve` returned), so its :meth:`~Extractor.describe` names that file."""
+    from affectfuse.weights import recording
+
+    factory = _factory(name)
+    with recording() as files:
+        extractor = factory(**kwargs)
+    extractor.loaded_weights = list(files)
+    return extractor

@@ -96,6 +96,7 @@ class EriOnTheFly:
     def __init__(self, path: str, device: str = "cpu", random_weights: bool = False, precision: str = "fp32"):
         from affectfuse.labels import ERI_SCALE
         from affectfuse.training.checkpoint import load_checkpoint, model_from_checkpoint
+        from affectfuse.weights import check_same_weights
 
         ckpt = load_checkpoint(path)
         self.path, self.ckpt = str(path), ckpt
@@ -106,6 +107,8 @@ class EriOnTheFly:
             if ex.dim != int(self.metas[m]["dim"]):
                 raise ValueError(f"{path}: feature set {m!r} has dim {self.metas[m]['dim']}, extractor "
                                  f"{ex.name} gives {ex.dim}")
+            check_same_weights(self.metas[m], ex.describe(), f"{path} (feature set {m!r})",
+                               f"extractor {ex.name!r} of this predict")
         self.face = {m: ex for m, ex in self.extractors.items() if ex.modality == "face"}
         self.crop_sizes = tuple(sorted({ex.input.size for ex in self.face.values()}))
         self.steps, self.mode = int(ckpt["data"]["seq_len"]), ckpt["data"]["sequence_mode"]

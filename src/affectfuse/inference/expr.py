@@ -21,6 +21,7 @@ class ExprCheckpointExpressions:
     def __init__(self, path: str, device: str = "cpu", random_weights: bool = False, precision: str = "fp32"):
         from affectfuse.features.registry import accepted_options, create_extractor
         from affectfuse.training.expr import load_checkpoint
+        from affectfuse.weights import check_same_weights
 
         self.model, self.ckpt = load_checkpoint(path, device=device)
         self.path, self.device = str(path), device
@@ -37,6 +38,8 @@ class ExprCheckpointExpressions:
         for d, ex in zip(sets, self.extractors):
             if ex.dim != d["dim"]:
                 raise ValueError(f"{path}: feature set {d['name']} has dim {d['dim']}, extractor {ex.name} gives {ex.dim}")
+            check_same_weights(d, ex.describe(), f"{path} (feature set {d['name']!r})",
+                               f"extractor {ex.name!r} of this predict")
         self.crop_sizes = tuple(sorted({ex.input.size for ex in self.extractors}))
         self.dim = sum(ex.dim for ex in self.extractors)
         self.fill = info.get("fill", "ffill")

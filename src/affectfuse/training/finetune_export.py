@@ -74,7 +74,7 @@ def export_finetuned(model: ExpressionClassifier, extractor, out_dir: str | Path
     save_checkpoint(state, pt)
     save_checkpoint({"weight": model.head.weight.detach().cpu().clone(),
                        "bias": model.head.bias.detach().cpu().clone()}, out_dir / f"{name}.head.pt")
-    base = extractor.weights.describe() if getattr(extractor, "weights", None) is not None else None
+    base = extractor.describe().get("weights")  # the file actually loaded (path, sha256), not the declared one
     meta = {
         "extractor": name,
         "weights_file": pt.name,

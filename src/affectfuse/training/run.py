@@ -102,6 +102,8 @@ def train_run(table_path: str | Path, feature_paths: dict[str, Path], out: str |
 
 def inputs_for_checkpoint(ckpt: dict, sets: dict[str, FeatureSet]) -> dict[str, FeatureSet]:
     """The feature sets a checkpoint needs, checked against what it was trained on."""
+    from affectfuse.weights import check_same_weights
+
     want = ckpt["feature_sets"]
     missing = [k for k in want if k not in sets]
     if missing:
@@ -111,10 +113,8 @@ def inputs_for_checkpoint(ckpt: dict, sets: dict[str, FeatureSet]) -> dict[str, 
         if int(meta["dim"]) != sets[k].meta.dim:
             raise ValueError(f"feature set {k!r} ({sets[k].path}) has dim {sets[k].meta.dim}; "
                              f"the checkpoint was trained on dim {meta['dim']}")
-        trained_random = bool(meta.get("random_weights", False))
-        if sets[k].meta.random_weights != trained_random:
-            log.warning("feature set %r: random_weights=%s but the checkpoint was trained with random_weights=%s",
-                        k, sets[k].meta.random_weights, trained_random)
+        check_same_weights(meta, sets[k].meta.to_dict(), f"{ckpt.get('path', 'the checkpoint')} (feature set {k!r})",
+                           f"feature set {k!r} ({sets[k].path})")
     return {k: sets[k] for k in want}
 
 
