@@ -1,21 +1,22 @@
-"""One video -> per-frame expressions, voice windows, fused top emotion, ERI, report files.
+"""One video -> per-frame expressions, voice windows, fused top emotion, ERI; report files on request.
 
 :class:`VideoPredictor` loads every model once (:class:`PredictOptions` says which), then
-:meth:`VideoPredictor.predict` streams a video:
+:meth:`VideoPredictor.analyse` streams a video into a :class:`~affectfuse.inference.prediction.VideoPrediction`
+(nothing written) and :meth:`VideoPredictor.predict` also saves its report files:
 
     faces    = iter_faces_sparse(video)          # batches: found (B,), crops {S: (B, S, S, 3)}
-    probs    = face_model(crops[found])          # (F, 8) over labels.EXPR_CLASSES -> expressions.csv rows
+    probs    = face_model(crops[found])          # (F, 8) over labels.EXPR_CLASSES -> frame rows
     audio    = iter_audio(video, 16 kHz)         # 10 s chunks (S,), or none
     voice    = voice_model.stream(audio)         # (W, C) per window, silent windows NaN
     coverage = Coverage(duration, video read, audio read)   # a file read short -> warning (or --strict error)
     fused    = late_fusion(mean face, mean voice)
     eri      = eri_model(face features, audio)   # 7 intensities in [0, 1] (with --eri-checkpoint)
-    files    = write_video_report(OUT/<stem>)
+    files    = prediction.save(OUT/<stem>)       # expressions.csv, summary.json, timeline.png, report.html
 
-Memory is flat in video length: rows go to ``expressions.csv`` batch by batch, the face mean is a running
-sum, the plot gets a decimated series, audio is windowed as it streams. What still grows: (W, C) voice
-results, and with an EXPR checkpoint (a temporal model) the (T, D) face features it needs whole; with
-``--eri-checkpoint`` the audio track, which the ERI model windows itself.
+Memory: the frame rows are kept (~49 bytes a frame, :mod:`affectfuse.inference.prediction`), the plot gets
+a decimated series, audio is windowed as it streams. What else grows: (W, C) voice results, and with an
+EXPR checkpoint (a temporal model) the (T, D) face features it needs whole; with ``--eri-checkpoint`` the
+audio track, which the ERI model windows itself.
 
 Letters: B frames in a batch, F frames with a face, T analysed frames, W voice windows, S crop side.
 """
@@ -27,6 +28,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +37,9 @@ from affectfuse.inference.confidence import describe_fusion, segments_with_voice
 from affectfuse.inference.fusion import late_fusion, mean_probabilities, to_named, voice_window_weights
 from affectfuse.labels import EXPR_CLASSES, EXPR_SCALE
 from affectfuse.media.coverage import DEFAULT_TOLERANCE_S, Coverage
+
+if TYPE_CHECKING:
+    from affectfuse.inference.prediction import VideoPrediction
 
 SAMPLE_CLIP = "assets/sample/sample_clip.mp4"
 DEFAULT_VOICE_HEAD = "assets/voice/voice_head.json"
@@ -122,8 +127,8 @@ class VideoPredictor:
 
         self.detector = load_mtcnn(device=o.device, random_weights=o.random_weights,
                                    min_face_size=o.min_face_size)
-        self.crop_sizes = tuple(sorted({*self.face_model.crop_sizes,
-                                        *(self.eri_model.crop_sizes if self.eri_model else ())}))
+        # the crops every face network declares (affectfuse.faces.plan): the ones `extract` cuts for it
+        self.face_plans = (*self.face_model.face_plans, *(self.eri_model.face_plans if self.eri_model else ()))
 
     def models(self) -> list[dict]:
         det = self.detector
@@ -142,64 +147,57 @@ class VideoPredictor:
         from affectfuse.inference.faces import iter_faces_sparse
 
         o = self.options
-        return iter_faces_sparse(video, self.detector, fps=o.fps, sizes=self.crop_sizes, batch_size=o.batch_size,
+        return iter_faces_sparse(video, self.detector, fps=o.fps, crops=self.face_plans, batch_size=o.batch_size,
                                  detect_max_side=o.detect_max_side, detect_fps=o.detect_fps, timer=timer,
                                  progress=None if progress is None else lambda d, t: progress(d, t, "detect"))
 
-    def predict(self, video: str | Path, out_dir: str | Path, extra: dict | None = None, progress=None) -> dict:
-        """Analyse ``video`` and write its report files into ``out_dir``; returns the summary dict.
+    def analyse(self, video: str | Path, progress=None) -> "VideoPrediction":
+        """Analyse ``video``; returns a :class:`~affectfuse.inference.prediction.VideoPrediction` (nothing is
+        written: :meth:`VideoPrediction.save` writes the report files).
 
         ``progress``: called as ``progress(done_s, total_s, stage)`` (seconds of video; stage "detect" for
         the face-detection pass, then "analyse" for the expression pass) after each face batch.
 
         A file read more than ``options.coverage_tolerance_s`` short of its container's duration gets a
-        line in ``summary["warnings"]``; with ``options.strict`` it raises :class:`MediaError` instead and
-        nothing is written."""
+        line in ``summary["warnings"]``; with ``options.strict`` it raises :class:`MediaError` instead."""
+        from affectfuse.inference.prediction import VideoPrediction
         from affectfuse.media import MediaError, probe
-        from affectfuse.outputs.report import ExpressionRows, VideoReport, write_video_report
 
-        video, out_dir, timer = Path(video), Path(out_dir), Timer()
+        video, timer = Path(video), Timer()
         start = time.perf_counter()
         with timer("probe"):
             info = probe(video)
         if not info.has_video:
             raise MediaError(video, "no video stream (audio-only file); predict needs a video")
-        fresh = not out_dir.exists()
-        try:
-            with ExpressionRows(out_dir / "expressions.csv", EXPR_CLASSES) as rows:  # kept only if all goes well
-                faces = self._face_pass(video, info, rows, timer, progress)
-                voice, audio_s, eri = self._audio_pass(video, info, faces.eri_state, timer)
-                step = 1.0 / (self.options.fps or info.fps or 25.0)
-                coverage = Coverage(info.duration_s, faces.last_t + step if faces.n else 0.0, faces.last_frame,
-                                    info.n_frames if info.n_frames_exact else None, audio_s)
-                warnings = coverage.warnings(self.options.coverage_tolerance_s)
-                if warnings and self.options.strict:
-                    raise MediaError(video, "; ".join(warnings) + " (--strict)")
-        except BaseException:
-            if fresh:  # leave no empty folder behind a failed video
-                with contextlib.suppress(OSError):
-                    out_dir.rmdir()
-            raise
-        summary = self._summary(video, out_dir, info, faces, voice, eri, coverage, warnings)
-        summary.update(extra or {})
-        times, found, probs = faces.plot.series()  # (T',) s, (T',), (T', 8)
-        summary["segments"] = segments_with_voice(times, found, np.nan_to_num(probs), EXPR_CLASSES,
+        faces = self._face_pass(video, info, timer, progress)
+        voice, audio_s, eri = self._audio_pass(video, info, faces.eri_state, timer)
+        step = 1.0 / (self.options.fps or info.fps or 25.0)
+        coverage = Coverage(info.duration_s, faces.last_t + step if faces.n else 0.0, faces.last_frame,
+                            info.n_frames if info.n_frames_exact else None, audio_s)
+        warnings = coverage.warnings(self.options.coverage_tolerance_s)
+        if warnings and self.options.strict:
+            raise MediaError(video, "; ".join(warnings) + " (--strict)")
+        summary = self._summary(video, info, faces, voice, eri, coverage, warnings)
+        plot = faces.plot.series()  # (T',) s, (T',), (T', 8)
+        summary["segments"] = segments_with_voice(plot[0], plot[1], np.nan_to_num(plot[2]), EXPR_CLASSES,
                                                   summary["voice"])
-        report = VideoReport(
-            video_id=out_dir.name, frame_numbers=None, timestamps=times, face_found=found,
-            probs=np.nan_to_num(probs), class_names=EXPR_CLASSES, summary=summary,
-            voice_times=None if voice is None else voice.times,
-            voice_probs=None if voice is None else voice.probs,
-            voice_class_names=() if voice is None else voice.class_names, thumbnails=faces.thumbnails())
         timer.add("total_before_report", time.perf_counter() - start)
         summary["timings_s"] = timer.rounded()  # shown in report.html; summary.json adds "report"
-        write_video_report(out_dir, report, timer)
-        return summary
+        frames, times, found, probs = faces.arrays()
+        return VideoPrediction(video, frames, times, found, probs, EXPR_CLASSES, summary, voice, plot,
+                               faces.thumbnails(), timer)
 
-    def _face_pass(self, video: Path, info, rows, timer: Timer, progress=None) -> "_FacePass":
-        """Faces -> expression rows (streamed to ``rows``), running mean, plot series, thumbnails, ERI faces."""
+    def predict(self, video: str | Path, out_dir: str | Path, extra: dict | None = None, progress=None) -> dict:
+        """:meth:`analyse` ``video``, then write its report files into ``out_dir`` (nothing when the analysis
+        fails); ``extra``: keys added to ``summary.json``. Returns the summary dict."""
+        prediction = self.analyse(video, progress=progress)
+        prediction.save(out_dir, extra=extra)
+        return {**prediction.summary, "video_id": Path(out_dir).name, **(extra or {})}
+
+    def _face_pass(self, video: Path, info, timer: Timer, progress=None) -> "_FacePass":
+        """Faces -> expression rows, running mean, plot series, thumbnails, ERI faces."""
         fm = self.face_model
-        acc = _FacePass(_Thumbs(self.options.thumbnails, max(info.duration_s, 1e-3)), rows,
+        acc = _FacePass(_Thumbs(self.options.thumbnails, max(info.duration_s, 1e-3)),
                         self.eri_model.start() if self.eri_model else None)
         held, offset = [], 0  # a temporal face model needs every frame's features: (frames, times, found, feats)
         for batch in self._faces(video, timer, progress):  # B frames
@@ -244,7 +242,7 @@ class VideoPredictor:
                 eri = eri_state.finish(feed.whole())
         return (voice if feed.samples else None), feed.samples / 16000.0, eri
 
-    def _summary(self, video: Path, out_dir: Path, info, faces: "_FacePass", voice, eri, coverage, warnings) -> dict:
+    def _summary(self, video: Path, info, faces: "_FacePass", voice, eri, coverage, warnings) -> dict:
         """The ``summary.json`` dict (label names, scales, means, fusion, models, coverage, warnings)."""
         face_mean = to_named(faces.mean(), EXPR_CLASSES)
         voice_mean, r_voice = _voice_vote(voice)
@@ -254,7 +252,7 @@ class VideoPredictor:
                             reliability=(faces.n_found / max(1, faces.n), r_voice))
         fused.update(describe_fusion(fused, face_mean, voice_mean))
         return {
-            "video": str(video), "video_id": out_dir.name, "affectfuse_version": __version__,
+            "video": str(video), "video_id": video.stem, "affectfuse_version": __version__,
             "top_emotion": fused["top_emotion"], "label": fused["headline"]["label"],
             "warnings": warnings,
             "media": {"duration_s": info.duration_s, "fps": info.fps, "width": info.width, "height": info.height,
@@ -277,13 +275,15 @@ class VideoPredictor:
 
 
 class _FacePass:
-    """What the face pass keeps while rows stream to disk: counts, the (8,) probability sum over frames with
-    a face, the decimated plot series, thumbnails (labelled when their frame's probabilities are known)."""
+    """What the face pass keeps: the per-frame rows (batches of frames (B,), times (B,), found (B,), probs
+    (B, 8)), counts, the (8,) probability sum over frames with a face, the decimated plot series,
+    thumbnails (labelled when their frame's probabilities are known)."""
 
-    def __init__(self, thumbs: _Thumbs, rows, eri_state):
+    def __init__(self, thumbs: _Thumbs, eri_state):
         from affectfuse.outputs.report import Decimator
 
-        self.thumbs, self.rows, self.eri_state = thumbs, rows, eri_state
+        self.thumbs, self.eri_state = thumbs, eri_state
+        self.rows: list[tuple] = []
         self.plot = Decimator(len(EXPR_CLASSES))
         self.n, self.n_found, self.sum = 0, 0, np.zeros(len(EXPR_CLASSES))
         self.last_t, self.last_frame = 0.0, None
@@ -292,7 +292,7 @@ class _FacePass:
     def add(self, frames: np.ndarray, times: np.ndarray, found: np.ndarray, probs: np.ndarray) -> None:
         """Rows frames (B,), times (B,) s, found (B,) bool, probs (B, 8) (rows without a face ignored)."""
         probs = np.where(found[:, None], probs, np.nan).astype(np.float32)
-        self.rows.add(frames, times, found, probs)
+        self.rows.append((np.asarray(frames, np.int64), np.asarray(times, np.float64), found.astype(bool), probs))
         self.plot.add(times, found, np.nan_to_num(probs))
         self.sum += probs[found].sum(axis=0, dtype=np.float64)
         for _, key, _ in self.thumbs.items:
@@ -301,6 +301,13 @@ class _FacePass:
         self.n, self.n_found = self.n + len(frames), self.n_found + int(found.sum())
         if len(frames):
             self.last_t, self.last_frame = float(times[-1]), int(frames[-1])
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """frames (T,) int64, times (T,) s, found (T,) bool, probs (T, 8) float32 (NaN rows without a face)."""
+        if not self.rows:
+            return (np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool),
+                    np.zeros((0, len(EXPR_CLASSES)), np.float32))
+        return tuple(np.concatenate(x) for x in zip(*self.rows))
 
     def mean(self) -> np.ndarray | None:
         """(8,) mean probabilities over frames with a face, None without any."""
