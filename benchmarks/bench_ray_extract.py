@@ -37,7 +37,7 @@ def main(argv=None) -> int:
 
     import ray
 
-    from affectfuse.cli.extract import build_extractors
+    from affectfuse.features.build import build_extractors
     from affectfuse.cluster.ray_extract import WorkerSpec, ray_extract
     from affectfuse.features.pipeline import extract, find_inputs
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from affectfuse.cli import main
-from affectfuse.cli.extract import build_extractors
+from affectfuse.features.build import build_extractors
 from affectfuse.data.store import FeatureSet
 from affectfuse.features.pipeline import MediaItem, extract, find_inputs
 from affectfuse.media.write import noise_clip as write_video

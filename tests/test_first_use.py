@@ -67,7 +67,7 @@ def test_default_extract_on_several_inputs_skips_audio_for_photos(tmp_path, caps
 
 
 def test_missing_weights_hint_gives_the_extract_flag_syntax(tmp_path):
-    from affectfuse.cli.extract import build_extractors
+    from affectfuse.features.build import build_extractors
     from affectfuse.weights import WeightsNotFoundError
 
     with pytest.raises(WeightsNotFoundError) as err:
@@ -261,7 +261,7 @@ def test_extract_and_finetune_share_face_crops(shared_data, tmp_path):
     and a second extract does not detect again (its detector would raise)."""
     from PIL import Image
 
-    from affectfuse.cli.extract import build_extractors
+    from affectfuse.features.build import build_extractors
     from affectfuse.features.pipeline import extract
     from affectfuse.training.finetune_data import FaceAligner, prepare_crops, read_rgb
 

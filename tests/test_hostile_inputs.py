@@ -277,7 +277,7 @@ def test_a_dead_runs_claim_is_taken_over(tmp_path):
 @pytest.mark.parametrize("code, words", [(errno.ENOSPC, "disk full"), (errno.EROFS, "read-only file system"),
                                          (errno.EACCES, "permission denied"), (errno.EDQUOT, "disk quota")])
 def test_extract_stops_on_an_output_error_with_one_line(tmp_path, monkeypatch, capsys, code, words):
-    import affectfuse.cli.extract as cli_extract
+    import affectfuse.features.build as cli_extract
 
     monkeypatch.setattr(cli_extract, "build_extractors", lambda *a, **k: [Loudness()])
     root = tmp_path / "in"
@@ -299,7 +299,7 @@ def test_extract_stops_on_an_output_error_with_one_line(tmp_path, monkeypatch, c
 
 
 def test_read_only_output_folder_is_one_line(tmp_path, monkeypatch, capsys):
-    import affectfuse.cli.extract as cli_extract
+    import affectfuse.features.build as cli_extract
     import affectfuse.utils as utils
 
     def read_only(*a, dir=None, **k):

@@ -10,7 +10,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from affectfuse.cli import main  # noqa: E402
-from affectfuse.cli.extract import build_extractors  # noqa: E402
+from affectfuse.features.build import build_extractors  # noqa: E402
 from affectfuse.cluster.ray_extract import ExtractWorker, WorkerSpec, ray_extract  # noqa: E402
 from affectfuse.data.store import FeatureSet  # noqa: E402
 from affectfuse.features.pipeline import extract, find_inputs  # noqa: E402

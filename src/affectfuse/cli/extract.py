@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 
 HELP = "extract audio and face features from videos (one decoding pass, batched, resumable)"
@@ -47,9 +46,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true",
                    help="a file read short of the duration its container declares (truncated) fails instead of "
                         "being extracted in part with a warning in failures.csv")
-    from affectfuse.cluster import add_extract_arguments
-
-    add_extract_arguments(p)
+    g = p.add_argument_group("Ray cluster (affectfuse[ray], docs/cluster.md)")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="process videos on Ray actors; ADDRESS of a running cluster ('auto', 'host:6379', "
+                        "'ray://host:10001'); without ADDRESS: RAY_ADDRESS or a local cluster")
+    g.add_argument("--ray-workers", type=int, default=None,
+                   help="actors (default: cluster CPUs / --cpus-per-worker, or GPUs / --gpus-per-worker)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per actor (also its torch threads)")
+    g.add_argument("--gpus-per-worker", type=float, default=None,
+                   help="GPUs per actor (default: 1 when the cluster has GPUs, else 0); an actor given a GPU "
+                        "runs its networks on cuda")
+    g.add_argument("--max-attempts", type=int, default=3,
+                   help="worker deaths a video may cause before it is recorded in failures.csv")
 
 
 def parse_weights(values: list[str], names: list[str]) -> dict[str, str]:
@@ -64,35 +72,11 @@ def parse_weights(values: list[str], names: list[str]) -> dict[str, str]:
     return out
 
 
-def build_extractors(names: list[str], weights: dict[str, str] | None = None, random_weights: bool = False,
-                     device: str = "cpu", **audio_options):
-    """Create the named extractors; options (audio: sample_rate, window_s, hop_s; face networks: precision) go
-    to the factories taking them."""
-    from affectfuse.features.registry import EXTRACTORS, create_extractor
-    from affectfuse.weights import WeightsNotFoundError
-
-    import importlib
-
-    out = []
-    for name in names:
-        if name not in EXTRACTORS:
-            raise ValueError(f"unknown extractor {name!r}; valid: {', '.join(EXTRACTORS)}")
-        module, factory = EXTRACTORS[name].split(":")
-        params = inspect.signature(getattr(importlib.import_module(module), factory)).parameters
-        options = {k: v for k, v in audio_options.items() if k in params and v is not None}
-        try:
-            out.append(create_extractor(name, weights=(weights or {}).get(name), random_weights=random_weights,
-                                        device=device, **options))
-        except WeightsNotFoundError as exc:
-            raise WeightsNotFoundError(f"{exc}\nFor `affectfuse extract`, name the file per extractor: "
-                                       f"--weights {name}=/path/to/the/file") from None
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from affectfuse.faces.crop_cache import default_cache_dir
+    from affectfuse.features.build import build_extractors
     from affectfuse.features.pipeline import extract, find_inputs
 
     names = [n.strip() for n in args.extractors.split(",") if n.strip()]
@@ -102,17 +86,34 @@ def run(args: argparse.Namespace) -> int:
         print("WARNING: --random-weights: features are NOT pretrained (testing only)", file=sys.stderr)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
     items = [item for given in args.input for item in find_inputs(given, args.media_dir)]
-    if getattr(args, "ray", None) is not None:
-        from affectfuse.cluster.ray_extract import run_cli
+    weights = parse_weights(args.weights, names)
+    options = {"sample_rate": args.sample_rate, "window_s": args.window, "hop_s": args.hop, "precision": args.precision}
+    if args.ray is not None:
+        report = _ray(args, items, names, weights, options)
+    else:
+        extractors = build_extractors(names, weights, args.random_weights, args.device, **options)
+        report = extract(items, extractors, args.out, fps=args.fps or None, batch_size=args.batch_size,
+                         workers=args.workers, keep=args.keep, progress=not args.no_progress,
+                         frame_rate=args.frame_rate, strict=args.strict, crop_cache=None if args.no_crop_cache else (
+                             args.crop_cache or default_cache_dir()))
+    print(report_line(report, len(items)))
+    return 0 if report.ok else 1
 
-        return run_cli(args, items, names, parse_weights(args.weights, names))
-    extractors = build_extractors(names, parse_weights(args.weights, names), args.random_weights, args.device,
-                                  sample_rate=args.sample_rate, window_s=args.window, hop_s=args.hop,
-                                  precision=args.precision)
-    report = extract(items, extractors, args.out, fps=args.fps or None, batch_size=args.batch_size,
-                     workers=args.workers, keep=args.keep, progress=not args.no_progress, frame_rate=args.frame_rate,
-                     strict=args.strict, crop_cache=None if args.no_crop_cache else (
-                         args.crop_cache or default_cache_dir()))
+
+def _ray(args, items, names, weights, options):
+    """``extract --ray``: the same extraction on Ray actors (:func:`affectfuse.cluster.ray_extract.ray_extract`)."""
+    from affectfuse.cluster import require_ray
+    from affectfuse.cluster.ray_extract import WorkerSpec, ray_extract
+
+    require_ray()
+    spec = WorkerSpec(str(args.out), tuple(names), weights, args.random_weights, args.device, options,
+                      args.fps or None, args.batch_size, args.keep, max(1, int(args.cpus_per_worker)))
+    return ray_extract(items, spec, args.ray_workers, args.cpus_per_worker, args.gpus_per_worker,
+                       args.max_attempts, address=args.ray or None, progress=not args.no_progress)
+
+
+def report_line(report, n_inputs: int) -> str:
+    """The one summary line of an :class:`~affectfuse.features.pipeline.ExtractReport`."""
     done = {n: len(v) for n, v in report.written.items()}
     notes = f", {len(report.busy)} left to another run working on them" if report.busy else ""
     notes += f", {len(report.warnings)} partial-media warning(s)" if report.warnings else ""
@@ -121,6 +122,6 @@ def run(args: argparse.Namespace) -> int:
         reasons = sorted({why.split(" (")[0] for _, _, why in skips})
         notes += (f", {len(skips)} (input, extractor) pair(s) skipped ({', '.join(reasons)}; "
                   f"see {report.out_root / 'skipped.csv'})")
-    print(f"{len(items)} inputs: written {done}, {len(report.skipped)} already done{notes}, "
-          f"{len(report.failures)} failures" + (f" (see {report.out_root / 'failures.csv'})" if report.failures else ""))
-    return 0 if report.ok else 1
+    failures = f" (see {report.out_root / 'failures.csv'})" if report.failures else ""
+    return (f"{n_inputs} inputs: written {done}, {len(report.skipped)} already done{notes}, "
+            f"{len(report.failures)} failures{failures}")

@@ -20,19 +20,3 @@ def require_ray():
     except ImportError as exc:
         raise ImportError(RAY_MISSING) from exc
     return ray
-
-
-def add_extract_arguments(p) -> None:
-    """The ``--ray`` options of ``affectfuse extract``."""
-    g = p.add_argument_group("Ray cluster (affectfuse[ray])")
-    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="process videos on Ray actors; ADDRESS of a running cluster ('auto', 'host:6379', "
-                        "'ray://host:10001'); without ADDRESS: RAY_ADDRESS or a local cluster")
-    g.add_argument("--ray-workers", type=int, default=None,
-                   help="actors (default: cluster CPUs / --cpus-per-worker, or GPUs / --gpus-per-worker)")
-    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per actor (also its torch threads)")
-    g.add_argument("--gpus-per-worker", type=float, default=None,
-                   help="GPUs per actor (default: 1 when the cluster has GPUs, else 0); an actor given a GPU "
-                        "runs its networks on cuda")
-    g.add_argument("--max-attempts", type=int, default=3,
-                   help="worker deaths a video may cause before it is recorded in failures.csv")

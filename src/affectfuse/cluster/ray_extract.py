@@ -60,7 +60,7 @@ class ExtractWorker:
     def __init__(self, spec: WorkerSpec):
         import sys
 
-        from affectfuse.cli.extract import build_extractors
+        from affectfuse.features.build import build_extractors
         from affectfuse.features.pipeline import feature_meta
 
         device = spec.device
@@ -228,23 +228,3 @@ def ray_extract(items: Sequence[MediaItem], spec: WorkerSpec, num_workers: int |
     finally:
         if started:
             ray.shutdown()
-
-
-
-def run_cli(args, items: Sequence[MediaItem], names: list[str], weights: dict[str, str]) -> int:
-    """``affectfuse extract --ray``: same options and report line as the single-machine command."""
-    from affectfuse.cluster import require_ray
-
-    require_ray()
-    spec = WorkerSpec(str(args.out), tuple(names), weights, args.random_weights, args.device,
-                      {"sample_rate": args.sample_rate, "window_s": args.window, "hop_s": args.hop,
-                       "precision": getattr(args, "precision", "fp32")},
-                      args.fps or None, args.batch_size, args.keep, max(1, int(args.cpus_per_worker)))
-    report = ray_extract(items, spec, args.ray_workers, args.cpus_per_worker, args.gpus_per_worker,
-                         args.max_attempts, address=args.ray or None, progress=not args.no_progress)
-    done = {n: len(v) for n, v in report.written.items()}
-    na = f", {len(report.not_applicable)} (input, extractor) pair(s) skipped (no audio / no video)" \
-        if report.not_applicable else ""
-    print(f"{len(items)} inputs: written {done}, {len(report.skipped)} already done{na}, "
-          f"{len(report.failures)} failures" + (f" (see {report.out_root / FAILURES_FILE})" if report.failures else ""))
-    return 0 if report.ok else 1
