@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +69,10 @@ def test_end_to_end_files_columns_and_names(face_video, tmp_path):
     assert s["label"] in (*EXPR_CLASSES, "uncertain") and s["segments"]
     assert {m["role"] for m in s["models"]} >= {"face expressions", "voice"}
     assert all(m["random_weights"] is False for m in s["models"])
+    for m in s["models"]:  # the weights file each network actually loaded, with its hash
+        assert Path(m["weights"]["path"]).is_file() and len(m["weights"]["sha256"]) == 64, m["role"]
+    extractors = next(m for m in s["models"] if m["role"] == "voice")["extractors"]
+    assert all(e["weights"] is None or Path(e["weights"]["path"]).is_file() for e in extractors)
     assert {"detect", "align", "face_model", "report"} <= set(s["timings_s"])
     html = (folder / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 2  # the plot and at least one face thumbnail
@@ -110,7 +115,7 @@ def test_late_fusion_rule():
     face = {"Neutral": 0.1, "Anger": 0.1, "Happiness": 0.2, "Surprise": 0.6}
     voice = {"Neutral": 0.2, "Anger": 0.7, "Happiness": 0.0, "Other": 0.1}
     fused = late_fusion(face, voice, face_classes=["Neutral", "Anger", "Happiness", "Surprise"],
-                        voice_classes=["Neutral", "Anger", "Happiness", "Other"])
+                        voice_classes=["Neutral", "Anger", "Happiness", "Other"], weights=(0.5, 0.5), rule="linear")
     assert fused["classes"] == ["Neutral", "Anger", "Happiness"]
     # face over shared: .25 .25 .5; voice: 2/9 7/9 0 -> mean
     np.testing.assert_allclose([fused["probabilities"][c] for c in fused["classes"]],
@@ -179,6 +184,24 @@ def test_eri_checkpoint_adds_named_intensities(face_video, tmp_path):
     assert eri["valid_rows"]["visual"] >= 4 and eri["valid_rows"]["audio"] >= 1  # 1 s video at 5 rows/s
     assert "Empathic-Pain" in (out / "talk" / "report.html").read_text()
     assert any(m["role"] == "ERI intensities" for m in s["models"])
+
+
+def test_checkpoint_trained_on_random_weight_features_refuses_real_ones(tmp_path):
+    """An ERI checkpoint whose visual features came from random weights stops predict before any video,
+    naming the checkpoint and the real weights file the extractor loaded (was a warning)."""
+    import torch
+
+    from affectfuse.inference.video import PredictOptions, VideoPredictor
+    from affectfuse.weights import WeightsMismatchError
+
+    ckpt_path = _eri_checkpoint(tmp_path)
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    ckpt["feature_sets"]["visual"]["random_weights"] = True
+    torch.save(ckpt, ckpt_path)
+    with pytest.raises(WeightsMismatchError) as err:
+        VideoPredictor(PredictOptions(eri_checkpoint=str(ckpt_path), voice_head="none"))
+    msg = str(err.value)
+    assert str(ckpt_path) in msg and "random weights" in msg and "face_expression_net.pt" in msg
 
 
 def test_sparse_detection_interpolates_landmarks(face_video):
