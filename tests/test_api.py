@@ -133,3 +133,27 @@ def test_load_reads_an_item_checkpoint_and_predicts_its_items(tmp_path):
     assert list(probs.columns) == classes and list(probs.index) == ids
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert (probs.to_numpy().argmax(1) == np.arange(28, 40) % 2).mean() >= 0.9
+
+
+def test_load_reads_a_frame_checkpoint(tmp_path):
+    """A per-frame EXPR checkpoint loads as an ExprPredictor with its class names and feature sets."""
+    import affectfuse
+    from affectfuse.data.affwild2 import ExprVideo
+    from affectfuse.inference.loader import ExprPredictor
+    from affectfuse.labels import EXPR_CLASSES
+    from affectfuse.training.expr import ExprTrainConfig, train_expr
+
+    rng = np.random.default_rng(0)
+    def video(i, n=12):
+        return ExprVideo(f"v{i}", rng.normal(size=(n, 263)).astype(np.float32), np.ones(n, bool),
+                         rng.integers(0, 8, n), np.arange(1, n + 1), np.ones(n, bool))
+    cfg = ExprTrainConfig(window=8, stride=4, predict_stride=4, epochs=1, batch_size=4,
+                          model={"d_model": 16, "n_heads": 2, "n_layers": 1})
+    info = {"feature_sets": [{"name": "faceexpressionnet", "dim": 263, "extractor": "faceexpressionnet"}],
+            "fill": "ffill", "class_names": list(EXPR_CLASSES)}
+    train_expr([video(0), video(1)], [video(2)], cfg, run_dir=tmp_path / "expr", info=info)
+    model = affectfuse.load(tmp_path / "expr")  # a run folder means its best.pt
+    assert isinstance(model, ExprPredictor) and model.label_names == tuple(EXPR_CLASSES)
+    assert list(model.feature_sets) == ["faceexpressionnet"] and model.describe()["kind"] == "expr"
+    with pytest.raises(ValueError, match="last.pt"):
+        affectfuse.load(tmp_path / "expr" / "last.pt")

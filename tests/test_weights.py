@@ -122,6 +122,14 @@ def test_meta_json_names_the_weights_file_actually_loaded(tuned_faceapi, tmp_pat
     assert w["random"]["path"] == w["random"]["filename"] == w["random"]["sha256"] == "random"
     assert w["default"]["sha256"] == FACE_EXPRESSION_WEIGHTS.sha256
     assert w["default"]["filename"] == FACE_EXPRESSION_WEIGHTS.filename
+    # what a checkpoint records of its feature sets at training time (ERI: feature_meta; EXPR/classify:
+    # describe_sets) is the same file
+    from affectfuse.api import describe_sets
+    from affectfuse.training.run import feature_meta
+
+    tuned = FeatureSet.open(tmp_path / "tuned" / "faceexpressionnet")
+    assert feature_meta({"visual": tuned})["visual"]["weights"]["sha256"] == digest
+    assert describe_sets([tuned])[0]["weights"]["path"] == str(tuned_faceapi.resolve())
 
 
 def test_random_and_real_features_never_mix(tmp_path):
