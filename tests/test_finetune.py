@@ -146,7 +146,7 @@ def test_export_loads_and_reproduces(tiny_run):
     from affectfuse.features.registry import create_extractor
 
     tuned = build_classifier(create_extractor("faceexpressionnet", random_weights=True), meta["classes"])
-    tuned.load_state_dict(load_checkpoint(run / "best.pt")["model"])
+    tuned.load_state_dict(load_checkpoint(run / "best.pt")["state_dict"])
     tuned.eval()
     loaded, extractor = load_finetuned(pt)
     assert isinstance(loaded, ExpressionClassifier) and not extractor.random_weights
@@ -190,11 +190,11 @@ def test_resume_continues_and_matches_uninterrupted(tmp_path, tiny_run):
     assert crops < len(list(data.rglob("*.png")))
     cut = tmp_path / "cut"
     assert finetune(data, cut, cache, *fast, "--stop-after", "1") == 0
-    assert load_checkpoint(cut / "checkpoint.pt")["epoch"] == 1
+    assert load_checkpoint(cut / "checkpoint.pt")["training"]["epoch"] == 1
     # the same folder again without --resume is refused (exit 1), nothing is overwritten
     assert finetune(data, cut, cache, *fast, "--stop-after", "1") == 1
     assert finetune(data, cut, cache, *fast, "--resume") == 0
-    a, b = load_checkpoint(tmp_path / "whole" / "checkpoint.pt"), load_checkpoint(cut / "checkpoint.pt")
+    a, b = (load_checkpoint(p)["training"] for p in (tmp_path / "whole" / "checkpoint.pt", cut / "checkpoint.pt"))
     assert b["epoch"] == 2 and [r["epoch"] for r in b["history"]] == [1, 2]
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key

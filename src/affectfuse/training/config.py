@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from affectfuse.models.eri import ERIArchitecture, eri_model_args_class, list_eri_models
-from affectfuse.utils import parse_value
+from affectfuse.training.resolver import ConfigError, apply_dict, layers, parse_override, read_yaml  # noqa: F401
 
 RECIPES_DIR = Path(__file__).with_name("recipes")
 DEFAULT_RECIPE = "affectfuse"
@@ -112,66 +112,6 @@ class RunConfig:
         return cfg
 
 
-class ConfigError(ValueError):
-    """An unknown key or a value of the wrong type in a recipe or an override."""
-
-
-def _coerce(value, current, key: str, source: str):
-    if isinstance(current, bool):
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{source}: {key} must be true/false, got {value!r}")
-    if isinstance(current, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
-    if isinstance(current, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads "1e-4" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
-    if isinstance(current, str):
-        return str(value)
-    return value
-
-
-def apply_dict(cfg, d: dict, source: str, prefix: str = "") -> None:
-    """Set fields of a (nested) dataclass from a nested dict, checking names and types."""
-    if not isinstance(d, dict):
-        raise ConfigError(f"{source}: {prefix or 'top level'} must be a mapping, got {type(d).__name__}")
-    names = {f.name for f in dataclasses.fields(cfg)}
-    for key, value in d.items():
-        full = f"{prefix}{key}"
-        if key not in names:
-            raise ConfigError(f"{source}: unknown key {full!r}; valid: {', '.join(sorted(prefix + n for n in names))}")
-        current = getattr(cfg, key)
-        if dataclasses.is_dataclass(current):
-            apply_dict(current, value, source, full + ".")
-        else:
-            setattr(cfg, key, _coerce(value, current, full, source))
-
-
-def parse_override(text: str) -> dict:
-    """``"train.lr=3e-4"`` -> ``{"train": {"lr": 3e-4}}`` (value parsed as YAML)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not key=value")
-    key, raw = text.split("=", 1)
-    value = parse_value(raw)
-    out: dict = {}
-    node = out
-    parts = key.strip().split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-    node[parts[-1]] = value
-    return out
-
-
 CHOICES = {"train.class_target": ("row_max", "multi_hot"), "train.ema_timing": ("after_step", "before_step"),
            "data.sequence_mode": ("truncate", "resample")}
 
@@ -179,15 +119,6 @@ CHOICES = {"train.class_target": ("row_max", "multi_hot"), "train.ema_timing": (
 def shipped_recipes() -> list[str]:
     """Names of the recipes that ship with affectfuse (``affectfuse`` = the dataclass defaults)."""
     return sorted([DEFAULT_RECIPE] + [p.stem for p in RECIPES_DIR.glob("*.yaml")])
-
-
-def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: config recipe does not exist")
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
 
 
 def recipe_path(recipe: str | Path) -> Path | None:
@@ -207,9 +138,7 @@ def _layers(recipes, overrides: list[str] | None) -> list[tuple[dict, str]]:
     """(dict, source) for each recipe (shipped name or YAML path) and each override, in the order applied."""
     if recipes is None or isinstance(recipes, (str, Path)):
         recipes = [recipes]
-    paths = [recipe_path(r) for r in recipes if r is not None]
-    layers = [(_read_yaml(p), str(p)) for p in paths if p is not None]
-    return layers + [(parse_override(o), f"--set {o}") for o in overrides or []]
+    return layers([recipe_path(r) for r in recipes if r is not None], overrides)
 
 
 def resolve_config(recipe=None, overrides: list[str] | None = None, base: RunConfig | None = None) -> RunConfig:

@@ -17,11 +17,8 @@ Run folder written by :func:`fit` (when ``run_dir`` is given)::
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +30,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from affectfuse.data.sequences import SequenceData, input_norm_stats
 from affectfuse.models.eri import ERIArchitecture, create_eri_model, eri_model_args_class, parse_modality_set
 from affectfuse.models.input_norm import StandardizedInputs, unwrap
-from affectfuse.training.checkpoint import FORMAT, read_checkpoint, save_checkpoint, versions
+from affectfuse.data.tasks import TaskSpec, task_from_labels
+from affectfuse.training.checkpoint import checkpoint_payload, model_from_checkpoint, read_checkpoint
 from affectfuse.training.config import RunConfig
+from affectfuse.training.engine import STATE_KEYS as ENGINE_STATE_KEYS
+from affectfuse.training.engine import Engine, EngineConfig, Validation, early_stopping_update  # noqa: F401
 from affectfuse.training.probes import init_pooled_skip, ridge_probe
-from affectfuse.training.step import apply_gradients
-from affectfuse.utils import write_json_atomic, write_text_atomic
+from affectfuse.utils import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -112,27 +111,7 @@ def backward_batch(model: torch.nn.Module, data: SequenceData, index: torch.Tens
     return sums
 
 
-def early_stopping_update(state: dict, score: float, patience: int, min_delta: float) -> bool:
-    """Update ``state`` after an epoch's validation ``score``; True when it is a new best (save it).
-
-    A new best is any finite improvement; the patience counter resets only when ``score`` beats the
-    best counted score (``es_best``) by more than ``min_delta`` (Lightning's EarlyStopping with
-    ``mode="max"``); ``finished`` is set after ``patience`` epochs without that (0 = never).
-    """
-    finite = bool(np.isfinite(score))
-    improved = finite and score > state["best"]
-    if improved:
-        state.update(best=score, best_epoch=state["epoch"])
-    if finite and score > state["es_best"] + min_delta:
-        state.update(es_best=score, bad=0)
-    else:
-        state["bad"] += 1
-        if patience > 0 and state["bad"] >= patience:
-            state["finished"] = True
-    return improved
-
-
-STATE_KEYS = ("epoch", "best", "best_epoch", "bad", "history", "finished", "es_best")
+STATE_KEYS = ENGINE_STATE_KEYS
 
 
 @dataclass
@@ -157,13 +136,56 @@ def _val_metrics(pred: np.ndarray, data: SequenceData) -> dict:
     return out
 
 
-def _write_history(history: list[dict], path: Path) -> None:
-    buf = io.StringIO()
-    keys = list(history[0]) if history else []
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(history)
-    write_text_atomic(path, buf.getvalue())
+class ERITask:
+    """The engine's entry for per-video regression (ERI): shuffled batches backwarded in micro-batches,
+    the metric the task spec names (mean Pearson) on validation, ``best.pt`` and ``val_predictions.csv``."""
+
+    def __init__(self, train: SequenceData, val: SequenceData, tc, spec: TaskSpec, meta: dict, run_dir):
+        self.train, self.val, self.tc, self.spec, self.meta, self.run_dir = train, val, tc, spec, meta, run_dir
+        self.best: dict | None = None
+        self.best_pred: np.ndarray | None = None
+
+    def train_epoch(self, engine: Engine, epoch: int) -> dict:
+        n, tc = len(self.train), self.tc
+        sums = np.zeros(3)
+        perm = torch.randperm(n, generator=engine.generator)
+        for start in range(0, n, tc.batch_size):
+            engine.optimizer.zero_grad(set_to_none=True)
+            sums += backward_batch(engine.model, self.train, perm[start:start + tc.batch_size], tc)
+            engine.step()
+        lr = engine.optimizer.param_groups[0]["lr"]  # the epoch's rate (the schedule steps after it)
+        return {"lr": float(lr), "train_loss": float(sums[0] / n), "train_mse": float(sums[1] / n),
+                "train_ce": float(sums[2] / n)}
+
+    def validate(self, model: torch.nn.Module) -> Validation:
+        pred = predict(model, self.val, self.tc.batch_size)
+        row = _val_metrics(pred, self.val)
+        return Validation(row[f"val_{self.spec.metric}"], row, pred)
+
+    def best_payload(self, model: torch.nn.Module, epoch: int, row: dict) -> dict:
+        state = {k: v.clone() for k, v in unwrap(model).state_dict().items()}
+        self.best = {**self.meta, "state_dict": state, "epoch": epoch, "metrics": row}
+        return self.best
+
+    def on_best(self, epoch: int, row: dict, pred: np.ndarray) -> None:
+        self.best_pred = pred
+        if self.run_dir is not None:
+            _write_val_predictions(self.run_dir / "val_predictions.csv", self.val, pred, epoch)
+
+
+def _meta(cfg: RunConfig, args, norm, probe, spec: TaskSpec, train: SequenceData, feature_meta) -> dict:
+    """The schema's fields of an ERI checkpoint (see training.checkpoint), weights left out."""
+    config = cfg.to_dict()
+    meta = checkpoint_payload(
+        "eri", model_name=cfg.model.name, model_args=args.to_dict(), state_dict={}, task=spec.to_dict(),
+        train_config=config, input_norm=norm,
+        feature_sets={k: (feature_meta or {}).get(k, {"name": k, "dim": d}) for k, d in args.input_dims.items()},
+        data={"seq_len": cfg.data.seq_len, "sequence_mode": cfg.data.sequence_mode}, config=config,
+        **({"probe": probe} if probe else {}))
+    meta["label_names"] = list(train.label_names)
+    for key in ("state_dict", "epoch", "metrics"):
+        meta.pop(key)
+    return meta
 
 
 def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | Path | None = None,
@@ -184,102 +206,21 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True) if tc.ema else None
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.step_size, tc.gamma) if tc.step_size > 0 else None
-    gen = torch.Generator().manual_seed(tc.seed)
-    state = {"epoch": 0, "best": -float("inf"), "best_epoch": 0, "bad": 0, "history": [], "finished": False,
-             "es_best": -float("inf")}
-    best_payload: dict | None = None
-    val_pred_best = None
-    last_path = run_dir / "last.pt" if run_dir else None
-    if resume and last_path is not None and last_path.is_file():
-        saved = read_checkpoint(last_path, FORMAT, "ERI resume checkpoint (last.pt)")["training"]
-        model.load_state_dict(saved["model"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["rng_torch"])
-        gen.set_state(saved["rng_generator"])
-        state.update({k: saved[k] for k in STATE_KEYS if k in saved})
-        if "es_best" not in saved:  # saved before min_delta existed: the two bests were one
-            state["es_best"] = state["best"]
-        log.info("resuming %s after epoch %d (best %.4f at epoch %d)", run_dir, state["epoch"],
-                 state["best"], state["best_epoch"])
-    eval_model = ema.module if ema is not None else model
-
-    meta = {"format": FORMAT, "model": {"name": cfg.model.name, "args": args.to_dict()},
-            **({"input_norm": norm} if norm else {}), **({"probe": probe} if probe else {}),
-            "task": task or {}, "label_names": list(train.label_names),
-            "feature_sets": {k: (feature_meta or {}).get(k, {"name": k, "dim": d})
-                             for k, d in args.input_dims.items()},
-            "data": {"seq_len": cfg.data.seq_len, "sequence_mode": cfg.data.sequence_mode},
-            "config": cfg.to_dict(), "versions": versions()}
-    writer = None
-    if run_dir is not None and tc.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["epoch"] + 1)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=tc.max_epochs, initial=state["epoch"], desc="train", unit="epoch",
-               disable=not tc.progress, leave=False)
-    ran = 0
-    n = len(train)
-    model.train()
-    while not state["finished"] and state["epoch"] < tc.max_epochs:
-        if tc.stop_after and ran >= tc.stop_after:
-            break
-        epoch = state["epoch"] + 1
-        t0 = time.perf_counter()
-        sums = np.zeros(3)
-        perm = torch.randperm(n, generator=gen)
-        for start in range(0, n, tc.batch_size):
-            optimizer.zero_grad(set_to_none=True)
-            sums += backward_batch(model, train, perm[start:start + tc.batch_size], tc)
-            apply_gradients(model, optimizer, tc.clip_norm, ema, ema_before_step=tc.ema_timing == "before_step")
-        lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None:
-            scheduler.step()
-        pred = predict(eval_model, val, tc.batch_size)
-        row = {"epoch": epoch, "lr": float(lr), "train_loss": float(sums[0] / n), "train_mse": float(sums[1] / n),
-               "train_ce": float(sums[2] / n), **_val_metrics(pred, val), "seconds": time.perf_counter() - t0}
-        state["history"].append(row)
-        state["epoch"] = epoch
-        score = row["val_mean_pearson"]
-        if early_stopping_update(state, score, tc.patience, tc.min_delta):
-            best_payload = {**meta, "state_dict": {k: v.clone() for k, v in unwrap(eval_model).state_dict().items()},
-                            "epoch": epoch, "metrics": row}
-            val_pred_best = pred
-            if run_dir is not None:
-                save_checkpoint(best_payload, run_dir / "best.pt")
-                _write_val_predictions(run_dir / "val_predictions.csv", val, pred, epoch)
-        if epoch >= tc.max_epochs:
-            state["finished"] = True
-        if run_dir is not None:
-            _write_history(state["history"], run_dir / "metrics.csv")
-            if writer is not None:
-                for k, v in row.items():
-                    if k != "epoch":
-                        writer.add_scalar(k, v, epoch)
-                writer.flush()
-            training = {"model": model.state_dict(), "ema": ema.state_dict() if ema is not None else {},
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                        "rng_torch": torch.get_rng_state(), "rng_generator": gen.get_state(),
-                        **{k: state[k] for k in STATE_KEYS}}
-            save_checkpoint({**meta, "training": training}, last_path)
-        ran += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_r=f"{score:.4f}", best=f"{state['best']:.4f}")
-    bar.close()
-    if writer is not None:
-        writer.close()
+    spec = TaskSpec.from_dict(task) if task else task_from_labels("eri", "video", "regression", train.label_names)
+    meta = _meta(cfg, args, norm, probe, spec, train, feature_meta)
+    engine = Engine(model, optimizer, EngineConfig(
+        max_epochs=tc.max_epochs, patience=tc.patience, min_delta=tc.min_delta, mode=spec.mode,
+        clip_norm=tc.clip_norm, ema_before_step=tc.ema_timing == "before_step", stop_after=tc.stop_after,
+        progress=tc.progress, tensorboard=tc.tensorboard, meta=meta),
+        scheduler=scheduler, ema=ema, generator=torch.Generator().manual_seed(tc.seed), run_dir=run_dir)
+    if resume:
+        engine.resume("eri")
+    job = ERITask(train, val, tc, spec, meta, run_dir)
+    state = engine.run(job)
+    best_payload, val_pred_best = job.best, job.best_pred
     if best_payload is None and run_dir is not None and (run_dir / "best.pt").is_file():
-        best_payload = read_checkpoint(run_dir / "best.pt", FORMAT, "ERI checkpoint")
+        best_payload = read_checkpoint(run_dir / "best.pt", "eri", "ERI checkpoint")
     if val_pred_best is None and best_payload is not None:
-        from affectfuse.training.checkpoint import model_from_checkpoint
-
         val_pred_best = predict(model_from_checkpoint(best_payload), val, tc.batch_size)
     result = FitResult(state["best"], state["best_epoch"], state["epoch"], state["finished"], val_pred_best,
                        state["history"], best_payload or {}, probe)

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 import torch
 
-from affectfuse.training.finetune import ExpressionClassifier, FinetuneConfig, make_loader
+from affectfuse.training.finetune_model import ExpressionClassifier, FinetuneConfig, make_loader
 
 log = logging.getLogger(__name__)
 

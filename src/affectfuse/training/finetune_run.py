@@ -16,7 +16,7 @@ import numpy as np
 
 from affectfuse.training.finetune import FinetuneConfig, build_classifier, fit, pick_device
 from affectfuse.training.finetune_data import CropDataset, ExpressionData, load_expression_dataset, prepare_crops
-from affectfuse.utils import FailureLog, dataclass_from_dict, seed_everything, write_json_atomic
+from affectfuse.utils import FailureLog, seed_everything, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,9 @@ def _check_resume_config(run: Path, cfg: FinetuneConfig) -> None:
                          ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in diff.items()))
 
 
-def config_from_dict(values: dict) -> FinetuneConfig:
-    return dataclass_from_dict(FinetuneConfig, values, "fine-tuning settings")
+def config_from_dict(values: dict, source: str = "fine-tuning settings") -> FinetuneConfig:
+    """FinetuneConfig from a dict, with the shared resolver's names and type checks (``source`` names it)."""
+    return FinetuneConfig.from_dict(values, source)
 
 
 def run_finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, progress: bool = False,
@@ -135,7 +136,7 @@ def run_finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, pro
     seed_everything(cfg.seed)
     failures = FailureLog(run / "failures.csv")
     extractor = create_extractor(cfg.model, weights=cfg.weights, random_weights=cfg.random_weights, device="cpu")
-    size, template = extractor.input.size, getattr(extractor.input, "template", None)
+    size, template = extractor.input.size, extractor.input  # its FacePlan: crops cut as extract/predict cut them
     device = pick_device(cfg.device)
     early = prepared is None and bool(cfg.max_items) and not cfg.val_data
     if early:  # align only the images a --max-items run uses

@@ -15,7 +15,8 @@ Recipe (``expr train --manifest``, ``expr cv``):
    validation. (Training the linear part too, even from the probe's optimum, moved it: Adam's first
    steps are ``lr`` per weight whatever the gradient, and EmoDB's out-of-fold UAR fell below the probe's.)
 
-Checkpoints (format ``affectfuse-expr-items/1``) hold the head, the row statistics, the class names, the
+Checkpoints (the schema of :mod:`affectfuse.training.checkpoint`, kind ``items``; older ones were
+``affectfuse-expr-items/1``) hold the head, the row statistics, the class names, the
 feature sets and the probe's scores; they load with ``torch.load(weights_only=True)``.
 Letters: N items, P pooled dims, C classes.
 """
@@ -34,11 +35,16 @@ import torch.nn.functional as F
 from affectfuse.data.items import ItemRows, pool_items, row_norm_stats, standardise_per_group
 from affectfuse.metrics.classification import classification_scores
 from affectfuse.models.item_head import ItemHead, ItemHeadArgs
+from affectfuse.data.tasks import TaskSpec, task_from_labels
+from affectfuse.training.engine import Engine, EngineConfig, Validation
+from affectfuse.training.checkpoint import checkpoint_payload, plain, read_checkpoint, write_checkpoint, write_history
 from affectfuse.training.probes import LOGISTIC_CS, fit_logistic, logistic_probabilities
-from affectfuse.utils import dataclass_from_dict, seed_everything
+from affectfuse.training.resolver import check_choice, dump_yaml
+from affectfuse.training.resolver import from_dict as resolve_from_dict
+from affectfuse.utils import seed_everything
 
 log = logging.getLogger(__name__)
-ITEMS_FORMAT = "affectfuse-expr-items/1"
+ITEMS_FORMAT = "items"  # the checkpoint kind (read_checkpoint also takes the old "affectfuse-expr-items/1")
 METRICS = ("uar", "macro_f1")
 
 
@@ -57,17 +63,18 @@ class ItemTrainConfig:
     epochs: int = 100
     patience: int = 20           # epochs without a validation improvement before stopping
     metric: str = "uar"          # early stopping and head-vs-probe: uar | macro_f1
-    probe_cs: list = field(default_factory=lambda: list(LOGISTIC_CS))
+    probe_cs: list[float] = field(default_factory=lambda: list(LOGISTIC_CS))
     seed: int = 0
     device: str = "cpu"
 
+    def validate(self) -> None:
+        """Choices of ``metric`` and ``start`` (a ConfigError names the field)."""
+        check_choice(self.metric, METRICS, "metric", "item classifier options")
+        check_choice(self.start, ("probe", "random"), "start", "item classifier options")
+
     @classmethod
-    def from_dict(cls, d: dict) -> "ItemTrainConfig":
-        cfg = dataclass_from_dict(cls, d, "item classifier option(s)")
-        if cfg.metric not in METRICS or cfg.start not in ("probe", "random"):
-            raise ValueError(f"metric must be one of {METRICS} (got {cfg.metric!r}) and start probe or random "
-                             f"(got {cfg.start!r})")
-        return cfg
+    def from_dict(cls, d: dict, source: str = "item classifier options") -> "ItemTrainConfig":
+        return resolve_from_dict(cls, d, source)
 
 
 class ItemClassifier:
@@ -145,9 +152,38 @@ def fit_items(train: ItemRows, val: ItemRows | None, config: ItemTrainConfig, cl
                    history)
 
 
+class ItemsTask:
+    """The engine's entry for per-item classification: shuffled mini-batches of pooled rows, class-balanced
+    cross-entropy (+ the probe's L2 penalty when the linear part trains), the task spec's metric on validation."""
+
+    def __init__(self, x_tr, y_tr, x_va, val, config: ItemTrainConfig, weight, l2: float, spec: TaskSpec):
+        self.x, self.y = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
+        self.x_va, self.val, self.config, self.weight, self.l2, self.spec = x_va, val, config, weight, l2, spec
+
+    def train_epoch(self, engine: Engine, epoch: int) -> dict:
+        head, losses = engine.model, []
+        for b in torch.randperm(len(self.y), generator=engine.generator).split(self.config.batch_size):
+            loss = F.cross_entropy(head(self.x[b]), self.y[b], weight=self.weight)
+            loss = loss + self.l2 * head.linear.weight.pow(2).sum()
+            engine.backward_step(loss)
+            losses.append(loss.item())
+        return {"train_loss": float(np.mean(losses))}
+
+    def validate(self, head: ItemHead) -> Validation | None:
+        if self.val is None:
+            return None
+        scores = _val_scores(head, self.x_va, self.val, self.spec.label_names)
+        return Validation(scores[self.spec.metric], {"val_uar": scores["uar"], "val_macro_f1": scores["macro_f1"]},
+                          scores)
+
+    def best_payload(self, model, epoch: int, row: dict) -> None:
+        return None  # the caller writes best.pt (write_item_run) after cross-validation or refitting
+
+
 def _train_head(head: ItemHead, x_tr, y_tr, x_va, val, config: ItemTrainConfig, c: float, class_names,
                 epochs: int | None):
-    """Mini-batch training; returns (history, best state, best epoch, best val scores or None)."""
+    """Mini-batch training on the engine; returns (history, best state, best epoch, best val scores or None).
+    Epoch 0 (the untrained head, i.e. the probe's solution) counts as the first best."""
     n_classes = len(class_names)
     counts = np.bincount(y_tr, minlength=n_classes).astype(np.float64)
     weight = torch.as_tensor(np.where(counts > 0, len(y_tr) / (n_classes * np.maximum(counts, 1)), 0.0),
@@ -158,36 +194,19 @@ def _train_head(head: ItemHead, x_tr, y_tr, x_va, val, config: ItemTrainConfig, 
     groups = [{"params": list(head.mlp.parameters()), "weight_decay": config.weight_decay}] if head.mlp else []
     if not frozen:
         groups.append({"params": list(head.linear.parameters()), "weight_decay": 0.0})
-    history, state = [], {k: v.clone() for k, v in head.state_dict().items()}
-    best = _val_scores(head, x_va, val, class_names) if val is not None else None
-    best_epoch, last = 0, epochs if epochs is not None else config.epochs
+    spec = task_from_labels("items", "item", "classification", class_names, metric=config.metric)
+    task = ItemsTask(x_tr, y_tr, x_va, val, config, weight, l2, spec)
+    best = task.validate(head)
+    last = epochs if epochs is not None else config.epochs
     if not groups or last == 0:                              # nothing to train: the probe itself
-        return history, state, 0, best
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    x, y = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
-    gen = torch.Generator().manual_seed(config.seed)
-    for epoch in range(1, last + 1):
-        head.train()
-        losses = []
-        for b in torch.randperm(len(y), generator=gen).split(config.batch_size):
-            loss = F.cross_entropy(head(x[b]), y[b], weight=weight) + l2 * head.linear.weight.pow(2).sum()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses))}
-        if val is not None:
-            scores = _val_scores(head, x_va, val, class_names)
-            row.update(val_uar=scores["uar"], val_macro_f1=scores["macro_f1"])
-            if scores[config.metric] > best[config.metric]:
-                best, best_epoch, state = scores, epoch, {k: v.clone() for k, v in head.state_dict().items()}
-            elif epoch - best_epoch >= config.patience:
-                history.append(row)
-                break
-        history.append(row)
-    if val is None:
-        state, best_epoch = {k: v.clone() for k, v in head.state_dict().items()}, last
-    return history, state, best_epoch, best
+        return [], {k: v.clone() for k, v in head.state_dict().items()}, 0, best.extra if best else None
+    engine = Engine(head, torch.optim.AdamW(groups, lr=config.lr), EngineConfig(
+        max_epochs=last, patience=config.patience, mode=spec.mode, select="best" if val is not None else "last"),
+        generator=torch.Generator().manual_seed(config.seed))
+    if best is not None:
+        engine.start_from(best)
+    state = engine.run(task)
+    return state["history"], engine.best_state, state["best_epoch"], engine.best_extra
 
 
 def _val_scores(head: ItemHead, x_va: np.ndarray, val: ItemRows, class_names) -> dict:
@@ -199,18 +218,17 @@ def _val_scores(head: ItemHead, x_va: np.ndarray, val: ItemRows, class_names) ->
 
 # -- checkpoints ---------------------------------------------------------------------------------------
 def item_payload(run: ItemRun, config: ItemTrainConfig, info: dict) -> dict:
-    """A self-describing checkpoint dict (``weights_only``-loadable)."""
-    from affectfuse import __version__
-
+    """A checkpoint of the schema (kind ``items``, see training.checkpoint; ``weights_only``-loadable)."""
     clf = run.classifier
     probe = {k: v for k, v in run.probe.items() if k in ("kind", "pooling", "C", "inner_uar", "val")}
-    return {"format": ITEMS_FORMAT, "model": {"name": "item_head", "args": clf.head.args.to_dict()},
-            "train_config": asdict(config), "group_norm": clf.group_norm,
-            "info": {**info, "class_names": clf.class_names, "task": "items"},
-            "input_norm": {k: {s: torch.as_tensor(v[s]) for s in ("mean", "std")} for k, v in clf.norm.items()},
-            "probe": _plain(probe), "best_epoch": run.best_epoch, "val": _plain(run.val),
-            "versions": {"affectfuse": __version__, "torch": str(torch.__version__)},
-            "state_dict": {k: v.detach().cpu() for k, v in clf.head.state_dict().items()}}
+    task = task_from_labels("items", "item", "classification", clf.class_names, metric=config.metric)
+    sets = {d["name"]: d for d in info.get("feature_sets") or [] if isinstance(d, dict) and "name" in d}
+    return checkpoint_payload(
+        "items", model_name="item_head", model_args=clf.head.args.to_dict(), state_dict=clf.head.state_dict(),
+        task=task.to_dict(), train_config=asdict(config), feature_sets=sets,
+        input_norm={k: {s: torch.as_tensor(v[s]) for s in ("mean", "std")} for k, v in clf.norm.items()},
+        info={**info, "class_names": clf.class_names, "task": "items"}, epoch=run.best_epoch, metrics=run.val,
+        group_norm=clf.group_norm, probe=plain(probe), best_epoch=run.best_epoch, val=plain(run.val))
 
 
 def classifier_from_payload(ckpt: dict) -> ItemClassifier:
@@ -218,29 +236,24 @@ def classifier_from_payload(ckpt: dict) -> ItemClassifier:
     head = ItemHead(ItemHeadArgs.from_dict(ckpt["model"]["args"]))
     head.load_state_dict(ckpt["state_dict"])
     norm = {k: {s: v[s].numpy() for s in ("mean", "std")} for k, v in ckpt["input_norm"].items()}
-    return ItemClassifier(head, norm, ckpt["info"]["class_names"], bool(ckpt.get("group_norm")))
+    return ItemClassifier(head, norm, ckpt["label_names"], bool(ckpt.get("group_norm")))
 
 
-def _plain(obj):
-    from affectfuse.training.expr import _plain as plain
-
-    return plain(obj)
+def load_item_checkpoint(path) -> tuple[ItemClassifier, dict]:
+    """(classifier, checkpoint dict) of an item checkpoint file (old format included)."""
+    ckpt = read_checkpoint(path, "items", "item classifier checkpoint")
+    return classifier_from_payload(ckpt), ckpt
 
 
 def write_item_run(run_dir: Path, run: ItemRun, config: ItemTrainConfig, info: dict) -> dict:
     """``best.pt``, ``config.yaml``, ``metrics.csv`` and ``result.json`` (head and probe on validation,
     ``beats_probe``); returns the result dict."""
-    import yaml
-
-    from affectfuse.training.checkpoint import save_checkpoint
-    from affectfuse.training.expr import _write_history
     from affectfuse.utils import write_json_atomic, write_text_atomic
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(_plain(asdict(config)), sort_keys=False))
-    save_checkpoint(item_payload(run, config, info), run_dir / "best.pt")
-    if run.history:
-        _write_history(run_dir / "metrics.csv", run.history)
+    write_text_atomic(run_dir / "config.yaml", dump_yaml(config))
+    write_checkpoint(item_payload(run, config, info), run_dir / "best.pt")
+    write_history(run_dir / "metrics.csv", run.history)
     result = compare_with_probe(run, config.metric)
     write_json_atomic(run_dir / "result.json", result)
     return result
