@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from affectfuse.cli import main
-from affectfuse.cli.ensemble import detect_kind, parse_weights
+from affectfuse.cli.ensemble import parse_weights
+from affectfuse.inference.ensemble import detect_kind
 from affectfuse.labels import ERI_EMOTIONS
 from affectfuse.metrics.regression import eri_metrics
 from affectfuse.outputs.eri_csv import read_eri_predictions, write_eri_predictions

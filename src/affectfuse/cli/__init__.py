@@ -4,6 +4,11 @@ Each sub-command module defines ``HELP`` (one line), ``add_arguments(parser)`` a
 ``run(args) -> int`` (the exit code). Heavy imports (torch, av) happen inside ``run`` so that
 ``affectfuse --help`` stays fast. Register a new command by adding it to ``COMMANDS``.
 
+Shape: ``predict VIDEO...`` (the report), ``extract``, ``eri {train,evaluate,predict,ablate}``,
+``expr {train,evaluate,predict,submit,validate}`` (per frame, Aff-Wild2 layout), ``classify {train,evaluate,
+predict,cv}`` (one label per manifest item), ``finetune``, ``ensemble``, ``synth``. The old spellings in
+``ALIASES`` (and a few inside the groups) still work, hidden from ``--help``, after one deprecation line on stderr.
+
 Error policy (every command): a documented user error (``ValueError``: bad file, manifest, name) and
 every I/O error (``OSError``: missing file, permission, read-only folder, disk full) end the command with
 one line ``affectfuse CMD: error: FILE: cause`` on stderr and exit code 1; files finished before it stay
@@ -19,19 +24,22 @@ import logging
 import sys
 
 from affectfuse import __version__
+from affectfuse.cli.common import add_sub, run_group
 
 # name -> module path; order is the order shown in --help.
 COMMANDS: dict[str, str] = {
     "predict": "affectfuse.cli.predict",
     "extract": "affectfuse.cli.extract",
-    "train": "affectfuse.cli.train",
-    "evaluate": "affectfuse.cli.evaluate",
-    "ensemble": "affectfuse.cli.ensemble",
-    "ablate": "affectfuse.cli.ablate",
-    "synth": "affectfuse.cli.synth",
+    "eri": "affectfuse.cli.eri",
     "expr": "affectfuse.cli.expr",
+    "classify": "affectfuse.cli.classify",
     "finetune": "affectfuse.cli.finetune",
+    "ensemble": "affectfuse.cli.ensemble",
+    "synth": "affectfuse.cli.synth",
 }
+# old top-level spelling -> (group, sub-command): hidden, deprecated
+ALIASES: dict[str, tuple[str, str]] = {"train": ("eri", "train"), "evaluate": ("eri", "evaluate"),
+                                       "ablate": ("eri", "ablate")}
 
 
 def _available() -> dict[str, object]:
@@ -52,10 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"affectfuse {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in _available().items():
+    modules = _available()
+    for name, module in modules.items():
         p = sub.add_parser(name, help=getattr(module, "HELP", ""), description=getattr(module, "HELP", ""))
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
+    for old, (group, name) in ALIASES.items():
+        if group in modules:
+            add_sub(sub, old, modules[group].COMMANDS[name], old=old, new=f"{group} {name}").set_defaults(
+                _run=run_group)
     return parser
 
 
@@ -76,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         # Documented user errors (bad file, bad manifest, missing weights) and I/O errors -> one clear line.
         if args.verbose:
             raise
-        print(f"affectfuse {args.command}: error: {error_line(exc)}", file=sys.stderr)
+        name = " ".join(filter(None, (args.command, getattr(args, f"{args.command}_command", None))))
+        print(f"affectfuse {name}: error: {error_line(exc)}", file=sys.stderr)
         return 1
 
 

@@ -71,17 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args):
-    """Dataclass defaults -> ``--config`` YAML -> given options."""
-    import yaml
-
-    from affectfuse.training.finetune_run import config_from_dict
+    """Dataclass defaults -> ``--config`` YAML -> given options, through the shared typed resolver."""
+    from affectfuse.training.finetune import FinetuneConfig
+    from affectfuse.training.resolver import resolve_dataclass
 
     values: dict = {}
-    if args.config:
-        loaded = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{args.config}: expected a mapping of fine-tuning settings")
-        values.update(loaded)
     for flag, (name, _, _) in OPTIONS.items():
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
@@ -90,7 +84,7 @@ def resolve_config(args):
         values["random_weights"] = True
     if args.no_amp:
         values["amp"] = False
-    cfg = config_from_dict(values)
+    cfg = resolve_dataclass(FinetuneConfig, files=args.config, options=values)
     if not cfg.data:
         raise ValueError("--data is required (here or in --config)")
     return cfg

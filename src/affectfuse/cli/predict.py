@@ -1,52 +1,26 @@
-"""``affectfuse predict``: ERI intensities per video -> the challenge CSV.
+"""``affectfuse predict VIDEO...``: the report (per-frame expressions, voice emotion, fused top emotion, ERI,
+HTML report per video; no argument: the bundled clip). The video mode itself lives in :mod:`.predict_video`.
 
-Today's input is feature sets (:func:`predict_from_features`); raw videos (positional ``VIDEO``
-arguments) go through extraction first, see the predict issue.
+The old feature-set mode (``predict --checkpoint CKPT --features NAME=DIR ...``) is ``affectfuse eri predict``;
+the old spelling still runs it after a deprecation line.
 """
 
 from __future__ import annotations
 
-HELP = ("videos -> expressions, voice emotion, top emotion, HTML report (no argument: the bundled clip); "
-        "with --features: ERI challenge CSV from feature sets")
+import argparse
+
+HELP = "videos -> expressions, voice emotion, fused top emotion, ERI, HTML report (no argument: the bundled clip)"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("videos", nargs="*", metavar="VIDEO",
-                   help="video files or folders (video mode; default: the bundled sample clip)")
-    p.add_argument("--checkpoint", help="trained ERI checkpoint (best.pt) or its run folder")
-    p.add_argument("--features", nargs="+", metavar="NAME=DIR", help="feature sets the checkpoint was trained on")
-    p.add_argument("--table", help="dataset table; with --split predicts that split, in table order")
-    p.add_argument("--split", default="test", help="split of --table to predict (default: test)")
-    p.add_argument("--out", help="feature-set mode: output CSV (File_ID,Adoration,...,Surprise); "
-                                 "video mode: output folder (default predict_out)")
     from affectfuse.cli import predict_video
 
-    predict_video.add_arguments(p)  # the video mode's options (cli/predict_video.py)
-
-
-def predict_from_features(checkpoint: str, features: list[str], out: str, table: str | None = None,
-                          split: str | None = "test") -> dict:
-    """Feature-set mode: checkpoint + feature sets (+ optional table split) -> ERI CSV at ``out``."""
-    from affectfuse.outputs.eri_csv import write_eri_predictions
-    from affectfuse.training.checkpoint import load_checkpoint, model_from_checkpoint
-    from affectfuse.training.eri import predict
-    from affectfuse.training.run import checkpoint_data, open_feature_sets, parse_feature_args
-
-    ckpt = load_checkpoint(checkpoint)
-    tab = None
-    if table is not None:
-        from affectfuse.data.layouts import load_table
-
-        tab = load_table(table)
-    data = checkpoint_data(ckpt, open_feature_sets(parse_feature_args(features)), tab, split if tab else None)
-    pred = predict(model_from_checkpoint(ckpt), data)
-    provenance = {"checkpoint": ckpt["path"], "model": ckpt["model"]["name"],
-                  "feature_sets": {k: v.get("name", k) for k, v in ckpt["feature_sets"].items()},
-                  "random_weights": any(bool(v.get("random_weights")) for v in ckpt["feature_sets"].values())}
-    if tab is not None:
-        provenance.update(table=str(table), split=split)
-    write_eri_predictions(out, data.file_ids, pred, label_names=tuple(ckpt["label_names"]), provenance=provenance)
-    return {"out": str(out), "videos": len(data), "label_names": list(ckpt["label_names"])}
+    predict_video.add_arguments(p)
+    # the old feature-set mode (now `eri predict`), hidden
+    p.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    p.add_argument("--features", nargs="+", metavar="NAME=DIR", help=argparse.SUPPRESS)
+    p.add_argument("--table", help=argparse.SUPPRESS)
+    p.add_argument("--split", default="test", help=argparse.SUPPRESS)
 
 
 def limit_kernel_cache() -> None:
@@ -61,14 +35,19 @@ def limit_kernel_cache() -> None:
 
 
 def run(args) -> int:
-    import json
+    if args.features:  # the old feature-set mode
+        from affectfuse.cli.common import deprecated
+        from affectfuse.cli.eri import run_predict
 
-    if not args.features:  # positional VIDEOs, or no argument at all: the video mode
-        from affectfuse.cli import predict_video
+        deprecated("predict --checkpoint CKPT --features ...", "eri predict --checkpoint CKPT --features ...")
+        if not (args.checkpoint and args.out):
+            raise ValueError("eri predict needs --checkpoint, --features and --out")
+        return run_predict(args)
+    from affectfuse.cli import predict_video
 
-        limit_kernel_cache()
-        return predict_video.run(args)
-    if not (args.checkpoint and args.features and args.out):
-        raise ValueError("feature-set prediction needs --checkpoint, --features and --out")
-    print(json.dumps(predict_from_features(args.checkpoint, args.features, args.out, args.table, args.split)))
-    return 0
+    if args.checkpoint:  # the old spelling of --eri-checkpoint in the video mode
+        from affectfuse.cli.common import deprecated
+
+        deprecated("predict VIDEO --checkpoint CKPT", "predict VIDEO --eri-checkpoint CKPT")
+    limit_kernel_cache()
+    return predict_video.run(args)

@@ -48,7 +48,9 @@ def add_arguments(parser) -> None:
          help="an ERI checkpoint: adds the 7 emotional reaction intensities in [0, 1]")
     _add(parser, "--voice-head", default="default",
          help="voice emotion head: 'default' (bundled EmoDB head), a checkpoint path, or 'none'")
-    _add(parser, "--fusion-weights", default="0.5,0.5", help="face,voice weights of the late fusion (default 0.5,0.5)")
+    _add(parser, "--fusion-weights", default=None,
+         help="face,voice exponents of the log-linear late fusion (default 0.66,0.34: fitted on the CREMA-D "
+              "vote tables, docs/predict.md)")
     _add(parser, "--detect-max-side", type=int, default=320,
          help="run face detection on frames downscaled to this longer side in pixels (default 320; crops "
               "always come from the full frames)")
@@ -134,7 +136,9 @@ def run(args) -> int:
     from affectfuse.inference.video import PredictOptions, VideoPredictor, sample_clip_path
     from affectfuse.utils import FailureLog, inside
 
-    torch.set_num_threads(max(1, min(int(os.environ.get("AFFECTFUSE_THREADS", 2)), os.cpu_count() or 1)))
+    # 1 intra-op thread by default: measured 2.6x less CPU than 2 under load, equal wall on idle cores
+    # (docs/benchmarks.md "End-to-end predict"); AFFECTFUSE_THREADS=N for more
+    torch.set_num_threads(max(1, min(int(os.environ.get("AFFECTFUSE_THREADS", 1)), os.cpu_count() or 1)))
     videos = collect_videos(list(args.videos)) if args.videos else [sample_clip_path()]
     if not videos:
         raise FileNotFoundError(f"no video files found in {', '.join(args.videos)}")
@@ -144,8 +148,8 @@ def run(args) -> int:
     failures.rows = _earlier_failures(out / "failures.csv", {str(v) for v in videos})  # kept, marked
     n_kept = len(failures)
     try:
-        weights = tuple(float(w) for w in str(args.fusion_weights).split(","))
-        assert len(weights) == 2 and min(weights) >= 0 and sum(weights) > 0
+        weights = None if args.fusion_weights is None else tuple(float(w) for w in str(args.fusion_weights).split(","))
+        assert weights is None or (len(weights) == 2 and min(weights) >= 0 and sum(weights) > 0)
     except (ValueError, AssertionError):
         raise ValueError(f"--fusion-weights must be two non-negative numbers 'face,voice', got {args.fusion_weights!r}")
     options = PredictOptions(
