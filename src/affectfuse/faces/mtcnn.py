@@ -20,6 +20,11 @@ so a frame's detections do not depend on its batch mates.
 
 from __future__ import annotations
 
+import functools
+import importlib.machinery
+import importlib.util
+import os
+import sys
 from dataclasses import dataclass
 
 import cv2
@@ -27,7 +32,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import batched_nms
 
 from affectfuse.faces.nets import ONet, PNet, RNet
 from affectfuse.weights import WeightsSpec, describe_loaded, load_state_dict, recording
@@ -113,8 +117,42 @@ def _nms_per_frame(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor
     keep = []
     for i in torch.unique(idxs).tolist():
         sel = torch.nonzero(idxs == i).flatten()
-        keep.append(sel[batched_nms(boxes[sel], scores[sel], torch.zeros_like(sel), thresh)])
+        keep.append(sel[_nms_one_class(boxes[sel], scores[sel], thresh)])
     return torch.cat(keep) if keep else idxs.new_zeros(0)
+
+
+@functools.lru_cache(maxsize=None)
+def _nms_kernel():
+    """torchvision's compiled ``nms`` kernel, loaded without importing the torchvision package when it can be.
+
+    ``import torchvision`` imports its model zoo and, through ``ops.roi_align``, ``torch._dynamo``: 1.4-4 CPU-s
+    of ``affectfuse predict``'s start-up (docs/benchmarks.md) for this one function. The kernel is registered
+    by the package's ``_C_stable`` library; if that cannot be found or loaded, the package is imported.
+    """
+    if "torchvision" not in sys.modules:
+        spec = importlib.util.find_spec("torchvision")
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                lib = os.path.join(folder, "_C_stable" + suffix)
+                if os.path.isfile(lib):
+                    try:
+                        torch.ops.load_library(lib)
+                        return torch.ops.torchvision.nms
+                    except (OSError, RuntimeError, AttributeError):
+                        break
+    from torchvision.ops import nms
+
+    return nms
+
+
+def _nms_one_class(boxes: torch.Tensor, scores: torch.Tensor, thresh: float) -> torch.Tensor:
+    """``torchvision.ops.batched_nms`` with one class -> kept indices (K,), best first; the same result,
+    tie order included (its large-input path re-sorts the kept indices by score)."""
+    keep = _nms_kernel()(boxes, scores, thresh)
+    if boxes.numel() > 4000:
+        keep = torch.sort(keep).values
+        keep = keep[scores[keep].sort(descending=True)[1]]
+    return keep
 
 
 def _min_nms(boxes: np.ndarray, scores: np.ndarray, thresh: float) -> np.ndarray:

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -54,6 +53,16 @@ class TrackStats:
         return self.side_sum
 
 
+def _assign(iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the largest-total-IoU matching of (L, F) ``iou``. One track and one face (the usual
+    case) needs no solver; scipy.optimize, 0.4-0.9 CPU-s to import, is loaded only for more."""
+    if iou.shape == (1, 1):
+        return np.zeros(1, np.intp), np.zeros(1, np.intp)
+    from scipy.optimize import linear_sum_assignment
+
+    return linear_sum_assignment(-iou)
+
+
 @dataclass
 class IoUTracker:
     """Online IoU tracker. Call :meth:`update` once per sampled frame, in time order."""
@@ -72,7 +81,7 @@ class IoUTracker:
         ids = np.full(len(boxes), -1, np.int64)
         if live and len(boxes):
             iou = box_iou(np.stack([s.last_box for s in live]), boxes)
-            rows, cols = linear_sum_assignment(-iou)
+            rows, cols = _assign(iou)
             for r, c in zip(rows, cols):
                 if iou[r, c] >= self.iou_threshold:
                     ids[c] = live[r].track_id

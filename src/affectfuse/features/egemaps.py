@@ -25,16 +25,29 @@ class EGeMAPS(Extractor):
     dim = 88
 
     def __init__(self, sample_rate: int = 16000, window_s: float = 1.0, hop_s: float = 0.5):
-        import opensmile
-
         self.input = AudioInput(sample_rate=int(sample_rate), window_s=float(window_s), hop_s=float(hop_s))
         self.rate = 1.0 / float(hop_s)
         self.min_window_samples = int(MIN_WINDOW_S * self.input.sample_rate)
-        self._smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                                      feature_level=opensmile.FeatureLevel.Functionals)
-        self.columns = list(self._smile.feature_names)
-        if len(self.columns) != self.dim:  # pragma: no cover - a different openSMILE release
-            raise RuntimeError(f"openSMILE eGeMAPSv02 gives {len(self.columns)} features, expected {self.dim}")
+        self._smile_obj = None
+
+    @property
+    def _smile(self):
+        """The openSMILE extractor, built at first use: importing opensmile (and pandas) and building it
+        costs ~0.7 CPU-s, which ``affectfuse predict`` need not pay on a video without voiced audio."""
+        if self._smile_obj is None:
+            import opensmile
+
+            smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                                    feature_level=opensmile.FeatureLevel.Functionals)
+            if len(smile.feature_names) != self.dim:  # pragma: no cover - a different openSMILE release
+                raise RuntimeError(f"openSMILE eGeMAPSv02 gives {len(smile.feature_names)} features, expected {self.dim}")
+            self._smile_obj = smile
+        return self._smile_obj
+
+    @property
+    def columns(self) -> list[str]:
+        """The 88 feature names, as openSMILE names them."""
+        return list(self._smile.feature_names)
 
     def extract_nan(self, batch) -> np.ndarray:
         """(N, 88) float32 with NaN rows where openSMILE could not analyse the window."""
