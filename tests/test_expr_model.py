@@ -8,6 +8,7 @@ from affectfuse.data.affwild2 import ExprVideo
 from affectfuse.models.expr import ExprModelConfig, ExprTransformer
 from affectfuse.training.expr import (ExprTrainConfig, evaluate_probabilities, load_checkpoint,
                                       predict_videos, save_checkpoint, train_expr)
+from affectfuse.training.temporal import apply_smoothing
 
 TINY = dict(d_model=32, n_heads=2, n_layers=1, ff_mult=2, dropout=0.1)
 
@@ -71,11 +72,15 @@ def test_planted_task_is_learned_and_checkpoint_round_trips(tmp_path):
     assert (tmp_path / "run" / "config.yaml").is_file() and (tmp_path / "run" / "metrics.csv").is_file()
     model, ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
     assert ckpt["info"]["class_names"][7] == "Other" and ckpt["info"]["feature_sets"][0]["name"] == "planted"
-    assert ckpt["model_config"]["face_dim"] == 12 and ckpt["train_config"]["gamma"] == 2.0
+    assert ckpt["model"]["args"]["face_dim"] == 12 and ckpt["train_config"]["gamma"] == 2.0
+    assert ckpt["kind"] == "expr" and ckpt["label_names"][7] == "Other" and ckpt["task"]["level"] == "frame"
     p1 = predict_videos(run.model, val, 32, 16)
     p2 = predict_videos(model, val, 32, 16)
     assert all(np.allclose(p1[v], p2[v], atol=1e-5) for v in p1)
-    assert evaluate_probabilities(val, p2)["macro_f1"] == pytest.approx(run.best["macro_f1"], abs=1e-9)
+    # the best epoch's score is after the smoothing chosen on validation, stored in the checkpoint
+    assert ckpt["info"]["smoothing"] == run.smoothing
+    smoothed = apply_smoothing(p2, run.smoothing)
+    assert evaluate_probabilities(val, smoothed)["macro_f1"] == pytest.approx(run.best["macro_f1"], abs=1e-9)
     save_checkpoint(tmp_path / "copy.pt", model, cfg, {"class_names": ["a"]})
     assert load_checkpoint(tmp_path / "copy.pt")[1]["info"]["class_names"] == ["a"]
 
@@ -86,7 +91,7 @@ def test_bad_checkpoint(tmp_path):
     torch.save({"format": "other"}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="not an affectfuse EXPR checkpoint"):
         load_checkpoint(tmp_path / "x.pt")
-    with pytest.raises(ValueError, match="unknown EXPR training option"):
+    with pytest.raises(ValueError, match="EXPR training options: unknown key 'bogus'"):
         ExprTrainConfig.from_dict({"lr": 1.0, "bogus": 2})
 
 
@@ -100,7 +105,7 @@ def test_resumed_run_equals_uninterrupted_and_redoes_nothing(tmp_path, monkeypat
                           ema_decay=0.5, model=TINY)
     whole = train_expr(train, val, cfg, run_dir=tmp_path / "whole")
 
-    real, calls = expr_training.evaluate_probabilities, []
+    real, calls = expr_training.smoothed_scores, []  # the validation scorer, called once per epoch
 
     def crash_in_epoch_3(*args, **kwargs):
         calls.append(1)
@@ -108,10 +113,10 @@ def test_resumed_run_equals_uninterrupted_and_redoes_nothing(tmp_path, monkeypat
             raise KeyboardInterrupt("killed during epoch 3")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(expr_training, "evaluate_probabilities", crash_in_epoch_3)
+    monkeypatch.setattr(expr_training, "smoothed_scores", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         train_expr(train, val, cfg, run_dir=tmp_path / "cut")
-    monkeypatch.setattr(expr_training, "evaluate_probabilities", real)
+    monkeypatch.setattr(expr_training, "smoothed_scores", real)
     with pytest.raises(ValueError, match="--resume"):
         train_expr(train, val, cfg, run_dir=tmp_path / "cut")
     with pytest.raises(ValueError, match="config differs"):
@@ -123,6 +128,6 @@ def test_resumed_run_equals_uninterrupted_and_redoes_nothing(tmp_path, monkeypat
     for k, v in whole.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     # a finished run resumes to the same result without training again
-    monkeypatch.setattr(expr_training, "evaluate_probabilities", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(expr_training, "smoothed_scores", lambda *a, **k: pytest.fail("trained again"))
     again = train_expr(train, val, cfg, run_dir=tmp_path / "cut", resume=True)
     assert again.best_epoch == whole.best_epoch and len(again.history) == 4

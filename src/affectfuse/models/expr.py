@@ -12,6 +12,18 @@ Here (letters: B windows, L frames per window, D input dim, d model width, C cla
     -> Linear -> logits (B, L, C)
 
 Padding frames (beyond the end of a short video) are excluded from attention with ``pad`` (B, L).
+
+Options for few training videos (all off by default, i.e. the paper's model; ``expr train``'s defaults turn
+them on, see :class:`affectfuse.training.expr.ExprTrainConfig`):
+
+- ``standardize``: ``(x - input_mean) / input_std`` per feature column first (buffers set from the training
+  frames and saved with the weights), so eGeMAPS-like scales and constant columns do no harm;
+- ``probe_skip``: a per-frame linear path, standardised frame -> Linear -> logits (B, L, C), added to the
+  transformer's logits; training starts it at the per-frame logistic probe and the transformer's head at
+  zero, so the untrained model is the probe and training adds what context brings;
+- ``frame_dropout``: while training, this share of frames is shown as faceless (the learned no-face token),
+  so the encoder learns to read a frame from its neighbours; ``input_noise``: Gaussian noise of this std
+  (in standardised units) on the inputs while training.
 """
 
 from __future__ import annotations
@@ -38,6 +50,10 @@ class ExprModelConfig:
     dropout: float = 0.1
     input_dropout: float = 0.1
     n_classes: int = 8
+    standardize: bool = False
+    probe_skip: bool = False
+    frame_dropout: float = 0.0
+    input_noise: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExprModelConfig":
@@ -67,6 +83,14 @@ class ExprTransformer(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, config.n_classes)
+        dim = config.face_dim + config.audio_dim
+        if config.standardize:
+            self.register_buffer("input_mean", torch.zeros(dim))
+            self.register_buffer("input_std", torch.ones(dim))
+        self.skip = nn.Linear(dim, config.n_classes) if config.probe_skip else None
+        if self.skip is not None:  # untrained: the skip path alone (set from the probe by the trainer)
+            for p in (*self.head.parameters(), *self.skip.parameters()):
+                nn.init.zeros_(p)
         self.register_buffer("positions", sinusoidal_positions(1024, d), persistent=False)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None,
@@ -80,6 +104,13 @@ class ExprTransformer(nn.Module):
         if x.shape[-1] != cfg.face_dim + cfg.audio_dim:
             raise ValueError(f"features have {x.shape[-1]} columns, the model expects "
                              f"{cfg.face_dim} face + {cfg.audio_dim} audio = {cfg.face_dim + cfg.audio_dim}")
+        if cfg.standardize:
+            x = (x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype)
+        if self.training and cfg.input_noise > 0:
+            x = x + cfg.input_noise * torch.randn_like(x)
+        if self.training and cfg.frame_dropout > 0:
+            keep = torch.rand(x.shape[:2], device=x.device) >= cfg.frame_dropout
+            valid = keep if valid is None else valid & keep
         h = self.face_proj(x[..., :cfg.face_dim])  # (B, L, d)
         if valid is not None:
             h = torch.where(valid[..., None], h, self.no_face.to(h.dtype))
@@ -90,7 +121,26 @@ class ExprTransformer(nn.Module):
             self.positions = sinusoidal_positions(length, h.shape[-1]).to(h.device)
         h = self.dropout(h + self.positions[:length].to(h.dtype))
         h = self.encoder(h, src_key_padding_mask=pad)
-        return self.head(self.norm(h))
+        logits = self.head(self.norm(h))
+        if self.skip is not None:  # faceless frames (valid False) get the skip path's bias only
+            z = x if valid is None else x * valid[..., None].to(x.dtype)
+            logits = logits + self.skip(z)
+        return logits
+
+    def set_standardization(self, mean, std) -> None:
+        """Set the input statistics (D,), (D,) of a ``standardize`` model (std of constant columns: 1)."""
+        if not self.config.standardize:
+            raise ValueError("this EXPR model was built without standardize=True")
+        self.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.input_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def set_skip(self, weight, bias) -> None:
+        """Set the per-frame linear path: ``weight`` (C, D) on standardised inputs, ``bias`` (C,)."""
+        if self.skip is None:
+            raise ValueError("this EXPR model was built without probe_skip=True")
+        with torch.no_grad():
+            self.skip.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+            self.skip.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -135,6 +135,18 @@ def average_probabilities(files, weights=None) -> dict[str, tuple[np.ndarray, np
             for vid, (fr, _, face) in base.items()}
 
 
+def submission_labels(runs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], smooth: str | None = None
+                      ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """id -> (frames (N,), class index (N,)): the argmax per frame of (averaged) probabilities, after the
+    temporal smoothing ``smooth`` (``none``/None, ``mean:N``, ``mode:N``; one implementation for evaluate,
+    predict and submit: :func:`affectfuse.training.temporal.apply_smoothing`). ``expr predict`` writes
+    probabilities already smoothed with the checkpoint's stored smoothing, so None adds nothing."""
+    from affectfuse.training.temporal import apply_smoothing, resolve_smoothing
+
+    spec = resolve_smoothing(smooth, None)
+    return {vid: (fr, apply_smoothing(p, spec).argmax(1)) for vid, (fr, p, _) in runs.items()}
+
+
 def ensemble_probability_files(files, output, weights=None) -> Path:
     """Average several probability CSVs (see :func:`average_probabilities`) into ``output``."""
     avg = average_probabilities(files, weights)

@@ -6,14 +6,15 @@ per-class alpha from label frequencies, AdamW, gradient clipping, optional EMA o
 on the validation macro F1 (8 classes, -1 frames excluded). Prediction averages the per-frame
 probabilities of overlapping windows.
 
-Checkpoints describe themselves (format ``affectfuse-expr/1``): model and training config, class names,
-the feature sets they were trained on (name, dim, extractor), fill policy and frame rate, metrics and
-versions; they load with ``torch.load(weights_only=True)``.
+The loop is the shared :mod:`affectfuse.training.engine` (:class:`ExprTask` is EXPR's entry). Checkpoints
+describe themselves (the schema of :mod:`affectfuse.training.checkpoint`, kind ``expr``; older files were
+``affectfuse-expr/1`` and still load): model and training config, class names, the feature sets they were
+trained on (name, dim, extractor), fill policy and frame rate, metrics and versions; they load with
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import sys
 import time
@@ -28,39 +29,60 @@ from affectfuse.data.windows import overlap_average, smooth_probabilities, windo
 from affectfuse.labels import EXPR_CLASSES
 from affectfuse.metrics.classification import classification_scores
 from affectfuse.models.expr import ExprModelConfig, ExprTransformer
-from affectfuse.training.checkpoint import read_checkpoint
-from affectfuse.training.checkpoint import save_checkpoint as write_checkpoint  # expr's own save_checkpoint wraps it
-from affectfuse.training.losses import FocalLoss, class_weights
-from affectfuse.training.step import optimizer_step
-from affectfuse.utils import atomic_path, dataclass_from_dict, seed_everything, write_text_atomic
+from affectfuse.data.tasks import TaskSpec, task_from_labels
+from affectfuse.training.checkpoint import (SCHEMA, VERSION, checkpoint_payload, plain, read_checkpoint,
+                                            write_checkpoint, write_history)
+from affectfuse.training.checkpoint_legacy import expr_feature_sets
+from affectfuse.training.engine import Engine, EngineConfig, Validation
+from affectfuse.training.frame_probe import compare_with_probe, frame_probe, probe_summary, start_at_probe
+from affectfuse.training.losses import WEIGHT_SCHEMES, FocalLoss, class_weights
+from affectfuse.training.resolver import check_choice, dump_yaml
+from affectfuse.training.resolver import from_dict as resolve_from_dict
+from affectfuse.training.temporal import smoothed_scores
+from affectfuse.utils import seed_everything, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
-CHECKPOINT_FORMAT = "affectfuse-expr/1"
+KIND = "expr"  # the checkpoint kind (training.checkpoint); files before the schema were "affectfuse-expr/1"
+CHECKPOINT_FORMAT = KIND
+
+
+FEW_VIDEO_MODEL = {"d_model": 64, "n_layers": 1, "dropout": 0.3, "input_dropout": 0.2, "standardize": True,
+                   "probe_skip": True, "frame_dropout": 0.1, "input_noise": 0.5}
 
 
 @dataclass
 class ExprTrainConfig:
     """Typed training configuration (dataclass defaults -> YAML -> ``--set key=value``)."""
 
-    window: int = 64  # frames per training / prediction window
-    stride: int = 32  # frames between training window starts
-    predict_stride: int = 16  # frames between prediction window starts (overlaps averaged)
+    window: int = 32  # frames per training / prediction window
+    stride: int = 16  # frames between training window starts
+    predict_stride: int = 8  # frames between prediction window starts (overlaps averaged)
     batch_size: int = 32
     epochs: int = 30
-    lr: float = 3e-4
-    weight_decay: float = 1e-2
+    lr: float = 1e-3
+    weight_decay: float = 5e-2
     gamma: float = 2.0  # focal loss focusing parameter, [0, 5]
     class_weights: str = "inverse_sqrt"  # focal alpha: none | inverse | inverse_sqrt | effective
     ema_decay: float = 0.0  # 0 = no EMA; e.g. 0.99
-    patience: int = 8  # epochs without validation improvement before stopping
+    patience: int = 6  # epochs without validation improvement before stopping
     clip_norm: float = 1.0  # gradient clipping max-norm (0 = off)
     seed: int = 0
     device: str = "cpu"
-    model: dict = field(default_factory=dict)  # ExprModelConfig overrides (d_model, n_layers, ...)
+    # ExprModelConfig overrides; the defaults hold up with few training videos (docs/expr.md: the table of
+    # what was tried): a small encoder started at the per-frame probe, standardised inputs, frame dropout
+    model: dict = field(default_factory=lambda: dict(FEW_VIDEO_MODEL), metadata={"schema": ExprModelConfig})
+    probe: bool = True  # fit the per-frame logistic probe (reported; starts a probe_skip model)
+    smoothing: str = "auto"  # validation smoothing: auto (chosen from a grid) | none | mean:N | mode:N
+
+    def validate(self) -> None:
+        """Choices of the string fields (a ConfigError names the field)."""
+        check_choice(self.class_weights, WEIGHT_SCHEMES, "class_weights", "EXPR training options")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ExprTrainConfig":
-        return dataclass_from_dict(cls, d, "EXPR training option(s)")
+    def from_dict(cls, d: dict, source: str = "EXPR training options") -> "ExprTrainConfig":
+        """Through the shared resolver: model keys given (``model.d_model=128``) replace those of the defaults
+        (the others stay); unknown keys and wrong types are errors naming them."""
+        return resolve_from_dict(cls, d, source)
 
 
 class _FrameBank:
@@ -128,34 +150,23 @@ def evaluate_probabilities(videos: list[ExprVideo], probs: dict[str, np.ndarray]
     return classification_scores(y_true, y_pred, len(class_names), class_names)
 
 
-def _plain(obj):
-    """numpy scalars/arrays -> python types, so checkpoints load with weights_only=True."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
-
-
 def save_checkpoint(path, model: ExprTransformer, train_config: ExprTrainConfig, info: dict) -> Path:
-    """Write a self-describing checkpoint atomically. ``info``: class_names, feature_sets, fill, fps, ..."""
-    from affectfuse import __version__
-
-    payload = {"format": CHECKPOINT_FORMAT, "model_config": model.config.to_dict(),
-               "train_config": _plain(asdict(train_config)), "info": _plain(info),
-               "versions": {"affectfuse": __version__, "torch": str(torch.__version__)},
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    """Write a checkpoint of the schema (kind ``expr``, see training.checkpoint) atomically. ``info``:
+    class_names, feature_sets, fill, fps, audio set, epoch, val, smoothing ..."""
+    names = list(info.get("class_names") or EXPR_CLASSES)
+    task = task_from_labels("expr", "frame", "classification", names)
+    payload = checkpoint_payload(
+        KIND, model_name="expr_transformer", model_args=model.config.to_dict(), state_dict=model.state_dict(),
+        task=task.to_dict(), train_config=asdict(train_config), feature_sets=expr_feature_sets(info),
+        info=info, epoch=info.get("epoch"), metrics=info.get("val"))
     return write_checkpoint(payload, path)
 
 
 def load_checkpoint(path, device: str = "cpu") -> tuple[ExprTransformer, dict]:
-    """Rebuild the model from a checkpoint file alone; returns (model in eval mode, checkpoint dict)."""
-    ckpt = read_checkpoint(path, CHECKPOINT_FORMAT, "EXPR checkpoint", map_location=device)
-    model = ExprTransformer(ExprModelConfig.from_dict(ckpt["model_config"]))
+    """Rebuild the model from a checkpoint file alone (old ``affectfuse-expr/1`` files too); returns
+    (model in eval mode, checkpoint dict)."""
+    ckpt = read_checkpoint(path, KIND, "EXPR checkpoint", map_location=device, role="best")
+    model = ExprTransformer(ExprModelConfig.from_dict(ckpt["model"]["args"]))
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), ckpt
 
@@ -166,6 +177,8 @@ class ExprRun:
     history: list[dict]
     best: dict  # validation scores of the best epoch
     best_epoch: int
+    smoothing: dict | None = None  # {"method", "window"} chosen on validation (stored in best.pt's info)
+    versus_probe: dict | None = None  # validation macro F1 of the model and of its per-frame probe
 
 
 def train_expr(train: list[ExprVideo], val: list[ExprVideo], config: ExprTrainConfig,
@@ -188,7 +201,11 @@ def train_expr(train: list[ExprVideo], val: list[ExprVideo], config: ExprTrainCo
     audio_dim = int((info or {}).get("audio_dim", 0))
     model_cfg = ExprModelConfig.from_dict({**config.model, "face_dim": dims.pop() - audio_dim,
                                            "audio_dim": audio_dim, "n_classes": n_classes})
-    model = ExprTransformer(model_cfg).to(config.device)
+    model = ExprTransformer(model_cfg)
+    probe = frame_probe(train, val, n_classes, config.seed) if config.probe or model_cfg.probe_skip else None
+    if probe is not None:
+        start_at_probe(model, probe)
+    model = model.to(config.device)
     bank = _FrameBank(train)
     alpha = class_weights(bank.y.numpy(), n_classes, config.class_weights)
     criterion = FocalLoss(config.gamma, torch.from_numpy(alpha)).to(config.device)
@@ -198,96 +215,85 @@ def train_expr(train: list[ExprVideo], val: list[ExprVideo], config: ExprTrainCo
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
-    info = {**(info or {}), "class_names": list(class_names), "class_weights": alpha.tolist()}
-    rows = bank.windows(config.window, config.stride)
-    generator = torch.Generator().manual_seed(config.seed)
-    state = {"epoch": 0, "history": [], "best": None, "best_epoch": -1, "best_state": None, "finished": False}
+    info = {**(info or {}), "class_names": list(class_names), "class_weights": alpha.tolist(),
+            "probe": probe_summary(probe)}
+    spec = task_from_labels("expr", "frame", "classification", class_names)
     run_dir = Path(run_dir) if run_dir is not None else None
+    engine = Engine(model, optimizer, EngineConfig(
+        max_epochs=config.epochs, patience=config.patience, mode=spec.mode, clip_norm=config.clip_norm,
+        best_in_last=True, log_epochs=progress,
+        meta={"format": SCHEMA, "version": VERSION, "kind": KIND, "train_config": plain(asdict(config))}),
+        ema=ema, generator=torch.Generator().manual_seed(config.seed), run_dir=run_dir)
     if run_dir is not None:
-        import yaml
-
-        config_text = yaml.safe_dump(_plain(asdict(config)), sort_keys=False)
-        last = run_dir / "last.pt"
-        if last.is_file() and not resume:
-            raise ValueError(f"{run_dir}: an EXPR run exists here already; pass --resume to go on or choose "
-                             "another --out")
-        if resume and last.is_file():
-            old = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else None
-            if old != config_text:
-                raise ValueError(f"{run_dir / 'config.yaml'}: the training config differs from this one; "
-                                 "resume with the same config or choose another --out")
-            _load_last(last, model, optimizer, ema, generator, state)
-            log.info("%s: resuming after epoch %d (best macro F1 %.4f at epoch %d)", run_dir, state["epoch"],
-                     state["best"]["macro_f1"] if state["best"] else float("nan"), state["best_epoch"])
-        write_text_atomic(run_dir / "config.yaml", config_text)
-    history, best, best_epoch, best_state = (state[k] for k in ("history", "best", "best_epoch", "best_state"))
-    first = state["epoch"] + 1 if not state["finished"] else config.epochs + 1
-    for epoch in range(first, config.epochs + 1):
-        model.train()
-        start, losses = time.perf_counter(), []
-        for b in torch.randperm(len(rows), generator=generator).split(config.batch_size):
-            x, valid, y, pad = bank.gather(rows[b.numpy()], config.window)
-            logits = model(x.to(config.device), valid.to(config.device), pad.to(config.device))
-            loss = criterion(logits, y.to(config.device))
-            optimizer_step(model, loss, optimizer, config.clip_norm, ema)
-            losses.append(loss.item())
-        scored = ema.module if ema is not None else model
-        probs = predict_videos(scored, val, config.window, config.predict_stride, device=config.device)
-        scores = evaluate_probabilities(val, probs, class_names)
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_macro_f1": scores["macro_f1"],
-               "val_uar": scores["uar"], "val_accuracy": scores["accuracy"],
-               "seconds": time.perf_counter() - start}
-        history.append(row)
-        if progress:
-            log.info("epoch %d loss %.4f val macro F1 %.4f", epoch, row["train_loss"], row["val_macro_f1"])
-        if best is None or scores["macro_f1"] > best["macro_f1"]:
-            best, best_epoch = scores, epoch
-            best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
-            if run_dir is not None:
-                summary = {k: scores[k] for k in ("macro_f1", "uar", "accuracy")}
-                save_checkpoint(run_dir / "best.pt", scored, config, {**info, "epoch": epoch, "val": summary})
-        stop = epoch - best_epoch >= config.patience or epoch == config.epochs
-        if run_dir is not None:
-            _write_history(run_dir / "metrics.csv", history)
-            _save_last(run_dir / "last.pt", epoch, stop, model, optimizer, ema, generator, history, best,
-                       best_epoch, best_state)
-        if stop:
-            break
+        _check_run_folder(run_dir, config, resume)
+        if resume:
+            engine.resume(KIND)
+        write_text_atomic(run_dir / "config.yaml", dump_yaml(config))
+    task = ExprTask(bank, bank.windows(config.window, config.stride), val, config, criterion, spec, info)
+    state = engine.run(task)
+    best, best_state = engine.best_extra, engine.best_model_state()
     if best_state is None:
         raise ValueError(f"{run_dir}: the run holds no trained epoch (config epochs={config.epochs})")
     final = ExprTransformer(model_cfg)
     final.load_state_dict(best_state)
-    return ExprRun(final.to(config.device).eval(), history, best, best_epoch)
+    versus = compare_with_probe(best, probe)
+    if run_dir is not None:
+        write_json_atomic(run_dir / "result.json", {"best_epoch": state["best_epoch"], "val": plain(best),
+                                                    "versus_probe": versus, "probe": probe_summary(probe)})
+    return ExprRun(final.to(config.device).eval(), state["history"], best, state["best_epoch"],
+                   best.get("smoothing"), versus)
 
 
-def _save_last(path: Path, epoch: int, finished: bool, model, optimizer, ema, generator, history, best,
-               best_epoch: int, best_state) -> None:
-    """Everything needed to go on after ``epoch`` (``weights_only``-loadable)."""
-    payload = {"format": CHECKPOINT_FORMAT + "-last", "epoch": epoch, "finished": finished,
-               "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-               "ema": ema.state_dict() if ema is not None else None,
-               "rng_torch": torch.get_rng_state(), "rng_generator": generator.get_state(),
-               "history": _plain(history), "best": _plain(best), "best_epoch": best_epoch, "best_state": best_state}
-    write_checkpoint(payload, path)
+class ExprTask:
+    """The engine's entry for per-frame classification: shuffled windows, focal loss, the task spec's
+    metric (macro F1, after the smoothing chosen on validation) and ``best.pt``."""
+
+    def __init__(self, bank: _FrameBank, rows: np.ndarray, val: list[ExprVideo], config: ExprTrainConfig,
+                 criterion, spec: TaskSpec, info: dict):
+        self.bank, self.rows, self.val, self.config, self.criterion = bank, rows, val, config, criterion
+        self.spec, self.info, self.scores = spec, info, None
+
+    def train_epoch(self, engine: Engine, epoch: int) -> dict:
+        cfg, losses = self.config, []
+        for b in torch.randperm(len(self.rows), generator=engine.generator).split(cfg.batch_size):
+            x, valid, y, pad = self.bank.gather(self.rows[b.numpy()], cfg.window)
+            logits = engine.model(x.to(cfg.device), valid.to(cfg.device), pad.to(cfg.device))
+            loss = self.criterion(logits, y.to(cfg.device))
+            engine.backward_step(loss)
+            losses.append(loss.item())
+        return {"train_loss": float(np.mean(losses))}
+
+    def validate(self, model: ExprTransformer) -> Validation:
+        cfg = self.config
+        probs = predict_videos(model, self.val, cfg.window, cfg.predict_stride, device=cfg.device)
+        scores = smoothed_scores([v.labels for v in self.val], [probs[v.id] for v in self.val],
+                                 list(self.spec.label_names), cfg.smoothing)
+        self.scores = scores
+        row = {"val_macro_f1": scores["macro_f1"], "val_uar": scores["uar"], "val_accuracy": scores["accuracy"],
+               "val_unsmoothed_macro_f1": scores["unsmoothed_macro_f1"]}
+        return Validation(scores[self.spec.metric], row, scores)
+
+    def best_payload(self, model: ExprTransformer, epoch: int, row: dict) -> dict:
+        summary = {k: self.scores[k] for k in ("macro_f1", "uar", "accuracy")}
+        info = {**self.info, "epoch": epoch, "val": summary, "smoothing": self.scores["smoothing"]}
+        names = list(self.spec.label_names)
+        return checkpoint_payload(
+            KIND, model_name="expr_transformer", model_args=model.config.to_dict(), state_dict=model.state_dict(),
+            task=self.spec.to_dict(), train_config=asdict(self.config), feature_sets=expr_feature_sets(info),
+            info={**info, "class_names": names}, epoch=epoch, metrics=summary)
 
 
-def _load_last(path: Path, model, optimizer, ema, generator, state: dict) -> None:
-    saved = read_checkpoint(path, CHECKPOINT_FORMAT + "-last", "EXPR resume checkpoint")
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    if ema is not None and saved["ema"] is not None:
-        ema.load_state_dict(saved["ema"])
-    torch.set_rng_state(saved["rng_torch"])
-    generator.set_state(saved["rng_generator"])
-    state.update(epoch=saved["epoch"], finished=saved["finished"], history=list(saved["history"]),
-                 best=saved["best"], best_epoch=saved["best_epoch"], best_state=saved["best_state"])
-
-
-def _write_history(path: Path, history: list[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
+def _check_run_folder(run_dir: Path, config: ExprTrainConfig, resume: bool) -> None:
+    """An existing run is an error without ``resume``; with it, the saved config must be this one."""
+    if not (run_dir / "last.pt").is_file():
+        return
+    if not resume:
+        raise ValueError(f"{run_dir}: an EXPR run exists here already; pass --resume to go on or choose "
+                         "another --out")
+    old = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else None
+    if old != dump_yaml(config):
+        raise ValueError(f"{run_dir / 'config.yaml'}: the training config differs from this one; "
+                         "resume with the same config or choose another --out")
 
 
 # -- the generic path: labelled items (images, clips) -----------------------------------------------

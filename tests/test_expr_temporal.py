@@ -1,0 +1,116 @@
+"""Per-frame EXPR on planted Aff-Wild2-layout data: the generator, smoothing chosen on validation and stored,
+evaluate applying the stored window, and the default model against its built-in per-frame probe."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from affectfuse.cli import main
+from affectfuse.data.affwild2 import load_expr_videos, read_expr_folder
+from affectfuse.data.store import FeatureSet
+from affectfuse.data.synthetic_affwild2 import make_affwild2_dataset, make_affwild2_people, to_expr_videos
+from affectfuse.training.expr import (ExprTrainConfig, evaluate_probabilities, load_checkpoint, predict_videos,
+                                      train_expr)
+from affectfuse.training.temporal import apply_smoothing, choose_smoothing, resolve_smoothing
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _runs(labels: np.ndarray) -> np.ndarray:
+    """Lengths of the runs of equal labels."""
+    cuts = np.flatnonzero(np.diff(labels)) + 1
+    return np.diff(np.r_[0, cuts, len(labels)])
+
+
+def test_planted_affwild2_people_are_sticky_weak_and_deterministic():
+    a, b = make_affwild2_people(12, seed=3), make_affwild2_people(12, seed=3)
+    assert [p["id"] for p in a] == [p["id"] for p in b]
+    assert all(np.array_equal(p["features"]["face_a"], q["features"]["face_a"]) for p, q in zip(a, b))
+    assert not np.array_equal(make_affwild2_people(12, seed=4)[0]["hidden"], a[0]["hidden"])
+    hidden = np.concatenate([p["hidden"] for p in a])
+    assert np.median(np.concatenate([_runs(p["hidden"]) for p in a])) >= 20   # sticky: runs of ~1.5 s
+    assert set(np.unique(hidden)) == set(range(8))
+    labels = np.concatenate([p["labels"] for p in a])
+    assert 0.02 < (labels == -1).mean() < 0.5                                   # runs of -1 ...
+    assert np.array_equal(labels[labels >= 0], hidden[labels >= 0])            # ... over the hidden class
+    assert any(p["id"].endswith("_left") for p in a) and any(p["id"].endswith("_right") for p in a)
+    assert 0.9 < np.concatenate([p["face"] for p in a]).mean() < 1.0
+
+
+def test_written_layout_reads_back_as_the_in_memory_videos(tmp_path):
+    paths = make_affwild2_dataset(tmp_path / "set", n_train=3, n_val=2, seed=1, frames=(60, 90))
+    sets = [FeatureSet.open(p) for p in paths["features"]]
+    train = load_expr_videos(read_expr_folder(paths["train"]), sets)
+    val = load_expr_videos(read_expr_folder(paths["val"]), sets)
+    want = {v.id: v for v in to_expr_videos(make_affwild2_people(5, seed=1, frames=(60, 90)))}
+    assert {v.id for v in train + val} == set(want) and not {v.id for v in train} & {v.id for v in val}
+    for v in train + val:
+        assert np.array_equal(v.labels, want[v.id].labels)
+        assert np.allclose(v.features, want[v.id].features) and np.array_equal(v.face, want[v.id].face)
+
+
+def test_choose_smoothing_finds_the_window_that_helps_and_none_when_nothing_does():
+    rng = np.random.default_rng(0)
+    labels = [np.repeat(rng.integers(0, 8, 20), 40) for _ in range(4)]            # runs of 40 frames
+    noisy = [np.eye(8)[y] * 0.6 + rng.random((len(y), 8)) for y in labels]        # one frame: often wrong
+    noisy = [p / p.sum(1, keepdims=True) for p in noisy]
+    chosen = choose_smoothing(labels, noisy)
+    assert chosen["method"] != "none" and chosen["window"] >= 9
+    assert chosen["macro_f1"] > chosen["unsmoothed_macro_f1"] + 0.1
+    assert chosen["macro_f1"] == chosen["scores"][f"{chosen['method']}:{chosen['window']}"]
+    flicker = [np.arange(400) % 8 for _ in range(2)]                               # changes every frame
+    exact = [np.eye(8)[y] for y in flicker]
+    assert choose_smoothing(flicker, exact)["method"] == "none"
+    assert resolve_smoothing(None, {"method": "mean", "window": 9}) == {"method": "mean", "window": 9}
+    assert resolve_smoothing("mode:5", {"method": "mean", "window": 9}) == {"method": "mode", "window": 5}
+    assert resolve_smoothing(None, None) == {"method": "none", "window": 1}
+    with pytest.raises(ValueError, match="unknown smoothing"):
+        resolve_smoothing("median:3", None)
+
+
+def _last_json(capsys):
+    return json.loads([ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")][-1])
+
+
+def test_default_model_not_worse_than_its_probe_and_evaluate_applies_the_stored_window(tmp_path, capsys):
+    """Default ``expr train`` (no --set but fewer epochs) on a small planted set: validation macro F1 with the
+    smoothing chosen on validation >= the per-frame probe with its best window; the checkpoint stores the
+    smoothing and ``expr evaluate`` applies it unless --smooth says otherwise."""
+    paths = make_affwild2_dataset(tmp_path / "set", n_train=8, n_val=4, seed=0, frames=(200, 300))
+    run = tmp_path / "run"
+    assert main(["expr", "train", "--features", *map(str, paths["features"]), "--annotations", str(paths["train"]),
+                 "--val-annotations", str(paths["val"]), "--set", "epochs=4", "--out", str(run)]) == 0
+    result = json.loads((run / "result.json").read_text())
+    versus = result["versus_probe"]
+    assert versus["model"] >= versus["probe"] > 0.2, versus
+    model, ckpt = load_checkpoint(run / "best.pt")
+    stored = ckpt["info"]["smoothing"]
+    assert stored == result["val"]["smoothing"] and ckpt["info"]["probe"]["macro_f1"] == pytest.approx(versus["probe"], abs=1e-4)
+    sets = [FeatureSet.open(p) for p in paths["features"]]
+    val = load_expr_videos(read_expr_folder(paths["val"]), sets)
+    cfg = ckpt["train_config"]
+    raw = predict_videos(model, val, cfg["window"], cfg["predict_stride"])
+    want = evaluate_probabilities(val, apply_smoothing(raw, stored))["macro_f1"]
+    capsys.readouterr()
+    assert main(["expr", "evaluate", "--checkpoint", str(run / "best.pt"), "--annotations", str(paths["val"])]) == 0
+    assert _last_json(capsys)["macro_f1"] == pytest.approx(round(want, 4), abs=1e-4)
+    assert want == pytest.approx(versus["model"], abs=1e-4)
+    other = {"method": "mode", "window": 45} if stored["method"] == "none" else {"method": "none", "window": 1}
+    flag = "none" if other["method"] == "none" else "mode:45"
+    other_f1 = evaluate_probabilities(val, apply_smoothing(raw, other))["macro_f1"]
+    assert abs(other_f1 - want) > 1e-3  # the stored window matters on this set, so the check can fail
+    assert main(["expr", "evaluate", "--checkpoint", str(run / "best.pt"), "--annotations", str(paths["val"]),
+                 "--smooth", flag]) == 0
+    assert _last_json(capsys)["macro_f1"] == pytest.approx(round(other_f1, 4), abs=1e-4)
+
+
+def test_smoothing_is_chosen_in_memory_too():
+    videos = to_expr_videos(make_affwild2_people(6, seed=2, frames=(120, 160)))
+    cfg = ExprTrainConfig.from_dict({"epochs": 1, "probe": False, "model": {"probe_skip": False}})
+    run = train_expr(videos[:-2], videos[-2:], cfg)
+    assert run.smoothing is not None and run.versus_probe == {"model": run.best["macro_f1"], "probe": None}
