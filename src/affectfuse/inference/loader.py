@@ -104,10 +104,13 @@ class _Predictor:
 
 class _VideoMixin:
     def predict_video(self, video: str | Path, **options):
-        """A raw video through ``affectfuse.predict`` with this checkpoint -> VideoPrediction."""
-        from affectfuse.api import predict
+        """A raw video analysed with this checkpoint -> VideoPrediction; ``options``: the other
+        :class:`~affectfuse.inference.video.PredictOptions` fields (models load on every call: for many
+        videos use ``affectfuse.predict(video, eri_checkpoint=...)``, which keeps them)."""
+        from affectfuse.inference.video import PredictOptions, VideoPredictor
 
-        return predict(video, **{self._video_option: str(self.path)}, **options)
+        opts = PredictOptions(**{**options, self._video_option: str(self.path)})
+        return VideoPredictor(opts).analyse(video)
 
 
 class EriPredictor(_VideoMixin, _Predictor):

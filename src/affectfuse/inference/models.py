@@ -66,6 +66,14 @@ def load_face_model(expr_checkpoint: str | None = None, device: str = "cpu", ran
     return FaceApiExpressions(device=device, random_weights=random_weights, precision=precision)
 
 
+def default_voice_head_path():
+    """The voice head shipped in the package (``assets/voice/voice_head.json``, trained on EmoDB)."""
+    from importlib import resources
+    from pathlib import Path
+
+    return Path(str(resources.files("affectfuse").joinpath("assets/voice/voice_head.json")))
+
+
 def load_voice_model(voice_head: str | None = "default", device: str = "cpu", random_weights: bool = False):
     """The voice model, or None for ``voice_head in (None, 'none')``."""
     if voice_head is None or str(voice_head).lower() == "none":
@@ -73,8 +81,6 @@ def load_voice_model(voice_head: str | None = "default", device: str = "cpu", ra
     from affectfuse.inference.voice import VoiceModel, load_voice_head
 
     if str(voice_head) == "default":
-        from affectfuse.inference.video import default_voice_head_path
-
         voice_head = str(default_voice_head_path())
     head = load_voice_head(voice_head)
     from affectfuse.features.registry import create_extractor

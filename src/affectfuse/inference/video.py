@@ -42,16 +42,11 @@ if TYPE_CHECKING:
     from affectfuse.inference.prediction import VideoPrediction
 
 SAMPLE_CLIP = "assets/sample/sample_clip.mp4"
-DEFAULT_VOICE_HEAD = "assets/voice/voice_head.json"
 
 
 def sample_clip_path() -> Path:
     """The real talking-face clip shipped in the package (CREMA-D, see assets/sample/LICENSE.txt)."""
     return Path(str(resources.files("affectfuse").joinpath(SAMPLE_CLIP)))
-
-
-def default_voice_head_path() -> Path:
-    return Path(str(resources.files("affectfuse").joinpath(DEFAULT_VOICE_HEAD)))
 
 
 class Timer:
