@@ -54,7 +54,7 @@ def naive(path, fps, detector, size=112):
         det = detector.detect(img)[0]
         if len(det):
             k = int(np.argmax((det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])))
-            align_face(img, det.landmarks[k], size)
+            align_face(img, det.landmarks[k], size, "mtcnn_box")
             found += 1
     return n, found
 
@@ -63,7 +63,9 @@ def ours(path, fps, detector, size=112):
     from affectfuse.faces import iter_faces
 
     n = found = 0
-    for batch in iter_faces(path, fps=fps, sizes=(size,), detector=detector):
+    from affectfuse.faces.plan import CropSpec
+
+    for batch in iter_faces(path, fps=fps, crops=(CropSpec(size, "mtcnn_box"),), detector=detector):
         n += len(batch)
         found += int(batch.found.sum())
     return n, found
@@ -178,7 +180,10 @@ def memory_child(video: str | None, threads: int, naive_loop: bool = False) -> N
     if video and naive_loop:
         n, found = naive(video, 1.0, detector)
     elif video:
-        for batch in iter_faces(video, fps=1.0, sizes=(112, 224), detector=detector):
+        from affectfuse.faces.plan import CropSpec
+
+        crops = (CropSpec(112, "mtcnn_box"), CropSpec(224, "mtcnn_box"))
+        for batch in iter_faces(video, fps=1.0, crops=crops, detector=detector):
             n += len(batch)
             found += int(batch.found.sum())
     peak = _peak_rss_mib()
@@ -229,8 +234,11 @@ def figure(video: Path, out: Path, n: int = 6) -> None:
 
     fps = n / max(probe(video).duration_s, 1e-3)
     det = detect_video(video, fps=fps)
-    batches = list(iter_faces(video, fps=fps, sizes=(112, 160, 224), detections=det))
-    crops = {s: np.concatenate([b.crops[s] for b in batches])[:n] for s in (112, 160, 224)}
+    from affectfuse.faces.plan import CropSpec
+
+    specs = {112: CropSpec(112, "arcface"), 160: CropSpec(160, "mtcnn_box"), 224: CropSpec(224, "mtcnn_box")}
+    batches = list(iter_faces(video, fps=fps, crops=tuple(specs.values()), detections=det))
+    crops = {s: np.concatenate([b.crops[spec] for b in batches])[:n] for s, spec in specs.items()}
     nums = np.concatenate([b.frame_numbers for b in batches])[:n]
     from affectfuse.media import iter_frames
 

@@ -44,15 +44,20 @@ def test_similarity_transform_never_reflects():
 
 
 def test_templates():
-    np.testing.assert_allclose(template(112), ARCFACE_112)
+    np.testing.assert_allclose(template(112, "arcface"), ARCFACE_112)
     np.testing.assert_allclose(template(224, "arcface"), ARCFACE_112 * 2)
-    np.testing.assert_allclose(template(160), MTCNN_BOX_TEMPLATE * 160 - 0.5)
-    for size in (112, 160, 224):
-        t = template(size)
+    np.testing.assert_allclose(template(160, "mtcnn_box"), MTCNN_BOX_TEMPLATE * 160 - 0.5)
+    for size, kind in ((112, "arcface"), (112, "mtcnn_box"), (160, "mtcnn_box"), (224, "mtcnn_box")):
+        t = template(size, kind)
         assert t[0, 0] < t[1, 0] and t[3, 0] < t[4, 0]  # left eye/mouth on the image left
         assert t[0, 1] < t[2, 1] < t[3, 1] and (t > 0).all() and (t < size).all()
+    # a margin of 0.25 shrinks the template about the crop centre by 1 / 1.5
+    centre = (160 - 1) / 2
+    np.testing.assert_allclose(template(160, "mtcnn_box", 0.25) - centre, (template(160, "mtcnn_box") - centre) / 1.5)
     with pytest.raises(ValueError, match="unknown template"):
         template(112, "dlib")
+    with pytest.raises(TypeError):
+        template(112)  # no template chosen by size: the network's plan names it
 
 
 def _dot_image(points, shape, radius):
@@ -77,28 +82,29 @@ def _dot_centres(crop):
 def test_aligned_crop_puts_landmarks_on_template(size, angle, scale):
     """Landmarks drawn as dots on a rotated/scaled face land on the template (within 1 px);
     scale 4 exercises the area-shrinking path (face 4x larger than the crop)."""
-    ref = template(size) + 0.5  # continuous coordinates of the template
+    kind = "arcface" if size == 112 else "mtcnn_box"
+    ref = template(size, kind) + 0.5  # continuous coordinates of the template
     inv = _similarity(angle, scale, [0, 0])
     pts = ref @ inv[:, :2].T
     pts += np.array([250, 200]) - pts.mean(0)
     shape = (400, 500) if scale < 2 else (1200, 1200)
     if scale >= 2:
         pts += 350
-    crop = align_face(_dot_image(pts, shape, radius=3 * scale), pts, size)  # ~3 px dots in the crop
+    crop = align_face(_dot_image(pts, shape, radius=3 * scale), pts, size, kind)  # ~3 px dots in the crop
     assert crop.shape == (size, size, 3) and crop.dtype == np.uint8
     found = _dot_centres(crop)
     assert len(found) == 5
-    dist = np.linalg.norm(found[:, None] - template(size)[None], axis=2).min(axis=1)
+    dist = np.linalg.norm(found[:, None] - template(size, kind)[None], axis=2).min(axis=1)
     assert dist.max() < 1.0
 
 
 def test_outside_image_is_black_and_bad_landmarks_rejected():
     img = np.full((100, 100, 3), 200, np.uint8)
-    pts = template(112) + 0.5 - 80  # face mostly above-left of the picture
-    crop = align_face(img, pts, 112)
+    pts = template(112, "arcface") + 0.5 - 80  # face mostly above-left of the picture
+    crop = align_face(img, pts, 112, "arcface")
     assert crop[:20, :20].max() == 0 and crop[-10:, -10:].min() == 200
     with pytest.raises(ValueError, match="NaN"):
-        align_face(img, np.full((5, 2), np.nan), 112)
+        align_face(img, np.full((5, 2), np.nan), 112, "arcface")
 
 
 @pytest.mark.slow

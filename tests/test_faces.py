@@ -11,6 +11,7 @@ import torch
 
 from affectfuse.faces import (MTCNN, MTCNN_WEIGHTS, align_face, detect_video, iter_face_images, iter_faces,
                               load_mtcnn, read_image)
+from affectfuse.faces.plan import CropSpec
 from affectfuse.faces.track import box_iou
 from affectfuse.media import MediaError, iter_frames
 from affectfuse.weights import WeightsChecksumError, WeightsNotFoundError, resolve, sha256_file
@@ -210,22 +211,24 @@ def _face_video(tmp_path, face, n=8, blank=(3, 4), second=False):
 
 def test_video_pipeline_keeps_faceless_frames(tmp_path, face, fast):
     path = _face_video(tmp_path, face)
-    batches = list(iter_faces(path, sizes=(112, 224), batch_size=3, detector=fast))
+    box112, box224, arc224 = CropSpec(112, "mtcnn_box"), CropSpec(224, "mtcnn_box"), CropSpec(224, "arcface")
+    batches = list(iter_faces(path, crops=(box112, box224), batch_size=3, detector=fast))
     assert [len(b) for b in batches] == [3, 3, 2]
     found = np.concatenate([b.found for b in batches])
     np.testing.assert_array_equal(found, [True, True, True, False, False, True, True, True])
     np.testing.assert_array_equal(np.concatenate([b.frame_numbers for b in batches]), np.arange(1, 9))
-    crops = np.concatenate([b.crops[224] for b in batches])
+    crops = np.concatenate([b.crops[box224] for b in batches])
     assert crops.shape == (8, 224, 224, 3) and crops.dtype == np.uint8
     assert crops[3].max() == 0 and crops[0].mean() > 40
     ids = np.concatenate([b.track_ids for b in batches])
     assert set(ids[found]) == {ids[0]} and (ids[~found] == -1).all()  # stitched across the gap
     boxes = np.concatenate([b.boxes for b in batches])
     assert np.isnan(boxes[3]).all() and boxes[7, 0] - boxes[0, 0] == pytest.approx(56, abs=3)
-    arc = next(iter_faces(path, sizes=(224,), templates={224: "arcface"}, detector=fast))
+    arc = next(iter_faces(path, crops=(arc224, box224), detector=fast))  # two templates of one size, one pass
     full = next(iter_frames(path)).images[0]
-    np.testing.assert_array_equal(arc.crops[224][0], align_face(full, arc.landmarks[0], 224, "arcface"))
-    assert not np.array_equal(arc.crops[224][0], crops[0])
+    np.testing.assert_array_equal(arc.crops[arc224][0], align_face(full, arc.landmarks[0], 224, "arcface"))
+    np.testing.assert_array_equal(arc.crops[box224][0], crops[0])
+    assert not np.array_equal(arc.crops[arc224][0], crops[0])
 
 
 def test_keep_all_and_main_person(tmp_path, face, fast):
@@ -250,9 +253,10 @@ def test_4k_detection_downscaled_crops_from_original(tmp_path, face, fast):
     ref = fast.detect(face)[0]  # same face at 160 px, scaled by 4 and shifted
     expect = ref.landmarks[0] * 4 + np.array([2000, 1000])
     assert np.abs(det.landmarks[0] - expect).max() < 0.05 * 640
-    batch = next(iter_faces(path, detector=fast, detections=det))
+    spec = CropSpec(112, "arcface")
+    batch = next(iter_faces(path, crops=(spec,), detector=fast, detections=det))
     full = next(iter_frames(path)).images[0]
-    np.testing.assert_array_equal(batch.crops[112][0], align_face(full, batch.landmarks[0], 112))
+    np.testing.assert_array_equal(batch.crops[spec][0], align_face(full, batch.landmarks[0], 112, "arcface"))
 
 
 def test_image_folders_and_files(tmp_path, face, fast):
@@ -262,10 +266,11 @@ def test_image_folders_and_files(tmp_path, face, fast):
     folder.mkdir(parents=True)
     for k in (1, 2, 5):
         cv2.imwrite(str(folder / f"{k:05d}.jpg"), cv2.cvtColor(cv2.resize(face, (112, 112)), cv2.COLOR_RGB2BGR))
-    batch = next(iter_face_images(folder, sizes=(112, 160), n_frames=6, fps=30))
+    s112, s160 = CropSpec(112, "mtcnn_box"), CropSpec(160, "mtcnn_box")
+    batch = next(iter_face_images(folder, crops=(s112, s160), n_frames=6, fps=30))
     np.testing.assert_array_equal(batch.frame_numbers, np.arange(1, 7))
     np.testing.assert_array_equal(batch.found, [True, True, False, False, True, False])
-    assert batch.crops[160].shape == (6, 160, 160, 3) and batch.crops[112][2].max() == 0
+    assert batch.crops[s160].shape == (6, 160, 160, 3) and batch.crops[s112][2].max() == 0
     np.testing.assert_allclose(batch.timestamps, np.arange(6) / 30)
     plain = tmp_path / "plain.png"
     canvas = np.full((220, 300, 3), 90, np.uint8)

@@ -2,14 +2,17 @@
 to a canonical template, then one warp to a square crop.
 
 Templates (pixel coordinates in the output crop, cv2 convention: pixel centres at integers; order
-left eye, right eye, nose, mouth left, mouth right):
+left eye, right eye, nose, mouth left, mouth right), scaled to any crop side:
 
-- 112 -- the ArcFace template (InsightFace), used by IR-50 / POSTER V2 and ArcFace-style backbones.
-- 160 and 224 (and any other size) -- the "MTCNN box" framing: where the 5 landmarks fall, on
-  average, inside MTCNN's own box. InceptionResnetV1 (facenet-pytorch) was trained on crops of
-  MTCNN boxes, and ViT/RegNet expression models on similarly loose detector boxes; we measured the
-  median normalised landmark position inside our detector's boxes on 300 photographs of
-  ``../shared/data/faces`` (``tests/test_align.py`` re-measures it).
+- ``"arcface"`` -- the ArcFace template (InsightFace, 112 px), for ArcFace-style backbones.
+- ``"mtcnn_box"`` -- the "MTCNN box" framing: where the 5 landmarks fall, on average, inside MTCNN's
+  own box. InceptionResnetV1 (facenet-pytorch) was trained on crops of MTCNN boxes, and the expression
+  networks on similarly loose detector boxes; we measured the median normalised landmark position
+  inside our detector's boxes on 300 photographs of ``../shared/data/faces`` (``tests/test_align.py``
+  re-measures it).
+
+Which template and side a network gets is declared by the network (its
+:class:`affectfuse.faces.plan.FacePlan`), never chosen here from the size.
 
 Downscaling (a face larger than the crop, e.g. in 4K video) first shrinks only the face region
 with ``cv2.INTER_AREA`` so the crop does not alias; the final warp is bilinear. Parts of the crop
@@ -32,20 +35,25 @@ MTCNN_BOX_TEMPLATE = np.array([[0.2699, 0.3776], [0.7301, 0.3776], [0.5000, 0.57
                                [0.3102, 0.7703], [0.6898, 0.7703]], np.float32)
 
 
-def template(size: int, kind: str | None = None) -> np.ndarray:
-    """(5, 2) float32 reference landmarks for a ``size`` x ``size`` crop.
+def template(size: int, kind: str, margin: float = 0.0) -> np.ndarray:
+    """(5, 2) float reference landmarks for a ``size`` x ``size`` crop.
 
     Args:
         size: crop side in pixels.
-        kind: ``"arcface"`` or ``"mtcnn_box"``; ``None`` picks ArcFace for 112 and the MTCNN box
-            framing for every other size (160 InceptionResnetV1, 224 ViT/RegNet).
+        kind: ``"arcface"`` or ``"mtcnn_box"``.
+        margin: context added on every side as a fraction of the template's side: the template shrinks
+            by ``1 / (1 + 2 * margin)`` about the crop centre.
     """
-    kind = kind or ("arcface" if size == 112 else "mtcnn_box")
     if kind == "arcface":
-        return ARCFACE_112 * (size / 112.0)
-    if kind == "mtcnn_box":
-        return MTCNN_BOX_TEMPLATE * size - 0.5  # fractions of the crop -> cv2 pixel-centre coordinates
-    raise ValueError(f"unknown template kind {kind!r}; valid: 'arcface', 'mtcnn_box'")
+        points = ARCFACE_112 * (size / 112.0)
+    elif kind == "mtcnn_box":
+        points = MTCNN_BOX_TEMPLATE * size - 0.5  # fractions of the crop -> cv2 pixel-centre coordinates
+    else:
+        raise ValueError(f"unknown template kind {kind!r}; valid: 'arcface', 'mtcnn_box'")
+    if margin:
+        centre = (size - 1) / 2.0
+        points = centre + (points - centre) / (1.0 + 2.0 * margin)
+    return points
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -70,20 +78,20 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return out
 
 
-def align_face(image: np.ndarray, landmarks5: np.ndarray, size: int = 112, kind: str | None = None) -> np.ndarray:
-    """Aligned (size, size, 3) uint8 face crop.
+def align_face(image: np.ndarray, landmarks5: np.ndarray, size: int, kind: str, margin: float = 0.0) -> np.ndarray:
+    """Aligned (size, size, 3) uint8 face crop (callers go through :func:`affectfuse.faces.plan.crop_faces`).
 
     Args:
         image: (H, W, 3) uint8 RGB frame (full resolution).
         landmarks5: (5, 2) MTCNN landmarks in continuous pixel coordinates of ``image``
             (pixel (i, j) covers [j, j+1) x [i, i+1), as :class:`affectfuse.faces.MTCNN` gives).
-        size: crop side in pixels; the template follows :func:`template`.
-        kind: template kind override (see :func:`template`).
+        size: crop side in pixels.
+        kind, margin: the template (see :func:`template`).
     """
     lm = np.asarray(landmarks5, np.float64).reshape(5, 2)
     if not np.isfinite(lm).all():
         raise ValueError("landmarks contain NaN/inf")
-    m = similarity_transform(lm - 0.5, template(size, kind))  # to cv2 pixel-centre coordinates
+    m = similarity_transform(lm - 0.5, template(size, kind, margin))  # to cv2 pixel-centre coordinates
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
     if scale < 0.8:  # shrinking: area-resize the face region first, then warp
         inv = cv2.invertAffineTransform(m)

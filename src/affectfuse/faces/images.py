@@ -21,6 +21,7 @@ import numpy as np
 
 from affectfuse.faces.mtcnn import MTCNN
 from affectfuse.faces.pipeline import KEEP_MODES, FaceBatch, _Rows, default_detector
+from affectfuse.faces.plan import CropSpec, FacePlan, crop_specs, resize_aligned
 from affectfuse.media.decode import MediaError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -54,33 +55,33 @@ def _list_inputs(paths_or_folder) -> tuple[list[Path], bool, str]:
     return files, False, ",".join(str(p) for p in files[:3]) + (",..." if len(files) > 3 else "")
 
 
-def _cached(cache, path: Path, sizes, templates) -> list | None:
-    """[(crop (S, S, 3) uint8, found)] per size when every size of ``path`` is cached alike, else None."""
-    hits = [cache.read(path, s, (templates or {}).get(s)) for s in sizes]
+def _cached(cache, path: Path, specs) -> list | None:
+    """[(crop (S, S, 3) uint8, found)] per geometry when every one of ``path`` is cached alike, else None."""
+    hits = [cache.read(path, s) for s in specs]
     if any(h is None for h in hits) or len({h[1] for h in hits}) != 1:
         return None
     return hits
 
 
-def _add_cached(rows: _Rows, num: int, t: float, sizes, hits: list) -> None:
+def _add_cached(rows: _Rows, num: int, t: float, specs, hits: list) -> None:
     """One row from cached crops: found (box, landmarks, score unknown = NaN) or no face."""
     if not hits[0][1]:
         rows.add(num, t)
         return
     rows.add(num, t, box=np.full(4, np.nan, np.float32), score=float("nan"), tid=0,
-             crops={s: crop for s, (crop, _) in zip(sizes, hits)})
+             crops={s: crop for s, (crop, _) in zip(specs, hits)})
 
 
-def _store(cache, path: Path, image: np.ndarray, sizes, rows: _Rows, templates, found: bool) -> None:
+def _store(cache, path: Path, image: np.ndarray, specs, rows: _Rows, found: bool) -> None:
     """Write the row just added for ``path`` to the crop cache (no face: the image's centre square)."""
     import logging
 
     from affectfuse.faces.crop_cache import centre_square
 
     try:
-        for s in sizes:
-            crop = rows.crops[s][-1] if found else centre_square(image, s)
-            cache.write(path, s, (templates or {}).get(s), crop, found)
+        for s in specs:
+            crop = rows.crops[s][-1] if found else centre_square(image, s.size)
+            cache.write(path, s, crop, found)
     except OSError as exc:  # a full or read-only cache never stops extraction
         logging.getLogger(__name__).warning("face-crop cache not written (%s)", exc)
 
@@ -90,15 +91,16 @@ def _largest(det) -> int:
     return int(np.argmax(areas))
 
 
-def iter_face_images(paths_or_folder, sizes: Sequence[int] = (112,), batch_size: int = 32,
+def iter_face_images(paths_or_folder, crops: Sequence[CropSpec | FacePlan] = (), batch_size: int = 32,
                      keep: str = "main", detector: MTCNN | None = None, aligned: bool | None = None,
                      n_frames: int | None = None, fps: float | None = None,
-                     templates: dict[int, str] | None = None, crop_cache=None) -> Iterator[FaceBatch]:
+                     crop_cache=None) -> Iterator[FaceBatch]:
     """Yield :class:`FaceBatch` es for image files or a folder (see the module docstring).
 
     Args:
         paths_or_folder: a folder, one image file, or a sequence of image files.
-        sizes: crop sides to produce.
+        crops: the crops to cut (FacePlans or CropSpecs; see :func:`affectfuse.faces.iter_faces`);
+            pre-aligned images are only resized to each side (:func:`affectfuse.faces.plan.resize_aligned`).
         batch_size: rows per batch.
         keep: ``"main"`` (largest face per image) or ``"all"``.
         detector: MTCNN for images that are not pre-aligned (default: the pretrained one).
@@ -106,7 +108,6 @@ def iter_face_images(paths_or_folder, sizes: Sequence[int] = (112,), batch_size:
         n_frames: for numbered folders, the video's frame count, so trailing faceless frames are
             reported too (default: the largest number present).
         fps: frame rate for timestamps ``(k - 1) / fps``; ``None`` gives NaN timestamps.
-        templates: template kind per crop size for detected faces (see :func:`iter_faces`).
         crop_cache: a :class:`affectfuse.faces.crop_cache.CropCache` (``keep="main"``, images that are not
             pre-aligned): an image whose crops are all cached is neither decoded nor detected (its box and
             landmarks are then NaN); new crops are written to it (shared with ``affectfuse finetune``).
@@ -119,8 +120,8 @@ def iter_face_images(paths_or_folder, sizes: Sequence[int] = (112,), batch_size:
     by_number = dict(zip(numbers, files))
     last = max(numbers + [n_frames or 0]) if numbered else len(files)
     frames = range(1, last + 1) if numbered else numbers
-    sizes = tuple(int(s) for s in sizes)
-    rows = _Rows(sizes, source, templates)
+    specs = crop_specs(crops)
+    rows = _Rows(specs, source)
     detector = None if pre_aligned else (detector or default_detector())
     cache = crop_cache if crop_cache is not None and detector is not None and keep == "main" else None
     pending: list[tuple[int, float, np.ndarray | None, Path | None, list | None]] = []
@@ -130,14 +131,13 @@ def iter_face_images(paths_or_folder, sizes: Sequence[int] = (112,), batch_size:
         dets = iter(detector.detect(images)) if detector is not None and images else iter(())
         for num, t, img, path, hits in pending:
             if hits is not None:  # every size cached: no decoding, no detection
-                _add_cached(rows, num, t, sizes, hits)
+                _add_cached(rows, num, t, specs, hits)
             elif img is None:
                 rows.add(num, t)
             elif detector is None:
                 h, w = img.shape[:2]
-                crops = {s: cv2.resize(img, (s, s), interpolation=cv2.INTER_AREA if s < max(h, w)
-                                       else cv2.INTER_LINEAR) for s in sizes}
-                rows.add(num, t, box=np.array([0, 0, w, h], np.float32), score=1.0, tid=0, crops=crops)
+                rows.add(num, t, box=np.array([0, 0, w, h], np.float32), score=1.0, tid=0,
+                         crops={s: resize_aligned(img, s) for s in specs})
             else:
                 det = next(dets)
                 if len(det) == 0:
@@ -147,13 +147,13 @@ def iter_face_images(paths_or_folder, sizes: Sequence[int] = (112,), batch_size:
                     rows.add(num, t, img, det.boxes[p], det.landmarks[p], float(det.scores[p]),
                              0 if keep == "main" else int(p))
                 if cache is not None:
-                    _store(cache, path, img, sizes, rows, templates, found=len(det) > 0)
+                    _store(cache, path, img, specs, rows, found=len(det) > 0)
         pending.clear()
 
     for num in frames:
         t = (num - 1) / fps if fps else float("nan")
         path = by_number.get(num)
-        hits = _cached(cache, path, sizes, templates) if cache is not None and path is not None else None
+        hits = _cached(cache, path, specs) if cache is not None and path is not None else None
         img = read_image(path) if path is not None and hits is None else None
         pending.append((num, t, img, path, hits))
         if len(pending) == batch_size:

@@ -23,8 +23,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from affectfuse.faces.align import align_face
 from affectfuse.faces.mtcnn import MTCNN, load_mtcnn
+from affectfuse.faces.plan import CropSpec, FacePlan, crop_faces, crop_specs
 from affectfuse.faces.track import IoUTracker, TrackStats, merge_stats, select_main_track, stitch_tracks
 from affectfuse.media.decode import MediaError, iter_frames, probe
 
@@ -49,7 +49,8 @@ class FaceBatch:
         boxes: (B, 4) float32 ``x1, y1, x2, y2`` pixels of the original frame (NaN where not found).
         landmarks: (B, 5, 2) float32 ``(x, y)`` pixels (NaN where not found or unknown).
         scores: (B,) float32 detector face probability (0 where not found).
-        crops: ``{size: (B, size, size, 3) uint8 RGB}`` aligned crops per requested size.
+        crops: ``{CropSpec: (B, S, S, 3) uint8 RGB}`` aligned crops per requested geometry
+            (:mod:`affectfuse.faces.plan`; ``batch.crops[extractor.input.crop]``).
         source: the file or folder these came from.
     """
 
@@ -60,7 +61,7 @@ class FaceBatch:
     boxes: np.ndarray
     landmarks: np.ndarray
     scores: np.ndarray
-    crops: dict[int, np.ndarray]
+    crops: dict[CropSpec, np.ndarray]
     source: str = ""
 
     def __len__(self) -> int:
@@ -70,13 +71,13 @@ class FaceBatch:
 class _Rows:
     """Accumulates FaceBatch rows."""
 
-    def __init__(self, sizes: Sequence[int], source: str, templates: dict[int, str] | None = None):
-        self.sizes, self.source, self.templates = tuple(sizes), source, dict(templates or {})
+    def __init__(self, specs: Sequence[CropSpec], source: str):
+        self.specs, self.source = tuple(specs), source
         self.clear()
 
     def clear(self):
         self.num, self.t, self.found, self.tid, self.box, self.lm, self.score = [], [], [], [], [], [], []
-        self.crops = {s: [] for s in self.sizes}
+        self.crops = {s: [] for s in self.specs}
 
     def add(self, num, t, image=None, box=None, lm=None, score=0.0, tid=-1, crops=None):
         found = box is not None
@@ -87,13 +88,13 @@ class _Rows:
         self.box.append(box if found else np.full(4, np.nan, np.float32))
         self.lm.append(lm if lm is not None else np.full((5, 2), np.nan, np.float32))
         self.score.append(score if found else 0.0)
-        for s in self.sizes:
+        for s in self.specs:
             if crops is not None:
                 crop = crops[s]
             elif found and image is not None and lm is not None and np.isfinite(lm).all():
-                crop = align_face(image, lm, s, self.templates.get(s))
+                crop = crop_faces(image, lm, s)[0]
             else:
-                crop = np.zeros((s, s, 3), np.uint8)
+                crop = np.zeros((s.size, s.size, 3), np.uint8)
             self.crops[s].append(crop)
 
     def __len__(self):
@@ -105,7 +106,8 @@ class _Rows:
                         np.asarray(self.box, np.float32).reshape(-1, 4),
                         np.asarray(self.lm, np.float32).reshape(-1, 5, 2),
                         np.asarray(self.score, np.float32),
-                        {s: np.stack(v) if v else np.zeros((0, s, s, 3), np.uint8) for s, v in self.crops.items()},
+                        {s: np.stack(v) if v else np.zeros((0, s.size, s.size, 3), np.uint8)
+                         for s, v in self.crops.items()},
                         self.source)
         self.clear()
         return out
@@ -206,16 +208,17 @@ def detect_video(path: str | os.PathLike, fps: float | None = None, detector: MT
                            _cat(scores, (0,)), _cat(marks, (0, 5, 2)), ids, tracks, select_main_track(tracks))
 
 
-def iter_faces(path: str | os.PathLike, fps: float | None = None, sizes: Sequence[int] = (112,),
+def iter_faces(path: str | os.PathLike, fps: float | None = None, crops: Sequence[CropSpec | FacePlan] = (),
                batch_size: int = 32, keep: str = "main", detector: MTCNN | None = None,
-               detect_max_side: int | None = 1280, detections: VideoDetections | None = None,
-               templates: dict[int, str] | None = None) -> Iterator[FaceBatch]:
+               detect_max_side: int | None = 1280,
+               detections: VideoDetections | None = None) -> Iterator[FaceBatch]:
     """Decode + detect + track + align a video, streaming.
 
     Args:
         path: video file.
         fps: sampling rate in frames/s (``None``: every frame).
-        sizes: crop sides to produce (112 ArcFace template; 160, 224 MTCNN-box framing).
+        crops: the crops to cut (the extractors' :class:`~affectfuse.faces.plan.FacePlan` s or their
+            :class:`~affectfuse.faces.plan.CropSpec` s), each by :func:`affectfuse.faces.plan.crop_faces`.
         batch_size: at most this many frames per yielded batch (fewer for very large frames).
         keep: ``"main"`` -- one row per sampled frame with the main person (most persistent x
             largest track); ``"all"`` -- one row per face and frame with its track id (and one
@@ -224,18 +227,16 @@ def iter_faces(path: str | os.PathLike, fps: float | None = None, sizes: Sequenc
         detect_max_side: detection runs on frames downscaled to this longer side; crops always come
             from the original frames. ``None``: full size.
         detections: a finished :func:`detect_video` result to reuse (skips pass 1).
-        templates: template kind per crop size, e.g. ``{224: "arcface"}`` (default per
-            :func:`affectfuse.faces.align.template`: ArcFace for 112, MTCNN-box framing otherwise).
 
     Raises:
         MediaError: unreadable file, no video stream, zero frames (see :func:`affectfuse.media.iter_frames`).
     """
     if keep not in KEEP_MODES:
         raise ValueError(f"keep must be one of {KEEP_MODES}, got {keep!r}")
-    sizes = tuple(int(s) for s in sizes)
+    specs = crop_specs(crops)
     info = probe(path)
     dets = detections or detect_video(path, fps, detector, batch_size, detect_max_side)
-    rows = _Rows(sizes, str(path), templates)
+    rows = _Rows(specs, str(path))
     bsize = _batch_for(info.width * info.height, batch_size, CROP_PIXEL_BUDGET)
     i = 0
     for batch in iter_frames(path, fps=fps, batch_size=bsize):

@@ -6,7 +6,8 @@ An extractor is a small object that states what it wants and what it gives:
 - ``modality``: ``"audio"`` (input: mono float32 waveform windows) or ``"face"`` (input: aligned RGB crops);
 - ``dim``: length of one output row (downstream code reads this, never a hard-coded size);
 - ``rate``: output rows per second of media, or ``None`` when it follows the input (one row per face frame);
-- ``input``: an :class:`AudioInput` or :class:`FaceInput` describing the expected input;
+- ``input``: an :class:`AudioInput` or, for face extractors, the :class:`~affectfuse.faces.plan.FacePlan`
+  (crop geometry, colour, normalisation, precision) every command cuts and prepares its faces by;
 - ``weights``: the :class:`~affectfuse.weights.WeightsSpec` it loads (``None`` when it needs none);
 - ``random_weights``: True only when built for tests without the pretrained file;
 - ``__call__(batch) -> np.ndarray`` of shape ``(N, dim)``, float32, batched over N inputs.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from affectfuse.faces.plan import FacePlan
 from affectfuse.weights import WeightsSpec, describe_loaded
 
 
@@ -32,12 +34,9 @@ class AudioInput:
     hop_s: float = 0.5
 
 
-@dataclass(frozen=True)
-class FaceInput:
-    """Aligned face crops: (N, size, size, 3) uint8 RGB, aligned with the ``template`` of that size."""
-
-    size: int = 112
-    template: str = "arcface"
+# A face extractor's input is its face-preprocessing plan: crop geometry (size, template, margin), colour,
+# normalisation and precision, declared with its weights (see affectfuse.faces.plan); FaceInput is its old name.
+FaceInput = FacePlan
 
 
 class Extractor:
@@ -64,6 +63,7 @@ class Extractor:
         """Metadata stored with every feature set this extractor writes; ``weights`` names the file actually
         loaded (path, filename, sha256; ``"random"`` for random weights), see :func:`describe_loaded`."""
         return {"extractor": self.name, "modality": self.modality, "dim": self.dim, "rate": self.rate,
-                "input": None if self.input is None else self.input.__dict__,
+                "input": None if self.input is None else (self.input.describe() if isinstance(self.input, FacePlan)
+                                                          else self.input.__dict__),
                 "weights": describe_loaded(self.weights, self.loaded_weights, self.random_weights),
                 "random_weights": self.random_weights}

@@ -1,9 +1,11 @@
 """Shared preprocessing, batching and weight-loading helpers for the face extractors.
 
 Every face extractor takes aligned crops ``(N, S, S, 3)`` uint8 RGB (S = ``extractor.input.size``) and
-returns ``(N, D)`` float32. :class:`TorchFaceExtractor` does the common work: input checks, resizing a crop
-of another size, per-channel normalisation, batching, the channels-last memory format (``fast``), the
-numeric precision (``precision``, below) and ``torch.inference_mode``.
+returns ``(N, D)`` float32. ``extractor.input`` is its :class:`~affectfuse.faces.plan.FacePlan`: the crop
+every command cuts for it (:func:`affectfuse.faces.plan.crop_faces`) and how the crop becomes a tensor.
+:class:`TorchFaceExtractor` does the common work: input checks, resizing a crop of another size, the plan's
+per-channel normalisation, batching, the channels-last memory format (``fast``), the numeric precision
+(the plan's ``precision``, below) and ``torch.inference_mode``.
 
 Precision policy (one for every face network):
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from typing import Callable, Iterable
 
 import numpy as np
@@ -31,11 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from affectfuse.features.base import Extractor, FaceInput
+from affectfuse.faces.plan import IMAGENET_MEAN, IMAGENET_STD, FacePlan  # noqa: F401 (the means re-exported)
+from affectfuse.features.base import Extractor
 from affectfuse.weights import WeightsSpec, resolve
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 
 
@@ -168,25 +170,31 @@ class TorchFaceExtractor(Extractor):
 
     Args:
         model: the network; ``model(x)`` returns ``(N, D)``.
-        name, dim, input, weights: the :class:`Extractor` contract.
-        mean, std, scale: normalisation ``(x / scale - mean) / std`` applied to uint8 crops.
+        name, dim, input, weights: the :class:`Extractor` contract; ``input`` is the network's declared
+            :class:`~affectfuse.faces.plan.FacePlan`.
+        mean, std, scale: normalisation ``(x / scale - mean) / std`` applied to uint8 crops (None: the plan's;
+            given, they replace the plan's, and :attr:`input` holds what runs).
         random_weights: True only for tests (recorded in :meth:`describe`).
         device: torch device.
         fast: channels-last memory format (float32 all the same; faster on CPUs).
-        precision: ``"fp32"`` (default), ``"bf16"`` or ``"auto"`` (see the module doc); :attr:`bf16` says
-            what runs (for ``"auto"``: None until the first batch has decided).
+        precision: ``"fp32"``, ``"bf16"`` or ``"auto"`` (see the module doc; None: the plan's, fp32 unless
+            declared); :attr:`bf16` says what runs (for ``"auto"``: None until the first batch has decided).
         batch_size: crops per forward pass.
     """
 
     modality = "face"
     rate = None
 
-    def __init__(self, model: nn.Module, *, name: str, dim: int, input: FaceInput, weights: WeightsSpec | None,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, scale: float = 255.0, random_weights: bool = False,
-                 device: str = "cpu", fast: bool = True, precision: str = "fp32", batch_size: int = 32,
+    def __init__(self, model: nn.Module, *, name: str, dim: int, input: FacePlan, weights: WeightsSpec | None,
+                 mean=None, std=None, scale: float | None = None, random_weights: bool = False,
+                 device: str = "cpu", fast: bool = True, precision: str | None = None, batch_size: int = 32,
                  columns: list[str] | None = None):
-        self.name, self.dim, self.input, self.weights = name, dim, input, weights
-        self.mean, self.std, self.scale = tuple(mean), tuple(std), scale
+        if not isinstance(input, FacePlan):
+            raise TypeError(f"{name}: input must be a FacePlan (affectfuse.faces.plan), got {type(input).__name__}")
+        given = {"mean": mean, "std": std, "scale": scale, "precision": precision}
+        self.name, self.dim, self.weights = name, dim, weights
+        self.input = replace(input, **{k: v for k, v in given.items() if v is not None})
+        precision = self.input.precision
         self.random_weights = random_weights
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -200,6 +208,18 @@ class TorchFaceExtractor(Extractor):
         self.auto_cosine: float | None = None  # "auto": the first batch's smallest bf16-vs-fp32 row cosine
         if fast:
             self.model = self.model.to(memory_format=torch.channels_last)
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.input.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.input.std
+
+    @property
+    def scale(self) -> float:
+        return self.input.scale
 
     def preprocess(self, batch: np.ndarray) -> torch.Tensor:
         """(N, S, S, 3) uint8 -> (N, 3, size, size) normalised float32 on the device."""

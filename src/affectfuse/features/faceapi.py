@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from affectfuse.features.base import FaceInput
+from affectfuse.faces.plan import FacePlan
 from affectfuse.features.face_common import TorchFaceExtractor, check_crops, fp32, load_into, resolve_state
 from affectfuse.labels import EXPR_CLASSES
 from affectfuse.weights import WeightsSpec
@@ -53,6 +53,8 @@ FACE_EXPRESSION_WEIGHTS = WeightsSpec(
     std=(1.0, 1.0, 1.0),
     extra={"classes": FACEAPI_CLASSES},
 )
+# How this network's faces are cut and scaled by extract, predict and finetune alike (affectfuse.faces.plan).
+FACE_EXPRESSION_PLAN = FacePlan(112, "mtcnn_box", mean=FACE_EXPRESSION_WEIGHTS.mean, std=FACE_EXPRESSION_WEIGHTS.std)
 
 
 def tf_same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
@@ -165,7 +167,6 @@ def face_expression_net(weights=None, random_weights: bool = False, device: str 
         state, path = resolve_state(FACE_EXPRESSION_WEIGHTS, weights)
         load_into(model, state, path)
     return FaceExpressionExtractor(
-        model, name="faceexpressionnet", dim=EMBED_DIM + len(FACEAPI_CLASSES), input=FaceInput(112, "mtcnn_box"),
-        weights=FACE_EXPRESSION_WEIGHTS, mean=FACE_EXPRESSION_WEIGHTS.mean, std=FACE_EXPRESSION_WEIGHTS.std,
-        random_weights=random_weights, device=device, fast=fast, precision=precision, batch_size=batch_size,
-        columns=COLUMNS)
+        model, name="faceexpressionnet", dim=EMBED_DIM + len(FACEAPI_CLASSES), input=FACE_EXPRESSION_PLAN,
+        weights=FACE_EXPRESSION_WEIGHTS, random_weights=random_weights, device=device, fast=fast,
+        precision=precision, batch_size=batch_size, columns=COLUMNS)

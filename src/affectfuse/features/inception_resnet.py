@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from affectfuse.features.base import FaceInput
+from affectfuse.faces.plan import FacePlan
 from affectfuse.features.face_common import TorchFaceExtractor, load_into, resolve_state
 from affectfuse.weights import WeightsSpec
 
@@ -38,6 +38,9 @@ WEIGHTS = {
         env_var="AFFECTFUSE_IRV1_CASIA", input_size=(160, 160), mean=(0.5, 0.5, 0.5), std=(128 / 255,) * 3,
         extra={"classes": 10575}),
 }
+# How this network's faces are cut and scaled by extract, predict and finetune alike (affectfuse.faces.plan).
+# facenet-pytorch fixed_image_standardization: (x - 127.5) / 128, the same for both weight files.
+PLAN = FacePlan(160, "mtcnn_box", mean=(0.5, 0.5, 0.5), std=(128 / 255,) * 3)
 
 
 class ConvBN(nn.Module):
@@ -153,8 +156,8 @@ def _factory(dataset: str, weights=None, random_weights: bool = False, device: s
     if state is not None:
         load_into(model, state, path, ignore=lambda k: k.startswith("logits."))
     short = "vggface2" if dataset == "vggface2" else "casia"
-    return TorchFaceExtractor(model, name=f"inception-resnet-v1-{short}", dim=512, input=FaceInput(160, "mtcnn_box"),
-                              weights=spec, mean=spec.mean, std=spec.std, random_weights=random_weights,
+    return TorchFaceExtractor(model, name=f"inception-resnet-v1-{short}", dim=512, input=PLAN,
+                              weights=spec, random_weights=random_weights,
                               device=device, fast=fast, precision=precision, batch_size=batch_size)
 
 

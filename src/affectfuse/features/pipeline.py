@@ -2,8 +2,9 @@
 
 Per video, ONE decoding pass (:func:`decode_video`, the per-video work unit, picklable in and out):
 the audio is decoded once per sample rate asked for and cut into each audio extractor's windows; faces are
-detected, tracked and aligned once (:func:`affectfuse.faces.iter_faces`), with crops at every size the face
-extractors ask for. The engine (:class:`BatchRunner`) then fills each extractor's batches across videos,
+detected, tracked and aligned once (:func:`affectfuse.faces.iter_faces`), with one crop per distinct crop the
+face extractors' plans declare (:mod:`affectfuse.faces.plan`; ``predict`` cuts the same ones). The engine
+(:class:`BatchRunner`) then fills each extractor's batches across videos,
 scatters the rows back and writes a video's file as soon as all its rows are in.
 
 Rows written per video (``affectfuse.data.store.VideoFeatures``):
@@ -67,7 +68,7 @@ class DecodePlan:
     """What one decoding pass must produce (picklable; sent to worker processes)."""
 
     audio: dict[str, AudioPlan] = field(default_factory=dict)  # audio extractor name -> windows
-    faces: tuple[tuple[int, str], ...] = ()  # (crop size, alignment template) pairs; empty = no face pass
+    faces: tuple = ()  # the CropSpecs the face extractors' plans declare (affectfuse.faces.plan); empty = no face pass
     fps: float | None = 5.0
     batch_size: int = 32
     keep: str = "main"
@@ -81,7 +82,7 @@ class DecodedVideo:
     """Everything the extractors need from one video.
 
     ``audio[name] = (starts (T,) s, T windows)``; faces: ``frame_numbers (F,)``, ``timestamps (F,)`` s,
-    ``found (F,)`` bool and ``crops[(size, template)] = (n_found, size, size, 3) uint8`` for the found rows.
+    ``found (F,)`` bool and ``crops[CropSpec] = (n_found, S, S, 3) uint8`` for the found rows.
     ``errors[name]`` holds why an extractor failed on this video (unreadable file ...); ``skips[name]`` why
     it does not apply ("no audio", "no video": a skip, not a failure); ``warnings``
     says when decoding read less than the container declares (:class:`affectfuse.media.coverage.Coverage`).
@@ -91,7 +92,7 @@ class DecodedVideo:
     audio: dict[str, tuple[np.ndarray, list[np.ndarray]]] = field(default_factory=dict)
     timestamps: np.ndarray | None = None
     found: np.ndarray | None = None
-    crops: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
+    crops: dict = field(default_factory=dict)  # CropSpec -> (n_found, S, S, 3) uint8
     errors: dict[str, str] = field(default_factory=dict)
     face_error: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -171,39 +172,28 @@ def _faces_into(out: DecodedVideo, plan: DecodePlan, detector) -> DecodedVideo:
 
 
 def _decode_faces(item: MediaItem, plan: DecodePlan, detector, out: DecodedVideo) -> None:
-    """Detect + track once, then cut the crops; one crop pass per template a size is asked with.
+    """Detect + track once, then cut every declared crop (:func:`affectfuse.faces.plan.crop_faces`) in one pass.
 
     Images and frame folders go through :func:`affectfuse.faces.iter_face_images` (every image; a
     numbered folder's crops are taken as aligned, frame numbers from the names)."""
-    from affectfuse.faces import detect_video, iter_face_images, iter_faces
+    from affectfuse.faces import iter_face_images, iter_faces
 
-    still = is_still_input(Path(item.path))
-    dets = None if still else detect_video(item.path, plan.fps, detector, plan.batch_size)
-    groups: list[dict[int, str]] = []  # each: size -> template, no size twice
-    for size, tmpl in plan.faces:
-        group = next((g for g in groups if size not in g), None)
-        if group is None:
-            groups.append(group := {})
-        group[size] = tmpl
-    crops = {key: [] for key in plan.faces}
-    for g, group in enumerate(groups):
-        times, found = [], []
-        if still:
-            batches = iter_face_images(item.path, sizes=tuple(group), batch_size=plan.batch_size, keep=plan.keep,
-                                       detector=detector, fps=plan.frame_rate, templates=group,
-                                       crop_cache=CropCache(plan.crop_cache) if plan.crop_cache else None)
-        else:
-            batches = iter_faces(item.path, fps=plan.fps, sizes=tuple(group), batch_size=plan.batch_size,
-                                 keep=plan.keep, detections=dets, templates=group)
-        for batch in batches:
-            times.append(batch.timestamps)
-            found.append(batch.found)
-            for size, tmpl in group.items():
-                crops[(size, tmpl)].append(batch.crops[size][batch.found])  # only faces go to the networks
-        if g == 0:
-            out.timestamps = np.concatenate(times) if times else np.zeros(0)
-            out.found = np.concatenate(found) if found else np.zeros(0, bool)
-    out.crops = {k: (np.concatenate(v) if v else np.zeros((0, k[0], k[0], 3), np.uint8)) for k, v in crops.items()}
+    if is_still_input(Path(item.path)):
+        batches = iter_face_images(item.path, crops=plan.faces, batch_size=plan.batch_size, keep=plan.keep,
+                                   detector=detector, fps=plan.frame_rate,
+                                   crop_cache=CropCache(plan.crop_cache) if plan.crop_cache else None)
+    else:
+        batches = iter_faces(item.path, fps=plan.fps, crops=plan.faces, batch_size=plan.batch_size, keep=plan.keep,
+                             detector=detector)
+    times, found, crops = [], [], {spec: [] for spec in plan.faces}
+    for batch in batches:
+        times.append(batch.timestamps)
+        found.append(batch.found)
+        for spec in plan.faces:
+            crops[spec].append(batch.crops[spec][batch.found])  # only faces go to the networks
+    out.timestamps = np.concatenate(times) if times else np.zeros(0)
+    out.found = np.concatenate(found) if found else np.zeros(0, bool)
+    out.crops = {k: (np.concatenate(v) if v else np.zeros((0, k.size, k.size, 3), np.uint8)) for k, v in crops.items()}
     if len(out.found) == 0:
         raise ValueError("no frames decoded")
 
@@ -330,7 +320,7 @@ class BatchRunner:
     def _face_slot(self, video: DecodedVideo, ext: Extractor):
         if video.face_error is not None or video.found is None:
             return None, video.face_error or f"{video.item.path}: faces were not decoded"
-        crops = video.crops[(ext.input.size, ext.input.template)]
+        crops = video.crops[ext.input.crop]
         slot = _Slot(video.item, np.zeros((len(video.found), ext.dim), np.float32), video.timestamps,
                      video.found.copy(), np.flatnonzero(video.found))
         return slot, list(crops)
@@ -441,12 +431,13 @@ def feature_meta(ext: Extractor, fps: float | None = None) -> FeatureSetMeta:
 def decode_plan(by_name: dict[str, Extractor], missing: Sequence[str], fps: float | None = 5.0,
                 batch_size: int = 32, keep: str = "main", frame_rate: float = 30.0, strict: bool = False,
                 crop_cache: str | None = None) -> DecodePlan:
-    """The :class:`DecodePlan` serving the extractors named ``missing`` (audio windows, face crop sizes)."""
+    """The :class:`DecodePlan` serving the extractors named ``missing`` (audio windows, the face crops they declare)."""
+    from affectfuse.faces.plan import crop_specs
+
     audio = {n: AudioPlan(by_name[n].input.sample_rate, by_name[n].input.window_s, by_name[n].input.hop_s,
                           int(getattr(by_name[n], "min_window_samples", 1)))
              for n in missing if by_name[n].modality == "audio"}
-    faces = tuple(sorted({(by_name[n].input.size, by_name[n].input.template)
-                          for n in missing if by_name[n].modality == "face"}))
+    faces = crop_specs(by_name[n].input for n in missing if by_name[n].modality == "face")
     return DecodePlan(audio, faces, fps, batch_size, keep, frame_rate, strict, crop_cache)
 
 

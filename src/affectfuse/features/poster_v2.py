@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from affectfuse.features.base import FaceInput
+from affectfuse.faces.plan import FacePlan
 from affectfuse.features.face_common import (IMAGENET_MEAN, IMAGENET_STD, TorchFaceExtractor, fp32, load_into,
                                              resolve_state)
 from affectfuse.features.ir50 import IR50, map_ir50_key
@@ -235,6 +235,8 @@ POSTERV2_VIT_JOINT = WeightsSpec(
            "'vit.*' (torchvision or timm ViT-B/16 naming), optional 'head.*' Linear(1536, 7)",
     env_var="AFFECTFUSE_POSTERV2_VIT", input_size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
     extra={"classes": AFFECTNET7})
+# How this network's faces are cut and scaled by extract, predict and finetune alike (affectfuse.faces.plan).
+PLAN = FacePlan(224, "mtcnn_box", mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 def load_posterv2(model: PosterV2, state: dict, source: str) -> None:
@@ -274,7 +276,7 @@ def posterv2(weights=None, random_weights: bool = False, device: str = "cpu", fa
     model = PosterV2()
     if state is not None:
         load_posterv2(model, state, path)
-    return TorchFaceExtractor(model, name="posterv2", dim=EMBED_DIM, input=FaceInput(224, "mtcnn_box"),
+    return TorchFaceExtractor(model, name="posterv2", dim=EMBED_DIM, input=PLAN,
                               weights=POSTERV2_AFFECTNET7, random_weights=random_weights, device=device, fast=fast,
                               precision=precision, batch_size=batch_size)
 
@@ -286,6 +288,6 @@ def posterv2_vit(weights=None, random_weights: bool = False, device: str = "cpu"
     model = PosterV2ViT()
     if state is not None:
         model.load_joint(state, path)
-    return TorchFaceExtractor(model, name="posterv2-vit", dim=EMBED_DIM + VIT_DIM, input=FaceInput(224, "mtcnn_box"),
+    return TorchFaceExtractor(model, name="posterv2-vit", dim=EMBED_DIM + VIT_DIM, input=PLAN,
                               weights=POSTERV2_VIT_JOINT, random_weights=random_weights, device=device, fast=fast,
                               precision=precision, batch_size=batch_size)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from affectfuse.features.base import FaceInput
+from affectfuse.faces.plan import FacePlan
 from affectfuse.features.face_common import (IMAGENET_MEAN, IMAGENET_STD, TorchFaceExtractor, load_into,
                                              resolve_state)
 from affectfuse.weights import WeightsSpec
@@ -28,6 +28,8 @@ REGNET_Y_1_6GF_WEIGHTS = WeightsSpec(
     input_size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
 )
 FEATURE_DIM = 888
+# How this network's faces are cut and scaled by extract, predict and finetune alike (affectfuse.faces.plan).
+PLAN = FacePlan(224, "mtcnn_box", mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 def regnet_y_trunk() -> nn.Module:
@@ -44,6 +46,6 @@ def regnet_y(weights=None, random_weights: bool = False, device: str = "cpu", fa
     model = regnet_y_trunk()
     if state is not None:
         load_into(model, state, path, ignore=lambda k: k.startswith("fc."))
-    return TorchFaceExtractor(model, name="regnet-y", dim=FEATURE_DIM, input=FaceInput(224, "mtcnn_box"),
+    return TorchFaceExtractor(model, name="regnet-y", dim=FEATURE_DIM, input=PLAN,
                               weights=REGNET_Y_1_6GF_WEIGHTS, random_weights=random_weights, device=device,
                               fast=fast, precision=precision, batch_size=batch_size)

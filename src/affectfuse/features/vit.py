@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torch import nn
 
-from affectfuse.features.base import FaceInput
+from affectfuse.faces.plan import FacePlan
 from affectfuse.features.face_common import (IMAGENET_MEAN, IMAGENET_STD, TorchFaceExtractor, load_into,
                                              resolve_state)
 from affectfuse.weights import WeightsSpec
@@ -49,6 +49,8 @@ _TIMM_RULES = [
     (r"^norm\.", "encoder.ln."),
     (r"^head\.", "heads.head."),
 ]
+# How this network's faces are cut and scaled by extract, predict and finetune alike (affectfuse.faces.plan).
+PLAN = FacePlan(224, "mtcnn_box", mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 def timm_to_torchvision(state: dict) -> dict:
@@ -101,6 +103,6 @@ def vit_b16(weights=None, random_weights: bool = False, device: str = "cpu", fas
     model = ViTB16()
     if state is not None:
         model.load_checkpoint(state, path)
-    return TorchFaceExtractor(model, name="vit-b16", dim=EMBED_DIM, input=FaceInput(224, "mtcnn_box"),
+    return TorchFaceExtractor(model, name="vit-b16", dim=EMBED_DIM, input=PLAN,
                               weights=VIT_B16_IMAGENET, random_weights=random_weights, device=device, fast=fast,
                               precision=precision, batch_size=batch_size)

@@ -2,7 +2,8 @@
 
 The checkpoint (``affectfuse train``) names, per modality, the feature set it was trained on: the
 extractor, its input (audio window / hop / sample rate) and its rate (face rows per second). Here the
-same extractors run on this video: face extractors on the aligned crops of the main face, sampled at
+same extractors run on this video: face extractors on the crops their plans declare (those ``extract`` cuts,
+:mod:`affectfuse.faces.plan`) of the main face, sampled at
 the feature set's rate (every analysed frame when it has none), audio extractors on windows cut as
 ``affectfuse extract`` cuts them. The rows are brought to the checkpoint's sequence length the way
 training did, and the model gives 7 intensities in [0, 1] (``labels.ERI_EMOTIONS``).
@@ -56,7 +57,7 @@ class _Run:
             found = np.asarray(batch.found, bool)[keep]
             values = np.zeros((len(keep), ex.dim), np.float32)
             if found.any():
-                values[found] = ex(batch.crops[ex.input.size][keep[found]])
+                values[found] = ex(batch.crops[ex.input.crop][keep[found]])
             self.rows[m] += list(zip(np.asarray(batch.timestamps)[keep], values, found))
 
     def finish(self, audio: np.ndarray | None) -> dict:
@@ -110,7 +111,7 @@ class EriOnTheFly:
             check_same_weights(self.metas[m], ex.describe(), f"{path} (feature set {m!r})",
                                f"extractor {ex.name!r} of this predict")
         self.face = {m: ex for m, ex in self.extractors.items() if ex.modality == "face"}
-        self.crop_sizes = tuple(sorted({ex.input.size for ex in self.face.values()}))
+        self.face_plans = tuple(ex.input for ex in self.face.values())
         self.steps, self.mode = int(ckpt["data"]["seq_len"]), ckpt["data"]["sequence_mode"]
         self.label_names = tuple(ckpt["label_names"])
         self.scale = (ckpt.get("task") or {}).get("scale") or ERI_SCALE

@@ -40,7 +40,7 @@ class ExprCheckpointExpressions:
                 raise ValueError(f"{path}: feature set {d['name']} has dim {d['dim']}, extractor {ex.name} gives {ex.dim}")
             check_same_weights(d, ex.describe(), f"{path} (feature set {d['name']!r})",
                                f"extractor {ex.name!r} of this predict")
-        self.crop_sizes = tuple(sorted({ex.input.size for ex in self.extractors}))
+        self.face_plans = tuple(ex.input for ex in self.extractors)
         self.dim = sum(ex.dim for ex in self.extractors)
         self.fill = info.get("fill", "ffill")
         cfg = self.ckpt.get("train_config") or {}
@@ -56,8 +56,8 @@ class ExprCheckpointExpressions:
         self.random_weights = random_weights or any(d.get("random_weights") for d in sets)
 
     def features(self, crops: dict) -> np.ndarray:
-        """{S: (F, S, S, 3)} -> (F, D): each extractor on crops of its size, concatenated in checkpoint order."""
-        return np.concatenate([ex(crops[ex.input.size]) for ex in self.extractors], axis=1)
+        """{CropSpec: (F, S, S, 3)} -> (F, D): each extractor on its declared crop, in checkpoint order."""
+        return np.concatenate([ex(crops[ex.input.crop]) for ex in self.extractors], axis=1)
 
     def finish(self, features: np.ndarray, found: np.ndarray) -> np.ndarray:
         """(T, D) features (rows without a face ignored), (T,) found -> (T, 8) over ``EXPR_CLASSES``."""

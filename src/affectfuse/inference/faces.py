@@ -8,8 +8,9 @@ interpolated from the two detected neighbours; a frame is "found" only when both
 main face. ``detect_fps=None`` (or a rate at or above the analysed one) is the faces stage's own
 ``iter_faces`` (every frame detected).
 
-The second pass decodes the frames at full size and aligns crops from the original pixels with
-:func:`affectfuse.faces.align_face`, yielding :class:`affectfuse.faces.FaceBatch` es like ``iter_faces``.
+The second pass decodes the frames at full size and cuts, from the original pixels, the crops the models'
+face-preprocessing plans declare, with :func:`affectfuse.faces.plan.crop_faces` -- the crops ``affectfuse
+extract`` cuts for the same extractors -- yielding :class:`affectfuse.faces.FaceBatch` es like ``iter_faces``.
 
 Letters: N detected frames, B frames in a batch, S crop side.
 """
@@ -57,19 +58,21 @@ def interpolate(t: float, times: np.ndarray, found: np.ndarray, values: np.ndarr
     return None
 
 
-def iter_faces_sparse(path: str | os.PathLike, detector, fps: float | None = None, sizes: Sequence[int] = (112,),
+def iter_faces_sparse(path: str | os.PathLike, detector, fps: float | None = None, crops: Sequence = (),
                       batch_size: int = 32, detect_max_side: int | None = 320, detect_fps: float | None = 8.0,
                       timer=None, progress=None) -> Iterator:
     """Like :func:`affectfuse.faces.iter_faces` with ``keep="main"``, detecting at ``detect_fps`` frames/s
-    only (see the module doc). ``timer`` (optional) times pass 1 as ``detect``, pass 2 as ``align``;
-    ``progress(done_s, total_s)`` (optional) is called during pass 1 (detection)."""
+    only (see the module doc). ``crops``: the models' FacePlans (or CropSpecs); ``batch.crops[plan.crop]``.
+    ``timer`` (optional) times pass 1 as ``detect``, pass 2 as ``align``; ``progress(done_s, total_s)``
+    (optional) is called during pass 1 (detection)."""
     import contextlib
     import time
 
-    from affectfuse.faces import FaceBatch, align_face, detect_video, iter_faces
+    from affectfuse.faces import FaceBatch, detect_video, iter_faces
+    from affectfuse.faces.plan import crop_faces, crop_specs
     from affectfuse.media import iter_frames, probe
 
-    sizes = tuple(int(s) for s in sizes)
+    specs = crop_specs(crops)
     info = probe(path)
     rate = fps or info.fps or 25.0
     sparse = bool(detect_fps) and detect_fps < rate * 0.95
@@ -78,7 +81,7 @@ def iter_faces_sparse(path: str | os.PathLike, detector, fps: float | None = Non
         dets = detect_video(path, fps=detect_fps if sparse else fps, detector=detector, batch_size=batch_size,
                             detect_max_side=detect_max_side, progress=progress)
     if not sparse:
-        frames = iter_faces(path, fps=fps, sizes=sizes, batch_size=batch_size, keep="main", detector=detector,
+        frames = iter_faces(path, fps=fps, crops=specs, batch_size=batch_size, keep="main", detector=detector,
                             detections=dets)
         yield from _timed(frames, timer)
         return
@@ -91,7 +94,7 @@ def iter_faces_sparse(path: str | os.PathLike, detector, fps: float | None = Non
         lms = np.full((n, 5, 2), np.nan, np.float32)
         bxs = np.full((n, 4), np.nan, np.float32)
         scs = np.zeros(n, np.float32)
-        crops = {s: np.zeros((n, s, s, 3), np.uint8) for s in sizes}
+        cut = {s: np.zeros((n, s.size, s.size, 3), np.uint8) for s in specs}
         for i, (t, image) in enumerate(zip(batch.timestamps, batch.images)):
             lm = interpolate(float(t), times, found, marks, max_gap)
             if lm is None:
@@ -99,11 +102,11 @@ def iter_faces_sparse(path: str | os.PathLike, detector, fps: float | None = Non
             ok[i], lms[i] = True, lm
             bxs[i] = interpolate(float(t), times, found, boxes, max_gap)
             scs[i] = interpolate(float(t), times, found, scores, max_gap)
-            for s in sizes:
-                crops[s][i] = align_face(image, lm, s)
+            for s in specs:
+                cut[s][i] = crop_faces(image, lm, s)[0]
         out = FaceBatch(np.asarray(batch.frame_numbers, np.int64), np.asarray(batch.timestamps, np.float64), ok,
                         np.where(ok, dets.main_track if dets.main_track is not None else -1, -1).astype(np.int64),
-                        bxs, lms, scs, crops, str(path))
+                        bxs, lms, scs, cut, str(path))
         if timer is not None:
             timer.add("align", time.perf_counter() - start)
         yield out

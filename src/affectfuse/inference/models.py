@@ -1,8 +1,9 @@
 """The models ``affectfuse predict`` runs, each behind one small interface.
 
-- face model: ``model.features(crops {S: (F, S, S, 3) uint8}) -> (F, D)`` per batch of frames with a face,
-  then ``model.finish(features (T, D), found (T,)) -> (T, 8)`` probabilities over ``labels.EXPR_CLASSES``
-  once the whole video is seen (a temporal model needs all frames); with ``crop_sizes``, ``class_names``
+- face model: ``model.features(crops {CropSpec: (F, S, S, 3) uint8}) -> (F, D)`` per batch of frames with a
+  face, then ``model.finish(features (T, D), found (T,)) -> (T, 8)`` probabilities over ``labels.EXPR_CLASSES``
+  once the whole video is seen (a temporal model needs all frames); with ``face_plans`` (the
+  :class:`~affectfuse.faces.plan.FacePlan` of each network it runs: the crops predict cuts), ``class_names``
   (the ABAW classes it can output), ``name`` and ``describe()``. Default: the face-api
   FaceExpressionNet (7 classes mapped to ABAW names, Other = 0; frame by frame).
 - voice model: :class:`affectfuse.inference.voice.VoiceModel` around a trained head.
@@ -17,9 +18,9 @@ from affectfuse.labels import EXPR_CLASSES
 
 
 class FaceApiExpressions:
-    """Default face model: face-api.js FaceExpressionNet, (F, 112, 112, 3) uint8 -> (F, 8) ABAW probabilities."""
+    """Default face model: face-api.js FaceExpressionNet on its declared crop (112 px, MTCNN-box framing)
+    -> (F, 8) ABAW probabilities."""
 
-    crop_sizes = (112,)
     frame_wise = True  # ``finish`` needs no other frame: predict streams its rows
 
     def __init__(self, device: str = "cpu", random_weights: bool = False, batch_size: int = 64,
@@ -30,6 +31,7 @@ class FaceApiExpressions:
         self.extractor = create_extractor("faceexpressionnet", device=device, random_weights=random_weights,
                                           batch_size=batch_size, precision=precision)
         self.name = "faceexpressionnet"
+        self.face_plans = (self.extractor.input,)
         self.class_names = tuple(c for c in EXPR_CLASSES if c in set(FACEAPI_TO_ABAW[k] for k in FACEAPI_CLASSES))
 
     @property
@@ -37,7 +39,7 @@ class FaceApiExpressions:
         return len(EXPR_CLASSES)
 
     def features(self, crops: dict) -> np.ndarray:
-        return self.extractor.predict_abaw(crops[112])  # (F, 8)
+        return self.extractor.predict_abaw(crops[self.extractor.input.crop])  # (F, 8)
 
     def finish(self, features: np.ndarray, found: np.ndarray) -> np.ndarray:
         return features
@@ -48,7 +50,7 @@ class FaceApiExpressions:
 
         return {"role": "face expressions", "name": self.name, "weights": d.get("weights"),
                 "random_weights": d.get("random_weights", False), "precision": d.get("precision"),
-                "bf16": d.get("bf16"), "classes": list(self.class_names),
+                "bf16": d.get("bf16"), "face_plan": d.get("input"), "classes": list(self.class_names),
                 "class_mapping": dict(FACEAPI_TO_ABAW),
                 "note": "7 face-api classes mapped to the ABAW names; Other is never predicted (0)"}
 

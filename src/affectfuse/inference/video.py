@@ -79,7 +79,7 @@ class PredictOptions:
     expr_checkpoint: str | None = None
     eri_checkpoint: str | None = None
     voice_head: str | None = "default"
-    fusion_weights: tuple[float, float] = (0.5, 0.5)
+    fusion_weights: tuple[float, float] | None = None  # None: fusion.FUSION_WEIGHTS (fitted on CREMA-D votes)
     detect_max_side: int | None = 320
     min_face_size: float = 20.0
     detect_fps: float | None = 8.0  # detect at this rate, interpolate landmarks in between (None: every frame)
@@ -122,8 +122,8 @@ class VideoPredictor:
 
         self.detector = load_mtcnn(device=o.device, random_weights=o.random_weights,
                                    min_face_size=o.min_face_size)
-        self.crop_sizes = tuple(sorted({*self.face_model.crop_sizes,
-                                        *(self.eri_model.crop_sizes if self.eri_model else ())}))
+        # the crops every face network declares (affectfuse.faces.plan): the ones `extract` cuts for it
+        self.face_plans = (*self.face_model.face_plans, *(self.eri_model.face_plans if self.eri_model else ()))
 
     def models(self) -> list[dict]:
         det = self.detector
@@ -142,7 +142,7 @@ class VideoPredictor:
         from affectfuse.inference.faces import iter_faces_sparse
 
         o = self.options
-        return iter_faces_sparse(video, self.detector, fps=o.fps, sizes=self.crop_sizes, batch_size=o.batch_size,
+        return iter_faces_sparse(video, self.detector, fps=o.fps, crops=self.face_plans, batch_size=o.batch_size,
                                  detect_max_side=o.detect_max_side, detect_fps=o.detect_fps, timer=timer,
                                  progress=None if progress is None else lambda d, t: progress(d, t, "detect"))
 

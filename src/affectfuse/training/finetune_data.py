@@ -231,24 +231,43 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 class FaceAligner:
-    """Largest-face MTCNN detection + 5-point alignment to a ``size`` px ``template`` (:mod:`affectfuse.faces`)."""
+    """Largest-face MTCNN detection, cut by :func:`affectfuse.faces.plan.crop_faces` with a crop geometry."""
 
-    def __init__(self, size: int, template: str | None = None, device: str = "cpu"):
+    def __init__(self, spec, template: str | None = None, device: str = "cpu"):
         from affectfuse.faces.mtcnn import load_mtcnn
 
-        self.size, self.template = size, template
+        # a CropSpec or the extractor's FacePlan; or a size with its template
+        self.spec = crop_spec(spec, template) if isinstance(spec, int) else spec
         self.detector = load_mtcnn(device=device)
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
-        """(H, W, 3) uint8 RGB -> (size, size, 3) uint8 aligned crop, or None when no face is found."""
-        from affectfuse.faces.align import align_face
+        """(H, W, 3) uint8 RGB -> (S, S, 3) uint8 aligned crop, or None when no face is found."""
+        from affectfuse.faces.plan import crop_faces
 
         det = self.detector.detect([image])[0]
         if len(det) == 0:
             return None
         boxes = np.asarray(det.boxes, dtype=np.float64)
         largest = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
-        return np.asarray(align_face(image, det.landmarks[largest], self.size, self.template), dtype=np.uint8)
+        return crop_faces(image, det.landmarks[largest], self.spec)[0]
+
+
+def crop_spec(size: int, template: str | None = None, plan=None, align: str = "mtcnn"):
+    """The CropSpec prepare_crops cuts: the extractor's ``plan`` (its ``input``), else ``size`` + ``template``
+    (``align="none"`` crops centre squares: the template only names the cache entry)."""
+    from affectfuse.faces.plan import CropSpec, FacePlan
+
+    if isinstance(template, (FacePlan, CropSpec)):  # the extractor's plan passed as its template
+        plan, template = template, None
+    if plan is not None:
+        if int(plan.size) != int(size):
+            raise ValueError(f"crop size {size} differs from the extractor plan's {plan.size}")
+        return plan.crop
+    if template is None and align == "none":
+        template = "mtcnn_box"
+    if template is None:
+        raise ValueError("face crops need the extractor's template (its input.template), e.g. 'mtcnn_box'")
+    return CropSpec(int(size), template)
 
 
 @dataclass
@@ -264,17 +283,19 @@ class CropReport:
 
 def prepare_crops(paths: list[Path], size: int, align: str = "mtcnn", cache_dir: str | os.PathLike | None = None,
                   failures: FailureLog | None = None, device: str = "cpu", progress: bool = False,
-                  template: str | None = None) -> CropReport:
+                  template: str | None = None, plan=None) -> CropReport:
     """Make (or find in the cache) one ``size`` x ``size`` RGB PNG crop per image.
 
-    ``template``: alignment template (``"arcface"``, ``"mtcnn_box"``; None = the default for ``size``,
-    see :func:`affectfuse.faces.align.template`), normally the extractor's ``input.template``.
+    ``plan`` (or ``template``): the extractor's :class:`~affectfuse.faces.plan.FacePlan` (``extractor.input``):
+    its geometry (template, margin) is cut, as ``extract`` and ``predict`` cut it. A template name
+    (``"arcface"``, ``"mtcnn_box"``) instead cuts that template with no margin.
 
     Returns the crop file per image (``keep[i]`` False where the image could not be read; its file is
     a placeholder and must not be used). ``align`` is ``"mtcnn"`` or ``"none"``.
     """
     if align not in ("mtcnn", "none"):
         raise ValueError(f"align must be 'mtcnn' or 'none', got {align!r}")
+    spec = crop_spec(size, template, plan, align)
     cache = CropCache(cache_dir, align)  # shared with `affectfuse extract` (affectfuse.faces.crop_cache)
     aligner = None
     report = CropReport(files=[], keep=np.zeros(len(paths), dtype=bool))
@@ -285,14 +306,14 @@ def prepare_crops(paths: list[Path], size: int, align: str = "mtcnn", cache_dir:
         iterator = tqdm(paths, desc=f"face crops ({align}, {size}px)", unit="img")
     for i, path in enumerate(iterator):
         try:
-            cache.files(path, size, template)
+            cache.files(path, spec)
         except OSError as exc:
             report.files.append(Path(path))
             report.failed += 1
             if failures is not None:
                 failures.add(str(path), DatasetError(f"{path}: cannot read ({exc})"))
             continue
-        hit = cache.lookup(path, size, template)
+        hit = cache.lookup(path, spec)
         if hit is not None:
             report.files.append(hit)
             report.keep[i] = True
@@ -303,13 +324,13 @@ def prepare_crops(paths: list[Path], size: int, align: str = "mtcnn", cache_dir:
             image = read_rgb(Path(path))
             crop = None
             if align == "mtcnn":
-                aligner = aligner or FaceAligner(size, template, device=device)
+                aligner = aligner or FaceAligner(spec, device=device)
                 crop = aligner(image)
             found = crop is not None or align != "mtcnn"
             if crop is None:
                 crop = centre_square(image, size)
                 report.no_face += align == "mtcnn"
-            report.files.append(cache.write(path, size, template, crop, found))
+            report.files.append(cache.write(path, spec, crop, found))
             report.keep[i] = True
         except Exception as exc:  # one bad file never stops the job
             report.files.append(Path(path))
