@@ -203,11 +203,14 @@ def test_fusion_weighs_sources_by_reliability_and_flags_uncertain():
     face = {"Neutral": 0.6, "Happiness": 0.3, "Sadness": 0.1}
     voice = {"Neutral": 0.0, "Happiness": 0.1, "Sadness": 0.9}
     classes = list(face)
-    both = late_fusion(face, voice, face_classes=classes, voice_classes=classes, reliability=(1.0, 1.0))
-    half = late_fusion(face, voice, face_classes=classes, voice_classes=classes, reliability=(1.0, 0.2))
-    none = late_fusion(face, voice, face_classes=classes, voice_classes=classes, reliability=(1.0, 0.0))
+    kw = {"face_classes": classes, "voice_classes": classes, "weights": (0.5, 0.5), "rule": "linear"}
+    both = late_fusion(face, voice, reliability=(1.0, 1.0), **kw)
+    half = late_fusion(face, voice, reliability=(1.0, 0.2), **kw)
+    none = late_fusion(face, voice, reliability=(1.0, 0.0), **kw)
     assert both["top_emotion"] == "Sadness" and half["top_emotion"] == "Neutral"  # voice weight 0.5 x 0.2
     np.testing.assert_allclose(half["probabilities"]["Sadness"], (0.5 * 0.1 + 0.1 * 0.9) / 0.6)
+    pooled = late_fusion(face, voice, face_classes=classes, voice_classes=classes, reliability=(1.0, 0.2))
+    assert pooled["fusion_rule"] == "geometric" and pooled["weights"]["voice"] < both["weights"]["voice"]
     assert none["modalities"] == ["face"] and none["probabilities"] == pytest.approx(face)  # voice counts for nothing
     head = describe_fusion(both, face, voice)
     assert head["headline"]["label"] == "uncertain" and head["agreement"]["same_top"] is False  # 0.5 vs 0.45

@@ -1,6 +1,7 @@
 """Late fusion of face and voice into one top emotion per video, each source weighed by its reliability.
 
-Rule (documented in docs/predict.md; the reliability weights since issue 17):
+Rule (documented in docs/predict.md; the reliability weights since issue 17, the pooling rule and its weights
+chosen on data since issue 13, :mod:`affectfuse.inference.fusion_fit` and ``scripts/fit_fusion.py``):
 
 1. Face, per video: the mean of the per-frame 8-class probabilities over frames where a face was found.
    Its reliability ``r_face`` is the share of analysed frames with a face.
@@ -12,8 +13,13 @@ Rule (documented in docs/predict.md; the reliability weights since issue 17):
 3. Shared classes: the ABAW classes both modalities can output (for the default models: Neutral,
    Anger, Disgust, Fear, Happiness, Sadness; the face network has no Other, the voice head no Surprise).
 4. Each modality's video-level distribution is restricted to the shared classes and renormalised to
-   sum 1; the fused distribution is their mean weighted by ``weight x reliability`` (weights 0.5 / 0.5
-   by default). The top emotion is its argmax.
+   sum 1 (floored at :data:`FLOOR`, so one zero is a strong vote against, not a veto); the fused distribution
+   is their log-linear pool ``p ~ pf^(wf rf) pv^(wv rv)`` (:data:`FUSION_RULE` ``"geometric"``), weights
+   ``(wf, wv)`` = :data:`FUSION_WEIGHTS`: how people's audio-visual judgements of 7,442 CREMA-D clips combine
+   their face-only and voice-only judgements, fitted by cross-validation over actors (the face counts about
+   twice the voice). With both reliabilities 1 the exponents sum to 1; a less reliable source flattens the
+   pool (a smaller margin, so "uncertain" sooner). The top emotion is its argmax. ``rule="linear"`` gives the
+   weighted mean ``(wf rf pf + wv rv pv) / (wf rf + wv rv)`` instead.
 5. A modality that is missing (no face found in any frame; no audio track or no voiced window) or has
    reliability 0 drops out: the other one alone decides, over all its classes. When the only source left
    is a voice with every window outside its domain, its plain mean is shown but marked unreliable
@@ -25,6 +31,36 @@ Letters: T frames, W windows, C classes.
 from __future__ import annotations
 
 import numpy as np
+
+FUSION_RULE = "geometric"
+# (face, voice) exponents: the loglinear fit's a / (a + b), b / (a + b) on the CREMA-D vote tables, alpha chosen
+# by cross-validation over actors (`python scripts/fit_fusion.py`, docs/predict.md "Fusion rule");
+# tests/test_fusion_fit.py checks that a refit on the tables gives these.
+FUSION_WEIGHTS = (0.66, 0.34)
+FLOOR = 1e-4  # probabilities below this count as this much in the log-linear pool
+
+
+def pool(pf: np.ndarray, pv: np.ndarray, rule: str, params) -> np.ndarray:
+    """Pool (N, C) face and voice distributions -> (N, C), rows sum to 1.
+
+    Rules: ``"linear"``: ``w pf + (1 - w) pv``, ``params = (w,)``; ``"geometric"``: ``p ~ pf^w pv^(1 - w)``,
+    ``params = (w,)``; ``"loglinear"``: ``p ~ pf^a pv^b``, ``params = (a, b)``."""
+    pf, pv = np.atleast_2d(np.asarray(pf, np.float64)), np.atleast_2d(np.asarray(pv, np.float64))
+    if rule == "linear":
+        (w,) = params
+        return w * pf + (1.0 - w) * pv
+    if rule == "geometric":
+        (w,) = params
+        a, b = w, 1.0 - w
+    elif rule == "loglinear":
+        a, b = params
+    else:
+        raise ValueError(f"unknown fusion rule {rule!r}; valid: linear, geometric, loglinear")
+    tiny = np.finfo(np.float64).tiny
+    logp = a * np.log(np.maximum(pf, tiny)) + b * np.log(np.maximum(pv, tiny))
+    logp -= logp.max(axis=1, keepdims=True)
+    p = np.exp(logp)
+    return p / p.sum(axis=1, keepdims=True)
 
 
 def mean_probabilities(probs: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray | None:
@@ -63,16 +99,17 @@ def voice_window_weights(voiced: np.ndarray, outside: np.ndarray | None = None) 
 
 
 def late_fusion(face: dict[str, float] | None, voice: dict[str, float] | None, *,
-                face_classes, voice_classes, weights: tuple[float, float] = (0.5, 0.5),
-                reliability: tuple[float, float] = (1.0, 1.0)) -> dict:
+                face_classes, voice_classes, weights: tuple[float, float] | None = None,
+                reliability: tuple[float, float] = (1.0, 1.0), rule: str = FUSION_RULE) -> dict:
     """Fuse video-level face and voice distributions (class name -> probability); see the module rule.
 
     Args:
         face: face distribution over ``face_classes`` (None when no face was found).
         voice: voice distribution over ``voice_classes`` (None without voiced audio).
         face_classes, voice_classes: the classes each model can output (ABAW names).
-        weights: (face, voice) weights of the arithmetic mean.
+        weights: (face, voice) weights (exponents of the geometric pool; None: :data:`FUSION_WEIGHTS`).
         reliability: (face, voice) in [0, 1], multiplied into the weights (rule steps 1-2).
+        rule: ``"geometric"`` (default, :data:`FUSION_RULE`) or ``"linear"`` (weighted mean).
 
     Returns:
         dict with ``classes`` (the classes fused over), ``probabilities`` (name -> fused probability),
@@ -80,8 +117,10 @@ def late_fusion(face: dict[str, float] | None, voice: dict[str, float] | None, *
         ``weights`` (effective, weight x reliability), ``reliability``, ``reliable`` (False when the
         result rests on no reliable source) and ``rule`` (one sentence).
     """
+    if rule not in ("geometric", "linear"):
+        raise ValueError(f"unknown fusion rule {rule!r}; valid: geometric, linear")
     rf, rv = (float(min(1.0, max(0.0, r))) for r in reliability)
-    wf, wv = (float(w) for w in weights)
+    wf, wv = (float(w) for w in (FUSION_WEIGHTS if weights is None else weights))
     rel = {"face": round(rf, 4) if face is not None else None, "voice": round(rv, 4) if voice is not None else None}
     if face is None and voice is None:
         return {"classes": [], "probabilities": {}, "top_emotion": None, "modalities": [], "weights": {},
@@ -101,11 +140,15 @@ def late_fusion(face: dict[str, float] | None, voice: dict[str, float] | None, *
     if not shared:
         raise ValueError(f"face classes {list(face_classes)} and voice classes {list(voice_classes)} share none")
     ef, ev = wf * rf, wv * rv
-    pf, pv = _restrict(face, shared), _restrict(voice, shared)
-    probs = {c: (ef * pf[c] + ev * pv[c]) / (ef + ev) for c in shared}
+    pf, pv = (np.array([d[c] for c in shared]) for d in (_restrict(face, shared), _restrict(voice, shared)))
+    if rule == "linear":
+        fused, how = (ef * pf + ev * pv) / (ef + ev), "mean"
+    else:
+        fused, how = pool(np.maximum(pf, FLOOR), np.maximum(pv, FLOOR), "loglinear", (ef, ev))[0], "log-linear pool"
+    probs = {c: float(p) for c, p in zip(shared, fused)}
     return {"classes": shared, "probabilities": probs, "top_emotion": max(probs, key=probs.get),
             "modalities": ["face", "voice"], "weights": {"face": round(ef, 4), "voice": round(ev, 4)},
-            "reliability": rel, "reliable": True,
-            "rule": (f"mean of the video-level face and voice probabilities over the shared classes, weighted "
+            "reliability": rel, "reliable": True, "fusion_rule": rule,
+            "rule": (f"{how} of the video-level face and voice probabilities over the shared classes, weighted "
                      f"{wf:g} x {rf:.2f} (face x share of frames with a face) and {wv:g} x {rv:.2f} "
                      f"(voice x share of voiced windows inside its training domain)")}
