@@ -50,8 +50,17 @@ def test_two_files_average_to_their_mean(tmp_path, capsys):
     sidecar = json.loads((tmp_path / "ens.csv.json").read_text())
     assert sidecar["provenance"]["weights"] == [0.5, 0.5]
 
-    assert main(["ensemble", str(fa), str(fb), "--out", str(out), "--weights", "3,1"]) == 0
+    capsys.readouterr()
+    assert main(["ensemble", str(fa), str(fb), "--out", str(out), "--ensemble-weights", "3,1"]) == 0
     np.testing.assert_allclose(read_eri_predictions(out)[1], 0.75 * np.round(a, 6) + 0.25 * np.round(b, 6), atol=2e-6)
+    assert "deprecated" not in capsys.readouterr().err
+    # the old spelling --weights (now only extractor weights files) still works, after one deprecation line
+    old = tmp_path / "old.csv"
+    assert main(["ensemble", str(fa), str(fb), "--out", str(old), "--weights", "3,1"]) == 0
+    assert [line for line in capsys.readouterr().err.splitlines() if "deprecated" in line] == [
+        "affectfuse: `affectfuse ensemble --weights` is deprecated; use `affectfuse ensemble --ensemble-weights` "
+        "(same options)"]
+    np.testing.assert_array_equal(read_eri_predictions(old)[1], read_eri_predictions(out)[1])
 
 
 def test_mismatched_ids_and_bad_arguments_are_clear(tmp_path, capsys):
@@ -61,7 +70,7 @@ def test_mismatched_ids_and_bad_arguments_are_clear(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{fb}: ids differ from {fa}: 1 missing ([00002]), 1 extra (00003)" in err
     assert not (tmp_path / "e.csv").exists()
-    with pytest.raises(ValueError, match="2 weights for 3 files"):
+    with pytest.raises(ValueError, match="gives 2 weights for 3 files"):
         parse_weights("1,2", 3)
     with pytest.raises(ValueError, match="non-negative"):
         parse_weights("1,-1", 2)

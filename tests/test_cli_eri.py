@@ -1,4 +1,5 @@
-"""train -> evaluate -> predict -> resume -> ablate -> ensemble, in-process through affectfuse.cli.main."""
+"""eri train -> evaluate -> predict -> resume -> ablate -> ensemble, in-process through affectfuse.cli.main; the old
+spellings (train, evaluate, ablate, predict --features) still work and print one deprecation line."""
 
 import json
 
@@ -38,7 +39,7 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     run = tmp_path / "run"
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("train:\n  beta: 0.02\n")
-    assert main(["train", "--table", table, "--features", *feats, "--out", str(run), "--config", str(recipe),
+    assert main(["eri", "train", "--table", table, "--features", *feats, "--out", str(run), "--config", str(recipe),
                  "--set", *TINY, "train.tensorboard=true"]) == 0
     info = _json_line(capsys)
     assert info["epochs"] == 3 and info["finished"]
@@ -48,7 +49,7 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     assert "beta: 0.02" in (run / "config.yaml").read_text()
     validate_eri_predictions(run / "val_predictions.csv")
 
-    assert main(["evaluate", str(run), "--table", table, "--features", *feats, "--split", "val"]) == 0
+    assert main(["eri", "evaluate", "--checkpoint", str(run), "--table", table, "--features", *feats, "--split", "val"]) == 0
     metrics = _json_line(capsys)
     assert abs(metrics["mean_pearson"] - info["best_val_mean_pearson"]) < 1e-5
     assert set(metrics["pearson"]) == {"Adoration", "Amusement", "Anxiety", "Disgust", "Empathic-Pain", "Fear",
@@ -56,30 +57,30 @@ def test_train_evaluate_predict(dataset, tmp_path, capsys):
     assert (run / "eval_val.csv").read_text().startswith("emotion,pearson,mse")
 
     out = tmp_path / "test_preds.csv"
-    assert main(["predict", "--checkpoint", str(run / "best.pt"), "--features", *feats, "--table", table,
+    assert main(["eri", "predict", "--checkpoint", str(run / "best.pt"), "--features", *feats, "--table", table,
                  "--split", "test", "--out", str(out)]) == 0
     ids, preds = read_eri_predictions(out)
     assert len(ids) == 24 and ids[0].startswith("[") and preds.shape == (24, 7)
     assert ((preds >= 0) & (preds <= 1)).all()
     # without a table: every video that has features in both sets
-    assert main(["predict", "--checkpoint", str(run), "--features", *feats, "--out", str(tmp_path / "all.csv")]) == 0
+    assert main(["eri", "predict", "--checkpoint", str(run), "--features", *feats, "--out", str(tmp_path / "all.csv")]) == 0
     assert _json_line(capsys)["videos"] == 120
 
     # errors are one clear line, exit code 1
-    assert main(["predict", "--checkpoint", str(run), "--features", feats[0], "--out", str(tmp_path / "x.csv")]) == 1
+    assert main(["eri", "predict", "--checkpoint", str(run), "--features", feats[0], "--out", str(tmp_path / "x.csv")]) == 1
     assert "missing ['visual']" in capsys.readouterr().err
-    assert main(["train", "--table", table, "--features", *feats, "--out", str(run), "--set", *TINY]) == 1
+    assert main(["eri", "train", "--table", table, "--features", *feats, "--out", str(run), "--set", *TINY]) == 1
     assert "add --resume" in capsys.readouterr().err
 
 
 def test_interrupted_run_resumed_from_the_command_line_matches(dataset, tmp_path, capsys):
     root, table, feats = dataset
     common = ["--table", table, "--features", *feats, "--set", *TINY, "model.modality_set=A+V"]
-    assert main(["train", "--out", str(tmp_path / "full"), *common]) == 0
+    assert main(["eri", "train", "--out", str(tmp_path / "full"), *common]) == 0
     full = _json_line(capsys)
-    assert main(["train", "--out", str(tmp_path / "cut"), *common, "train.stop_after=1"]) == 0
+    assert main(["eri", "train", "--out", str(tmp_path / "cut"), *common, "train.stop_after=1"]) == 0
     assert _json_line(capsys)["epochs"] == 1
-    assert main(["train", "--out", str(tmp_path / "cut"), "--table", table, "--features", *feats, "--resume",
+    assert main(["eri", "train", "--out", str(tmp_path / "cut"), "--table", table, "--features", *feats, "--resume",
                  "--set", "train.stop_after=0"]) == 0
     resumed = _json_line(capsys)
     assert resumed["epochs"] == 3 and resumed["best_val_mean_pearson"] == full["best_val_mean_pearson"]
@@ -91,7 +92,7 @@ def test_interrupted_run_resumed_from_the_command_line_matches(dataset, tmp_path
 def test_ablate_writes_tables_and_prediction_files_for_ensemble(dataset, tmp_path, capsys):
     root, table, feats = dataset
     out = tmp_path / "abl"
-    args = ["ablate", "--table", table, "--features", *feats, "--out", str(out), "--seeds", "2",
+    args = ["eri", "ablate", "--table", table, "--features", *feats, "--out", str(out), "--seeds", "2",
             "--sets", "A", "A+V+AV", "--tricks", "no_ema", "--set", *TINY, "train.max_epochs=2"]
     assert main(args) == 0
     md = (out / "ablation.md").read_text()
@@ -108,3 +109,54 @@ def test_ablate_writes_tables_and_prediction_files_for_ensemble(dataset, tmp_pat
     assert len(preds) == 2
     assert main(["ensemble", *preds, "--out", str(tmp_path / "ens.csv")]) == 0
     validate_eri_predictions(tmp_path / "ens.csv")
+
+
+def _deprecation(err: str, old: str, new: str) -> None:
+    lines = [line for line in err.splitlines() if "deprecated" in line]
+    assert lines == [f"affectfuse: `affectfuse {old}` is deprecated; use `affectfuse {new}` (same options)"], err
+
+
+def test_old_eri_spellings_run_the_new_commands_after_one_deprecation_line(dataset, tmp_path, capsys):
+    root, table, feats = dataset
+    one = ["--set", *TINY, "train.max_epochs=1"]
+    assert main(["train", "--table", table, "--features", *feats, "--out", str(tmp_path / "old"), *one]) == 0
+    out, err = capsys.readouterr()
+    _deprecation(err, "train", "eri train")
+    assert main(["eri", "train", "--table", table, "--features", *feats, "--out", str(tmp_path / "new"), *one]) == 0
+    new_out, new_err = capsys.readouterr()
+    assert "deprecated" not in new_err
+    old_line, new_line = json.loads(out.splitlines()[-1]), json.loads(new_out.splitlines()[-1])
+    assert old_line["best_val_mean_pearson"] == new_line["best_val_mean_pearson"]  # same command, same seed
+
+    assert main(["evaluate", str(tmp_path / "old"), "--table", table, "--features", *feats]) == 0
+    out, err = capsys.readouterr()
+    _deprecation(err, "evaluate", "eri evaluate")
+    assert json.loads(out.splitlines()[-1])["mean_pearson"] == pytest.approx(old_line["best_val_mean_pearson"], abs=1e-5)
+
+    assert main(["predict", "--checkpoint", str(tmp_path / "old"), "--features", *feats, "--table", table,
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    out, err = capsys.readouterr()
+    assert [line for line in err.splitlines() if "deprecated" in line] == [
+        "affectfuse: `affectfuse predict --checkpoint CKPT --features ...` is deprecated; use "
+        "`affectfuse eri predict --checkpoint CKPT --features ...` (same options)"]
+    assert json.loads(out.splitlines()[-1])["videos"] == 24 and len(read_eri_predictions(tmp_path / "p.csv")[0]) == 24
+
+    ablate = ["--table", table, "--features", *feats, "--seeds", "1", "--sets", "A", "--tricks", "--set", *TINY,
+              "train.max_epochs=1"]
+    assert main(["ablate", *ablate, "--out", str(tmp_path / "abl")]) == 0
+    _deprecation(capsys.readouterr().err, "ablate", "eri ablate")
+    assert (tmp_path / "abl" / "ablation.md").is_file()
+
+
+def test_help_lists_the_groups_and_hides_the_old_spellings(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for name in ("predict", "extract", "eri", "expr", "classify", "finetune", "ensemble", "synth"):
+        assert f"    {name} " in text, name
+    for old in ("train", "evaluate", "ablate"):
+        assert f"    {old} " not in text, old
+    with pytest.raises(SystemExit):
+        main(["expr", "--help"])
+    text = capsys.readouterr().out
+    assert "    submit " in text and "    cv " not in text and "    probe " not in text

@@ -1,4 +1,6 @@
-"""``affectfuse expr`` in-process: Aff-Wild2 train -> evaluate -> predict -> submit -> validate, and probes."""
+"""``affectfuse expr`` in-process: Aff-Wild2 train -> evaluate -> predict -> submit -> validate; ``affectfuse classify``
+on manifests; the old item spellings under ``expr`` (train --manifest, evaluate/predict with an item checkpoint, cv,
+probe) with their deprecation line."""
 
 import json
 
@@ -76,7 +78,7 @@ def test_affwild2_train_evaluate_predict_submit_validate(affwild, capsys):
     assert main(["expr", "predict", "--checkpoint", str(run / "best.pt"), "--frame-list", str(d / "example.txt"),
                  "--smooth", "mean:9", "--out", str(d / "probs2.csv")]) == 0
     capsys.readouterr()
-    assert main(["ensemble", str(d / "probs.csv"), str(d / "probs2.csv"), "--weights", "3,1",
+    assert main(["ensemble", str(d / "probs.csv"), str(d / "probs2.csv"), "--ensemble-weights", "3,1",
                  "--out", str(d / "ens.csv"), "--table", str(d / "Validation_Set")]) == 0
     ens = _last_json(capsys)
     assert ens["videos"] == 2 and len(ens["members"]) == 2 and 0 <= ens["macro_f1"] <= 1
@@ -136,21 +138,61 @@ def test_probe_and_manifest_path(items, capsys):
     assert main(["expr", "probe", "--manifest", str(d / "manifest.csv"), "--features", str(d / "fx"),
                  "--folds", "3", "--group", "--zero-shot", *TINY, "--set", "epochs=8", "--set", "batch_size=32",
                  "--out", str(d / "probe")]) == 0
-    res = _last_json(capsys)
+    printed = capsys.readouterr()
+    res = json.loads(printed.out.strip().splitlines()[-1])
     assert res["logreg"]["macro_f1"] > 0.8 and res["transformer"]["macro_f1"] > 0.6, res
     zero = json.loads((d / "probe" / "zero_shot_scores.json").read_text())
     assert zero["per_class"]["Happiness"]["recall"] > 0.8 and zero["per_class"]["Other"]["f1"] == 0.0
     assert (d / "probe" / "logreg_confusion.png").is_file()
+    assert [line for line in printed.err.splitlines() if "deprecated" in line] == [
+        "affectfuse: `affectfuse expr probe` is deprecated; use `affectfuse classify cv`"]
     run = d / "run"  # a manifest trains the item classifier (pooled rows -> head started at its probe)
-    assert main(["expr", "train", "--features", str(d / "fx"), "--manifest", str(d / "manifest.csv"),
-                 "--set", "epochs=8", "--set", "probe_cs=[1.0]", "--set", "group_norm=false",
+    item_set = ["--set", "epochs=8", "--set", "probe_cs=[1.0]", "--set", "group_norm=false"]
+    assert main(["classify", "train", "--features", str(d / "fx"), "--manifest", str(d / "manifest.csv"), *item_set,
                  "--out", str(run)]) == 0
-    assert main(["expr", "evaluate", "--checkpoint", str(run / "best.pt"), "--manifest", str(d / "manifest.csv"),
+    assert main(["classify", "evaluate", "--checkpoint", str(run / "best.pt"), "--manifest", str(d / "manifest.csv"),
                  "--split", "val"]) == 0
-    assert _last_json(capsys)["n"] == 32
-    assert main(["expr", "predict", "--checkpoint", str(run / "best.pt"), "--manifest", str(d / "manifest.csv"),
+    scores = _last_json(capsys)
+    assert scores["n"] == 32
+    assert main(["classify", "predict", "--checkpoint", str(run / "best.pt"), "--manifest", str(d / "manifest.csv"),
                  "--split", "val", "--out", str(d / "items.csv")]) == 0
     assert (d / "items.csv").read_text().splitlines()[0] == "id," + ",".join(EXPR_CLASSES) + ",predicted"
+    assert "deprecated" not in capsys.readouterr().err
+    # a file that is not an item checkpoint: one clear line
+    assert main(["classify", "evaluate", "--checkpoint", str(d / "items.csv"), "--manifest",
+                 str(d / "manifest.csv")]) == 1
+    assert "not an item checkpoint" in capsys.readouterr().err
+
+
+def _deprecated_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if "deprecated" in line]
+
+
+def test_old_item_spellings_run_classify_after_one_deprecation_line(items, capsys):
+    d = items
+    item_set = ["--set", "epochs=4", "--set", "probe_cs=[1.0]", "--set", "group_norm=false"]
+    assert main(["expr", "train", "--features", str(d / "fx"), "--manifest", str(d / "manifest.csv"), *item_set,
+                 "--out", str(d / "old")]) == 0
+    assert _deprecated_lines(capsys) == ["affectfuse: `affectfuse expr train --manifest` is deprecated; use "
+                                         "`affectfuse classify train --manifest` (same options)"]
+    assert (d / "old" / "best.pt").is_file()
+    assert main(["classify", "evaluate", "--checkpoint", str(d / "old" / "best.pt"), "--manifest",
+                 str(d / "manifest.csv")]) == 0
+    new = _last_json(capsys)
+    for verb, extra in (("evaluate", []), ("predict", ["--out", str(d / "old.csv")])):
+        assert main(["expr", verb, "--checkpoint", str(d / "old" / "best.pt"), "--manifest", str(d / "manifest.csv"),
+                     "--split", "val", *extra]) == 0
+        out = capsys.readouterr()
+        assert [line for line in out.err.splitlines() if "deprecated" in line] == [
+            f"affectfuse: `affectfuse expr {verb} --checkpoint ITEM_CHECKPOINT` is deprecated; use "
+            f"`affectfuse classify {verb} --checkpoint ITEM_CHECKPOINT` (same options)"]
+        if verb == "evaluate":
+            assert json.loads(out.out.splitlines()[-1]) == new  # the same scores as classify evaluate
+    assert len((d / "old.csv").read_text().splitlines()) == 33
+    assert main(["expr", "cv", "--manifest", str(d / "manifest.csv"), "--features", str(d / "fx"), "--folds", "2",
+                 *item_set]) == 0
+    assert _deprecated_lines(capsys) == ["affectfuse: `affectfuse expr cv` is deprecated; use `affectfuse classify cv` "
+                                         "(same options)"]
 
 
 @pytest.mark.slow
@@ -182,7 +224,7 @@ def test_real_faces_zero_shot_and_probe(shared_data, tmp_path, capsys):
 @pytest.mark.slow
 def test_manifest_of_real_clips_through_extract(shared_data, tmp_path, capsys):
     """The generic path on real video: manifest -> `affectfuse extract` (faceexpressionnet, 5 fps) ->
-    `expr train --manifest` -> `expr evaluate` / `expr predict` (6 CREMA-D clips, one per class)."""
+    `classify train` -> `classify evaluate` / `classify predict` (6 CREMA-D clips, one per class)."""
     codes = {"ANG": "Anger", "DIS": "Disgust", "FEA": "Fear", "HAP": "Happiness", "NEU": "Neutral", "SAD": "Sadness"}
     clips = sorted((shared_data / "crema-d" / "clips").glob("1001_DFA_*_XX.flv"))
     rows = ["path,label,split"] + [f"{c},{codes[c.stem.split('_')[2]]},{'val' if i % 3 == 2 else 'train'}"
@@ -192,11 +234,11 @@ def test_manifest_of_real_clips_through_extract(shared_data, tmp_path, capsys):
                  "--no-progress", "--out", str(tmp_path / "feats")]) == 0
     fx = FeatureSet.open(tmp_path / "feats" / "faceexpressionnet")
     assert len(fx) == 6 and all(fx.read(i).mask.mean() > 0.9 for i in fx.ids())
-    assert main(["expr", "train", "--manifest", str(tmp_path / "clips.csv"), "--features", str(fx.path),
+    assert main(["classify", "train", "--manifest", str(tmp_path / "clips.csv"), "--features", str(fx.path),
                  "--set", "epochs=2", "--set", "probe_cs=[1.0]", "--out", str(tmp_path / "run")]) == 0
-    assert main(["expr", "evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"),
+    assert main(["classify", "evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"),
                  "--manifest", str(tmp_path / "clips.csv"), "--split", "val"]) == 0
     assert _last_json(capsys)["n"] == 2
-    assert main(["expr", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"),
+    assert main(["classify", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"),
                  "--manifest", str(tmp_path / "clips.csv"), "--split", "train", "--out", str(tmp_path / "p.csv")]) == 0
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 5
