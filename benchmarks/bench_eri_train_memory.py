@@ -1,4 +1,4 @@
-"""Benchmark: peak memory and CPU time of `affectfuse train` with and without micro-batches, in one run.
+"""Benchmark: peak memory and CPU time of `affectfuse eri train` with and without micro-batches, in one run.
 
     python benchmarks/bench_eri_train_memory.py [--videos 400] [--epochs 2]
 
@@ -32,8 +32,8 @@ def cpu_info() -> dict:
 
 
 def train_once(data: Path, out: Path, micro_batch: int, epochs: int) -> dict:
-    """One `affectfuse train` child process; its peak RSS and CPU time from the kernel's accounting."""
-    cmd = [sys.executable, "-m", "affectfuse.cli", "train", "--table", str(data / "data_info.csv"),
+    """One `affectfuse eri train` child process; its peak RSS and CPU time from the kernel's accounting."""
+    cmd = [sys.executable, "-m", "affectfuse.cli", "eri", "train", "--table", str(data / "data_info.csv"),
            "--features", f"audio={data / 'features' / 'audio'}", f"visual={data / 'features' / 'visual'}",
            "--out", str(out), "--set", f"train.max_epochs={epochs}", f"train.micro_batch={micro_batch}",
            "train.progress=false", "train.tensorboard=false"]
