@@ -124,7 +124,7 @@ def test_meta_json_names_the_weights_file_actually_loaded(tuned_faceapi, tmp_pat
     assert w["default"]["filename"] == FACE_EXPRESSION_WEIGHTS.filename
     # what a checkpoint records of its feature sets at training time (ERI: feature_meta; EXPR/classify:
     # describe_sets) is the same file
-    from affectfuse.api import describe_sets
+    from affectfuse.data.manifest_splits import describe_sets
     from affectfuse.training.run import feature_meta
 
     tuned = FeatureSet.open(tmp_path / "tuned" / "faceexpressionnet")

@@ -90,19 +90,22 @@ def extract(inputs, extractors: Sequence[str] | str, out: str | Path, *, weights
 
 def train(task: str, *, features, out: str | Path, table: str | Path | None = None,
           manifest: str | Path | None = None, annotations: str | Path | None = None,
-          val_annotations: str | Path | None = None, config: str | Path | None = None,
-          overrides: Sequence[str] | Mapping | None = None, label_map: str | None = None, resume: bool = False):
+          val_annotations: str | Path | None = None, config=None, overrides: Sequence[str] | Mapping | None = None,
+          label_map: str | None = None, audio: str | Path | None = None, fps: float | None = None,
+          fill: str = "ffill", resume: bool = False, progress: bool = False) -> dict:
     """Train a model for ``task`` and write its run folder ``out`` (``best.pt`` is what :func:`load` reads).
 
     - ``"eri"``: intensities per video; ``features`` {modality: feature-set folder}, ``table`` (dataset
-      table with train/val splits).
-    - ``"expr"``: classes per frame (Aff-Wild2 layout); ``features`` [folders], ``annotations`` and
-      ``val_annotations`` (folders of per-video label files).
+      table with train/val splits); ``config``: recipe name(s) or YAML file(s).
+    - ``"expr"``: classes per frame (Aff-Wild2 layout); ``features`` [face folders], ``annotations`` and
+      ``val_annotations`` (folders of per-video label files); ``audio`` (a feature set), ``fps``, ``fill``
+      (faceless frames: "ffill" | "zero").
     - ``"classify"``: one class per item; ``features`` [folders], ``manifest`` (CSV with id, label, split),
-      ``label_map`` (e.g. "abaw").
+      ``label_map`` ("abaw" or "NAME=CLASS,...").
 
-    ``config``: a recipe name or YAML file; ``overrides``: ``["key=value", ...]`` or {key: value}, as ``--set``.
-    Returns the run's result: {"run", "checkpoint", "best_epoch", metrics ...}.
+    ``overrides``: ``["key=value", ...]`` or {key: value}, as ``--set``. ``resume``: go on with an interrupted
+    run in ``out`` (a finished item run is reported, not trained again). Returns the run's result dict:
+    ``run``, ``checkpoint``, ``best_epoch`` and the validation scores (what the commands print).
     """
     if task not in TASKS:
         raise ValueError(f"train(): task must be one of {', '.join(TASKS)}, got {task!r}")
@@ -114,73 +117,13 @@ def train(task: str, *, features, out: str | Path, table: str | Path | None = No
         return _train_eri(table, features, out, config, sets, resume)
     if task == "expr":
         if annotations is None or val_annotations is None:
-            raise ValueError("train('expr') needs annotations=... and val_annotations=... (Aff-Wild2 layout)")
-        return _train_frames(list(features), annotations, val_annotations, out, config, sets, resume)
+            raise ValueError("train('expr') needs annotations=... and val_annotations=... (Aff-Wild2 layout; "
+                             "a manifest: train('classify', manifest=...))")
+        return _train_frames(list(features), annotations, val_annotations, out, config, sets, audio=audio, fps=fps,
+                             fill=fill, resume=resume, progress=progress)
     if manifest is None:
         raise ValueError("train('classify') needs manifest=... (CSV: id, label, split)")
     return _train_items(list(features), manifest, out, config, sets, label_map, resume)
-
-
-def describe_sets(sets) -> list[dict]:
-    """What a checkpoint records of each feature set it was trained on (with the weights file its
-    extractor loaded, so predict can refuse random-weight vs real features)."""
-    return [{"name": fs.meta.name, "path": str(fs.path), "dim": fs.meta.dim, "extractor": fs.meta.extractor,
-             "random_weights": fs.meta.random_weights, "weights": fs.meta.weights} for fs in sets]
-
-
-def _train_frames(features: list, annotations, val_annotations, out: Path, config, sets: list[str],
-                  resume: bool, fill: str = "ffill") -> dict:
-    """Per-frame EXPR: the frame transformer on Aff-Wild2 annotation folders (``affectfuse expr train``)."""
-    from affectfuse.data.affwild2 import load_expr_videos, read_expr_folder
-    from affectfuse.data.store import FeatureSet
-    from affectfuse.labels import EXPR_CLASSES
-    from affectfuse.training.expr import ExprTrainConfig, train_expr
-    from affectfuse.training.resolver import resolve_dataclass
-
-    cfg = resolve_dataclass(ExprTrainConfig, config, sets)
-    face = [FeatureSet.open(p) for p in features]
-    info = {"feature_sets": describe_sets(face), "audio_set": None, "audio_dim": 0, "fill": fill, "fps": None,
-            "task": "frames"}
-    train = load_expr_videos(read_expr_folder(annotations), face, None, None, fill)
-    val = load_expr_videos(read_expr_folder(val_annotations), face, None, None, fill)
-    run = train_expr(train, val, cfg, run_dir=out, info=info, class_names=EXPR_CLASSES, resume=resume)
-    return {"run": str(out), "checkpoint": str(out / "best.pt"), "best_epoch": run.best_epoch, **run.best}
-
-
-def _train_items(features: list, manifest, out: Path, config, sets: list[str], label_map, resume: bool) -> dict:
-    """Per-item classification from a manifest (``affectfuse classify train``): the item classifier,
-    early-stopped on the val rows, next to its logistic probe."""
-    import dataclasses
-    import json
-
-    from affectfuse.data.items import load_item_rows
-    from affectfuse.data.label_map import map_classes, parse_label_map
-    from affectfuse.data.layouts import load_manifest
-    from affectfuse.data.store import FeatureSet
-    from affectfuse.training.items import ItemTrainConfig, fit_items, write_item_run
-    from affectfuse.training.resolver import resolve_dataclass
-
-    if (out / "best.pt").is_file():
-        if not resume:
-            raise ValueError(f"{out}: a run exists here already; pass resume=True or choose another out")
-        return json.loads((out / "result.json").read_text())
-    table = load_manifest(manifest)
-    if table.task != "classification":
-        raise ValueError(f"{manifest}: needs a 'label' column of class names for classification")
-    if label_map:
-        names, labels = map_classes(table.label_names, table.labels, parse_label_map(label_map))
-        table = dataclasses.replace(table, label_names=names, labels=labels)
-    face = [FeatureSet.open(p) for p in features]
-    rows = {}
-    for split in ("train", "val"):
-        part = table.subset(split)
-        rows[split] = load_item_rows(part.ids, part.labels, face, part.groups)
-        if not len(rows[split]):
-            raise ValueError(f"{manifest}: item training needs train and val rows (split column)")
-    cfg = resolve_dataclass(ItemTrainConfig, config, sets)
-    run = fit_items(rows["train"], rows["val"], cfg, list(table.label_names))
-    info = {"feature_sets": describe_sets(face), "label_map": label_map}
-    return {"run": str(out), "checkpoint": str(out / "best.pt"), **write_item_run(out, run, cfg, info)}
 
 
 def _train_eri(table, features: Mapping, out: Path, config, sets: list[str], resume: bool) -> dict:
@@ -188,14 +131,68 @@ def _train_eri(table, features: Mapping, out: Path, config, sets: list[str], res
     from affectfuse.training.run import train_run
 
     if resume and (out / "config.yaml").is_file():
-        cfg = load_config(out / "config.yaml")
+        cfg = load_config(out / "config.yaml")  # the interrupted run's own config
         if config or sets:
             cfg = resolve_config(config, sets, base=cfg)
     else:
-        cfg = resolve_config([config] if config else None, sets)
+        cfg = resolve_config(config if isinstance(config, (list, tuple)) else [config], sets)
     result = train_run(table, {k: Path(v) for k, v in features.items()}, out, cfg, resume=resume)
-    return {"run": str(out), "checkpoint": str(out / "best.pt"), "best_epoch": result.best_epoch,
-            "best_val_mean_pearson": result.best_metric, "epochs": result.epochs, "finished": result.finished}
+    probe = (result.probe or {}).get("val_mean_pearson")
+    return {"run": str(out), "checkpoint": str(out / "best.pt"), "best_val_mean_pearson": result.best_metric,
+            "ridge_probe_val_mean_pearson": probe, "best_epoch": result.best_epoch, "epochs": result.epochs,
+            "finished": result.finished}
+
+
+def _train_frames(features: list, annotations, val_annotations, out: Path, config, sets: list[str], *,
+                  audio=None, fps: float | None = None, fill: str = "ffill", resume: bool = False,
+                  progress: bool = False) -> dict:
+    """Per-frame EXPR: the frame transformer on Aff-Wild2 annotation folders, early-stopped on val macro F1."""
+    from affectfuse.data.affwild2 import load_expr_videos, read_expr_folder
+    from affectfuse.data.manifest_splits import describe_sets, open_sets
+    from affectfuse.labels import EXPR_CLASSES
+    from affectfuse.training.expr import ExprTrainConfig, train_expr
+    from affectfuse.training.resolver import resolve_dataclass
+
+    cfg = resolve_dataclass(ExprTrainConfig, files=config, overrides=sets)
+    face = open_sets(features)
+    voice = open_sets([audio])[0] if audio else None
+    info = {"feature_sets": describe_sets(face), "audio_set": describe_sets([voice])[0] if voice else None,
+            "audio_dim": voice.meta.dim if voice else 0, "fill": fill, "fps": fps, "task": "frames"}
+    train = load_expr_videos(read_expr_folder(annotations), face, voice, fps, fill)
+    val = load_expr_videos(read_expr_folder(val_annotations), face, voice, fps, fill)
+    run = train_expr(train, val, cfg, run_dir=out, info=info, class_names=EXPR_CLASSES, progress=progress,
+                     resume=resume)
+    return {"run": str(out), "checkpoint": str(out / "best.pt"), "best_epoch": run.best_epoch, "val": run.best}
+
+
+def _train_items(features: list, manifest, out: Path, config, sets: list[str], label_map, resume: bool) -> dict:
+    """Per-item classification from a manifest: the item classifier, early-stopped on the val rows, next to
+    its logistic probe. The result adds ``note`` (what ``predict`` will make of the classes, or None)."""
+    import json
+
+    from affectfuse.data.label_map import predict_note
+    from affectfuse.data.manifest_splits import describe_sets, manifest_rows, open_sets
+    from affectfuse.training.items import ItemTrainConfig, fit_items, write_item_run
+    from affectfuse.training.resolver import resolve_dataclass
+
+    if (out / "best.pt").is_file():
+        if not resume:
+            raise ValueError(f"{out}: a run exists here already; resume to report it or choose another out")
+        return {"run": str(out), "checkpoint": str(out / "best.pt"), "finished_earlier": True,
+                **json.loads((out / "result.json").read_text())}
+    cfg = resolve_dataclass(ItemTrainConfig, files=config, overrides=sets)
+    face = open_sets(features)
+    table, train_rows = manifest_rows(manifest, "train", face, label_map)
+    _, val_rows = manifest_rows(manifest, "val", face, label_map)
+    if not len(train_rows) or not len(val_rows):
+        raise ValueError(f"{manifest}: item training needs train and val rows (split column)")
+    class_names = list(table.label_names)
+    note = predict_note(class_names)
+    info = {"feature_sets": describe_sets(face), "predict_accepts": note is None, "label_map": label_map}
+    run = fit_items(train_rows, val_rows, cfg, class_names)
+    result = write_item_run(out, run, cfg, info)
+    return {"run": str(out), "checkpoint": str(out / "best.pt"), "note": note, "val": run.val,
+            "probe_val": run.probe["val"], **result}
 
 
 def load(checkpoint: str | Path, device: str = "cpu"):

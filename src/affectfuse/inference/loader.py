@@ -82,12 +82,6 @@ def load(checkpoint: str | Path, device: str = "cpu"):
     return cls(path, device=device)
 
 
-def _open_sets(paths) -> list:
-    from affectfuse.data.store import FeatureSet
-
-    return [p if isinstance(p, FeatureSet) else FeatureSet.open(p) for p in paths]
-
-
 class _Predictor:
     kind = ""
 
@@ -134,9 +128,9 @@ class EriPredictor(_VideoMixin, _Predictor):
         import pandas as pd
 
         from affectfuse.training.eri import predict
-        from affectfuse.training.run import checkpoint_data
+        from affectfuse.training.run import checkpoint_data, open_feature_sets
 
-        sets = dict(zip(features, _open_sets(features.values())))
+        sets = open_feature_sets({k: Path(v) for k, v in features.items()})
         tab = None
         if table is not None:
             from affectfuse.data.layouts import load_table
@@ -188,12 +182,10 @@ class ItemPredictor(_Predictor):
         import pandas as pd
 
         from affectfuse.data.items import load_item_rows
-        from affectfuse.weights import check_same_weights
+        from affectfuse.data.manifest_splits import checkpoint_sets
 
-        sets = _open_sets(features)
-        for (name, meta), fs in zip(self.feature_sets.items(), sets):
-            check_same_weights(meta, fs.meta.to_dict(), f"{self.path} (feature set {name!r})",
-                               f"feature set {fs.meta.name!r} ({fs.path})")
+        stored = [{"name": k, **v} for k, v in self.feature_sets.items()]
+        sets, _ = checkpoint_sets(self.path, {"feature_sets": stored}, [str(f) for f in features])  # dims, weights
         items = load_item_rows(list(ids), np.full(len(ids), -1), sets)
         items.set_names = list(self.classifier.norm)  # the checkpoint's keys for the same sets, in its order
         probs = self.classifier.probabilities(items)  # (N, C)
