@@ -17,6 +17,15 @@ EXPR_CLASSES: tuple[str, ...] = (
 EXPR_IGNORE = -1
 EXPR_SCALE = "probability in [0, 1] per class, rows sum to 1"
 
+# usual spellings of expression classes -> canonical name (lower-case keys); read by fine-tuning's class sets
+# (training.finetune_data) and by the manifests' --label-map (data.label_map)
+EXPRESSION_SYNONYMS: dict[str, str] = {
+    "neutral": "Neutral", "happy": "Happiness", "happiness": "Happiness", "joy": "Happiness",
+    "sad": "Sadness", "sadness": "Sadness", "surprise": "Surprise", "surprised": "Surprise",
+    "fear": "Fear", "fearful": "Fear", "afraid": "Fear", "disgust": "Disgust", "disgusted": "Disgust",
+    "anger": "Anger", "angry": "Anger", "contempt": "Contempt", "other": "Other",
+}
+
 
 def eri_index(name: str) -> int:
     """Index of an ERI emotion, accepting 'Empathic Pain' / 'empathic_pain' spellings."""

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from affectfuse.labels import EXPR_CLASSES
+from affectfuse.labels import EXPR_CLASSES, EXPRESSION_SYNONYMS
 
 LABEL_MAP_HINT = "--label-map abaw (usual spellings, contempt -> Other) or --label-map NAME=ABAW_CLASS,..."
 
 
 def abaw_synonyms() -> dict[str, str]:
     """Lower-case spelling -> ABAW class: the usual synonyms, ``contempt`` -> Other, every ABAW name itself."""
-    from affectfuse.training.finetune_data import SYNONYMS
-
-    out = {k: v for k, v in SYNONYMS.items() if v in EXPR_CLASSES}
+    out = {k: v for k, v in EXPRESSION_SYNONYMS.items() if v in EXPR_CLASSES}
     out.update({c.lower(): c for c in EXPR_CLASSES})
     out["contempt"] = "Other"
     return out

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from affectfuse.faces.crop_cache import CropCache, centre_square, default_cache_dir  # noqa: F401 (re-exported)
-from affectfuse.labels import EXPR_CLASSES
+from affectfuse.labels import EXPR_CLASSES, EXPRESSION_SYNONYMS
 from affectfuse.utils import FailureLog
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,7 @@ AFFECTNET7: tuple[str, ...] = ("Neutral", "Happiness", "Sadness", "Surprise", "F
 AFFECTNET8: tuple[str, ...] = AFFECTNET7 + ("Contempt",)
 CLASS_SETS: dict[str, tuple[str, ...]] = {"affectnet7": AFFECTNET7, "affectnet8": AFFECTNET8, "expr8": EXPR_CLASSES}
 
-# usual spellings -> canonical name (lower case keys)
-SYNONYMS: dict[str, str] = {
-    "neutral": "Neutral", "happy": "Happiness", "happiness": "Happiness", "joy": "Happiness",
-    "sad": "Sadness", "sadness": "Sadness", "surprise": "Surprise", "surprised": "Surprise",
-    "fear": "Fear", "fearful": "Fear", "afraid": "Fear", "disgust": "Disgust", "disgusted": "Disgust",
-    "anger": "Anger", "angry": "Anger", "contempt": "Contempt", "other": "Other",
-}
+SYNONYMS = EXPRESSION_SYNONYMS  # usual spellings -> canonical name (lower case keys)
 # class sets where a name stands for another class
 ALIASES: dict[str, dict[str, str]] = {"expr8": {"Contempt": "Other"}}
 
