@@ -169,3 +169,30 @@ def test_extract_and_predict_give_the_same_face_features(tmp_path, monkeypatch):
     a, b, n = _common(t_ex, np.concatenate([ex_rows[m] for m in names], axis=1), t_pr, feats)
     assert n >= 8 and a.shape[1] == 263 + 512
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_finetune_cuts_and_caches_the_plan_extract_cuts(shared_data, tmp_path):
+    """A network declaring a margin and grey crops: `extract` caches that crop for a photo, `finetune`'s
+    prepare_crops finds it (no detection) and would cut the same; a plain crop is another cache entry."""
+    from PIL import Image
+
+    from affectfuse.features.face_common import TorchFaceExtractor
+    from affectfuse.features.pipeline import extract
+    from affectfuse.training.finetune_data import FaceAligner, prepare_crops, read_rgb
+
+    photo = tmp_path / "photos" / "face.png"
+    photo.parent.mkdir()
+    with Image.open(shared_data / "media" / "single_face.jpg") as im:
+        im.resize((im.width * 320 // max(im.size), im.height * 320 // max(im.size))).save(photo)
+    plan = FacePlan(96, "mtcnn_box", margin=0.2, colour="grey")
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())  # (N, 3, 96, 96) -> (N, 12)
+    ex = TorchFaceExtractor(net, name="tiny-grey", dim=12, input=plan, weights=None, random_weights=True)
+    cache = tmp_path / "cache"
+    assert extract(str(photo.parent), [ex], tmp_path / "feats", progress=False, crop_cache=cache).ok
+    rep = prepare_crops([photo], 96, "mtcnn", cache, plan=ex.input)
+    assert rep.cached == 1 and rep.no_face == 0
+    cached = np.asarray(Image.open(rep.files[0]).convert("RGB"))
+    np.testing.assert_array_equal(cached, FaceAligner(plan)(read_rgb(photo)))
+    assert (cached[..., 0] == cached[..., 1]).all()  # grey in every channel
+    plain = prepare_crops([photo], 96, "mtcnn", cache, template="mtcnn_box")
+    assert plain.cached == 0 and plain.files[0] != rep.files[0]
