@@ -155,6 +155,11 @@ def test_export_loads_and_reproduces(tiny_run):
     with torch.no_grad():
         logits, emb = tuned(x), tuned.embed(x)
         assert torch.allclose(loaded(x), logits, atol=1e-5)
+    import affectfuse  # the Python API reads the export like any model file: class probabilities per crop
+
+    probs = affectfuse.load(pt).predict(crops)
+    assert list(probs.columns) == meta["classes"]
+    np.testing.assert_allclose(probs.to_numpy(), logits.softmax(1).numpy(), atol=1e-5)
     out = extractor(crops)  # (N, 263): embedding + face-api probabilities
     np.testing.assert_allclose(out[:, :256], emb.numpy(), atol=1e-5)
     # the extractor's own columns neutral, happy, sad = the fine-tuned head's Neutral, Happiness, Sadness
