@@ -54,18 +54,6 @@ def item_config(path: str | None, overrides: list[str]):
     return resolve_dataclass(ItemTrainConfig, files=path, overrides=overrides)
 
 
-def _label_note(class_names, label_map) -> dict:
-    """What ``affectfuse predict --expr-checkpoint`` will make of these classes (said at training time)."""
-    from affectfuse.data.label_map import predict_note
-
-    note = predict_note(class_names)
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    elif label_map:
-        print(f"classes after --label-map {label_map}: {', '.join(class_names)}", file=sys.stderr)
-    return {"predict_accepts": note is None, "label_map": label_map}
-
-
 # -- train ---------------------------------------------------------------------------------------------
 def add_train(p) -> None:
     _manifest_features(p)
@@ -76,35 +64,27 @@ def add_train(p) -> None:
 
 
 def run_train(args) -> int:
-    """The item classifier on the manifest's train rows, early-stopped on its val rows."""
-    from affectfuse.data.manifest_splits import describe_sets, manifest_rows, open_sets
-    from affectfuse.training.items import fit_items, write_item_run
+    """The item classifier on the manifest's train rows, early-stopped on its val rows (:func:`affectfuse.api.train`)."""
+    from affectfuse.api import train
 
     if getattr(args, "audio", None):
         raise ValueError("--audio applies to frame training; with --manifest give every feature set to --features")
-    out = Path(args.out)
-    if (out / "best.pt").is_file():
-        if not args.resume:
-            raise ValueError(f"{out}: a run exists here already; pass --resume to go on or choose another --out")
-        print(f"{out}: finished item run, not trained again", file=sys.stderr)
-        print_json(json.loads((out / "result.json").read_text()))
+    res = train("classify", features=args.features, manifest=args.manifest, out=args.out, config=args.config,
+                overrides=args.set, label_map=args.label_map, resume=args.resume)
+    if res.get("finished_earlier"):
+        print(f"{args.out}: finished item run, not trained again", file=sys.stderr)
+        print_json({k: v for k, v in res.items() if k not in ("run", "checkpoint", "finished_earlier")})
         return 0
-    config = item_config(args.config, args.set)
-    face = open_sets(args.features)
-    table, train = manifest_rows(args.manifest, "train", face, args.label_map)
-    _, val = manifest_rows(args.manifest, "val", face, args.label_map)
-    if not len(train) or not len(val):
-        raise ValueError(f"{args.manifest}: item training needs train and val rows (split column)")
-    class_names = list(table.label_names)
-    info = {"feature_sets": describe_sets(face), **_label_note(class_names, args.label_map)}
-    run = fit_items(train, val, config, class_names)
-    result = write_item_run(out, run, config, info)
-    m, p, k = result["model"], result["probe"], result["metric"]
+    if res["note"]:
+        print(f"note: {res['note']}", file=sys.stderr)
+    elif args.label_map:
+        print(f"classes after --label-map {args.label_map}: {', '.join(res['val']['class_names'])}", file=sys.stderr)
+    m, p, k = res["model"], res["probe"], res["metric"]
     print(f"item head: val {k} {m[k]:.4f} (macro F1 {m['macro_f1']:.4f}); logistic probe on the same pooled "
-          f"features (C {result['probe_C']:g}): {k} {p[k]:.4f} (macro F1 {p['macro_f1']:.4f}); kept: "
-          f"{result['kept']} (epoch {result['best_epoch']})", file=sys.stderr)
-    print_json({"best_epoch": run.best_epoch, "checkpoint": str(out / "best.pt"), **score_summary(run.val),
-                "probe": score_summary(run.probe["val"]), "beats_probe": result["beats_probe"]})
+          f"features (C {res['probe_C']:g}): {k} {p[k]:.4f} (macro F1 {p['macro_f1']:.4f}); kept: "
+          f"{res['kept']} (epoch {res['best_epoch']})", file=sys.stderr)
+    print_json({"best_epoch": res["best_epoch"], "checkpoint": res["checkpoint"], **score_summary(res["val"]),
+                "probe": score_summary(res["probe_val"]), "beats_probe": res["beats_probe"]})
     return 0
 
 

@@ -56,21 +56,18 @@ def add_train(p) -> None:
 
 
 def run_train(args) -> int:
-    from affectfuse.training.config import load_config, resolve_config
-    from affectfuse.training.run import train_run
+    """:func:`affectfuse.api.train` ("eri"); resuming, the run's own config.yaml is the base and only --config and
+    --set are applied on top (the recipe was applied when the run started)."""
+    from affectfuse.api import train
 
-    out = Path(args.out)
-    if args.resume and (out / "config.yaml").is_file():
-        cfg = load_config(out / "config.yaml")        # the interrupted run's own config
-        if args.config or args.overrides:
-            cfg = resolve_config(args.config, args.overrides, base=cfg)
-    else:
-        cfg = resolve_config([args.recipe, args.config], args.overrides)
-    result = train_run(args.table, features_arg(args.features), out, cfg, resume=args.resume)
-    probe = (result.probe or {}).get("val_mean_pearson")
-    print(json.dumps({"run": str(out), "best_val_mean_pearson": round(result.best_metric, 6),
+    resuming = args.resume and (Path(args.out) / "config.yaml").is_file()
+    res = train("eri", features=features_arg(args.features), table=args.table, out=args.out,
+                config=args.config if resuming else [args.recipe, args.config], overrides=args.overrides,
+                resume=args.resume)
+    probe = res["ridge_probe_val_mean_pearson"]
+    print(json.dumps({"run": res["run"], "best_val_mean_pearson": round(res["best_val_mean_pearson"], 6),
                       "ridge_probe_val_mean_pearson": None if probe is None else round(probe, 6),
-                      "best_epoch": result.best_epoch, "epochs": result.epochs, "finished": result.finished}))
+                      "best_epoch": res["best_epoch"], "epochs": res["epochs"], "finished": res["finished"]}))
     return 0
 
 

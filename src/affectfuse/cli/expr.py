@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from affectfuse.cli import classify, expr_probe
-from affectfuse.cli.common import Sub, add_group, deprecated, frame_config, print_json, run_group, score_summary
+from affectfuse.cli.common import Sub, add_group, deprecated, print_json, run_group, score_summary
 
 HELP = "expression classes per frame (ABAW EXPR, Aff-Wild2 layout): train, evaluate, predict, submit, validate"
 SMOOTH_HELP = "temporal smoothing: none, mean:N or mode:N (default: the one chosen on validation and stored in " \
@@ -63,10 +63,8 @@ def add_train(t) -> None:
 
 
 def run_train(args) -> int:
-    from affectfuse.data.affwild2 import load_expr_videos, read_expr_folder
-    from affectfuse.data.manifest_splits import describe_sets, open_sets
-    from affectfuse.labels import EXPR_CLASSES
-    from affectfuse.training.expr import train_expr
+    """The frame transformer on Aff-Wild2 annotation folders (:func:`affectfuse.api.train`)."""
+    from affectfuse.api import train
 
     if args.manifest:
         deprecated("expr train --manifest", "classify train --manifest")
@@ -77,18 +75,10 @@ def run_train(args) -> int:
     if not (args.annotations and args.val_annotations):
         raise ValueError("expr train needs --annotations and --val-annotations (a manifest: `affectfuse classify "
                          "train`)")
-    config = frame_config(args.config, args.set)
-    face = open_sets(args.features)
-    audio = open_sets([args.audio])[0] if args.audio else None
-    fill = args.fill or "ffill"
-    info = {"feature_sets": describe_sets(face), "audio_set": describe_sets([audio])[0] if audio else None,
-            "audio_dim": audio.meta.dim if audio else 0, "fill": fill, "fps": args.fps, "task": "frames"}
-    train = load_expr_videos(read_expr_folder(args.annotations), face, audio, args.fps, fill)
-    val = load_expr_videos(read_expr_folder(args.val_annotations), face, audio, args.fps, fill)
-    run = train_expr(train, val, config, run_dir=args.out, info=info, class_names=EXPR_CLASSES, progress=True,
-                     resume=args.resume)
-    print_json({"best_epoch": run.best_epoch, "checkpoint": str(Path(args.out) / "best.pt"),
-                **score_summary(run.best)})
+    res = train("expr", features=args.features, annotations=args.annotations, val_annotations=args.val_annotations,
+                out=args.out, config=args.config, overrides=args.set, audio=args.audio, fps=args.fps,
+                fill=args.fill or "ffill", resume=args.resume, progress=True)
+    print_json({"best_epoch": res["best_epoch"], "checkpoint": res["checkpoint"], **score_summary(res["val"])})
     return 0
 
 
