@@ -13,6 +13,7 @@ from affectfuse.data.store import FeatureSet
 from affectfuse.data.synthetic_affwild2 import make_affwild2_dataset, make_affwild2_people, to_expr_videos
 from affectfuse.training.expr import (ExprTrainConfig, evaluate_probabilities, load_checkpoint, predict_videos,
                                       train_expr)
+from affectfuse.training.frame_probe import frame_probe
 from affectfuse.training.temporal import apply_smoothing, choose_smoothing, resolve_smoothing
 
 
@@ -114,3 +115,26 @@ def test_smoothing_is_chosen_in_memory_too():
     cfg = ExprTrainConfig.from_dict({"epochs": 1, "probe": False, "model": {"probe_skip": False}})
     run = train_expr(videos[:-2], videos[-2:], cfg)
     assert run.smoothing is not None and run.versus_probe == {"model": run.best["macro_f1"], "probe": None}
+
+
+def test_skip_path_keeps_the_probe_and_a_run_that_loses_keeps_its_start(caplog):
+    """The skip path is the probe's solution and stays there; a run whose training only hurts (a learning rate
+    that wrecks the encoder) ends at its start, which is the probe: epoch 0, the probe's validation score."""
+    videos = to_expr_videos(make_affwild2_people(8, seed=6, frames=(150, 200)))
+    train, val = videos[:-3], videos[-3:]
+    good = train_expr(train, val, ExprTrainConfig.from_dict({"epochs": 2}))
+    skip = good.model.skip.weight.detach().numpy()
+    probe = frame_probe(train, val, 8)
+    assert np.allclose(skip, probe["fit"]["coef"], atol=1e-5)   # not trained (train_skip false)
+    wrecked = train_expr(train, val, ExprTrainConfig.from_dict({"epochs": 1, "lr": 30.0, "clip_norm": 0.0,
+                                                                "model": {"frame_dropout": 0.9}}))
+    assert wrecked.best_epoch == 0 and "did not beat its start" in caplog.text
+    assert wrecked.versus_probe["model"] == pytest.approx(wrecked.versus_probe["probe"], abs=2e-3)
+
+
+def test_synth_writes_the_affwild2_layout(tmp_path, capsys):
+    assert main(["synth", str(tmp_path / "s"), "--layout", "affwild2", "--videos", "3", "--seed", "2"]) == 0
+    out = _last_json(capsys)
+    train, val = read_expr_folder(out["train"]), read_expr_folder(out["val"])
+    assert len({i.removesuffix("_left").removesuffix("_right") for i in train}) == 2 and val
+    assert [FeatureSet.open(p).meta.extra["fps"] for p in out["features"]] == [30.0, 30.0]

@@ -19,8 +19,9 @@ them on, see :class:`affectfuse.training.expr.ExprTrainConfig`):
 - ``standardize``: ``(x - input_mean) / input_std`` per feature column first (buffers set from the training
   frames and saved with the weights), so eGeMAPS-like scales and constant columns do no harm;
 - ``probe_skip``: a per-frame linear path, standardised frame -> Linear -> logits (B, L, C), added to the
-  transformer's logits; training starts it at the per-frame logistic probe and the transformer's head at
-  zero, so the untrained model is the probe and training adds what context brings;
+  transformer's logits; training sets it to the per-frame logistic probe (kept there unless ``train_skip``:
+  gradient steps move a linear model off the probe's optimum) and starts the transformer's head at zero,
+  so the untrained model is the probe and training learns what context adds to it;
 - ``frame_dropout``: while training, this share of frames is shown as faceless (the learned no-face token),
   so the encoder learns to read a frame from its neighbours; ``input_noise``: Gaussian noise of this std
   (in standardised units) on the inputs while training.
@@ -52,6 +53,7 @@ class ExprModelConfig:
     n_classes: int = 8
     standardize: bool = False
     probe_skip: bool = False
+    train_skip: bool = False  # False: the skip path keeps the probe's solution (not trained)
     frame_dropout: float = 0.0
     input_noise: float = 0.0
 
@@ -91,6 +93,7 @@ class ExprTransformer(nn.Module):
         if self.skip is not None:  # untrained: the skip path alone (set from the probe by the trainer)
             for p in (*self.head.parameters(), *self.skip.parameters()):
                 nn.init.zeros_(p)
+            self.skip.requires_grad_(config.train_skip)
         self.register_buffer("positions", sinusoidal_positions(1024, d), persistent=False)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None,

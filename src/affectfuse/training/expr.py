@@ -205,6 +205,7 @@ def train_expr(train: list[ExprVideo], val: list[ExprVideo], config: ExprTrainCo
     probe = frame_probe(train, val, n_classes, config.seed) if config.probe or model_cfg.probe_skip else None
     if probe is not None:
         start_at_probe(model, probe)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}  # a probe_skip model: the probe
     model = model.to(config.device)
     bank = _FrameBank(train)
     alpha = class_weights(bank.y.numpy(), n_classes, config.class_weights)
@@ -236,12 +237,28 @@ def train_expr(train: list[ExprVideo], val: list[ExprVideo], config: ExprTrainCo
         raise ValueError(f"{run_dir}: the run holds no trained epoch (config epochs={config.epochs})")
     final = ExprTransformer(model_cfg)
     final.load_state_dict(best_state)
+    if model_cfg.probe_skip and best["macro_f1"] < probe["macro_f1"]:  # training lost to where it started
+        final, best, best_epoch = _keep_start(task, model_cfg, start, run_dir), task.scores, 0
+        state = {**state, "best_epoch": best_epoch}
     versus = compare_with_probe(best, probe)
     if run_dir is not None:
         write_json_atomic(run_dir / "result.json", {"best_epoch": state["best_epoch"], "val": plain(best),
                                                     "versus_probe": versus, "probe": probe_summary(probe)})
     return ExprRun(final.to(config.device).eval(), state["history"], best, state["best_epoch"],
                    best.get("smoothing"), versus)
+
+
+def _keep_start(task: "ExprTask", model_cfg: ExprModelConfig, start: dict, run_dir: Path | None) -> ExprTransformer:
+    """The untrained probe_skip model (= the per-frame probe) as the result, scored on validation (its scores
+    in ``task.scores``) and written as ``best.pt`` (epoch 0): early stopping that counts the start point."""
+    model = ExprTransformer(model_cfg)
+    model.load_state_dict(start)
+    model = model.to(task.config.device).eval()
+    task.validate(model)
+    log.warning("EXPR training did not beat its start (the per-frame probe) on validation; best.pt is the start")
+    if run_dir is not None:
+        write_checkpoint(task.best_payload(model, 0, {}), run_dir / "best.pt")
+    return model
 
 
 class ExprTask:
