@@ -190,7 +190,7 @@ BEFORE_FIELD = {("model", "pooled_skip"): False, ("data", "standardize"): False,
 def load_config(path: str | Path) -> RunConfig:
     """A saved ``config.yaml``; fields it predates take the value its run had (``BEFORE_FIELD``), so an
     older run resumes as it started."""
-    d = yaml.safe_load(Path(path).read_text()) or {}
+    d = read_yaml(path, "saved config")
     for (section, name), value in BEFORE_FIELD.items():
         if isinstance(d.get(section), dict):
             d[section].setdefault(name, value)
