@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from affectfuse.faces.align import align_face, template
-from affectfuse.faces.plan import CropSpec, FacePlan, crop_faces, crop_specs, resize_aligned
+from affectfuse.faces.plan import CropSpec, FacePlan, check_same_crop, crop_faces, crop_specs, resize_aligned
 from affectfuse.features.registry import EXTRACTORS, create_extractor
 
 FACE = ("faceexpressionnet", "inception-resnet-v1-vggface2", "regnet-y", "vit-b16", "posterv2")
@@ -50,6 +50,18 @@ def test_crop_faces_is_align_face_by_the_plan_and_colour_and_margin_apply():
     assert (grey[..., 0] == grey[..., 2]).all() and np.abs(grey[..., 1] - luma).max() <= 1
     assert resize_aligned(frame, FacePlan(64, "arcface", colour="grey")).shape == (64, 64, 3)
     assert crop_specs([plan, plan.crop, FacePlan(112, "mtcnn_box", mean=(0, 0, 0))]) == (plan.crop,)
+
+
+def test_features_of_another_crop_are_refused():
+    """An ERI checkpoint's feature set records the crop it was extracted from; predict refuses another."""
+    plan = FacePlan(112, "mtcnn_box", mean=(0.4, 0.4, 0.4))
+    check_same_crop({"size": 112, "template": "mtcnn_box"}, plan, "old.pt")  # older meta: no margin, colour
+    check_same_crop({"size": 112}, plan, "older.pt")  # no template recorded: nothing to check
+    check_same_crop(FacePlan(112, "mtcnn_box", precision="bf16").describe(), plan, "x")  # precision: not crop
+    with pytest.raises(ValueError, match=r"ckpt.pt: feature set 'visual' was made from 112 px 'arcface'"):
+        check_same_crop({"size": 112, "template": "arcface"}, plan, "ckpt.pt: feature set 'visual'")
+    with pytest.raises(ValueError, match="grey"):
+        check_same_crop(FacePlan(112, "mtcnn_box", colour="grey").describe(), plan, "x")
 
 
 def test_bad_plans_are_refused_with_the_reason():

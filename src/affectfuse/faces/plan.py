@@ -155,3 +155,17 @@ def blank(plans, n: int = 1) -> dict[CropSpec, np.ndarray]:
 def crop_specs(plans) -> tuple[CropSpec, ...]:
     """The distinct geometries of ``plans`` (FacePlans or CropSpecs), sorted."""
     return tuple(sorted({_spec(p) for p in plans}))
+
+
+def check_same_crop(recorded: dict | None, plan: FacePlan, where: str) -> None:
+    """Raise ValueError when features recorded as made from another crop (a feature set's ``meta.json``
+    ``input``: size, template, margin, colour) would now be made from ``plan``'s crop; ``where`` names the
+    recorded side. Records without a template (older files) are not checked."""
+    if not recorded or "template" not in recorded or "size" not in recorded:
+        return
+    then = CropSpec(int(recorded["size"]), str(recorded["template"]), float(recorded.get("margin", 0.0)),
+                    str(recorded.get("colour", "rgb")))
+    if then != plan.crop:
+        raise ValueError(f"{where} was made from {then.size} px '{then.tag()}' face crops, but this network now "
+                         f"declares {plan.size} px '{plan.crop.tag()}': features of other crops are other "
+                         "features; extract again (affectfuse extract) and retrain")
