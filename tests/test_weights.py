@@ -153,3 +153,18 @@ def test_random_and_real_features_never_mix(tmp_path):
     ckpt = {"path": "run/best.pt", "feature_sets": {"visual": {"name": "v", "dim": 2, **real}}}
     with pytest.raises(WeightsMismatchError, match=r"run/best.pt \(feature set 'visual'\).*random"):
         inputs_for_checkpoint(ckpt, {"visual": FeatureSet.open(tmp_path / "v")})
+
+
+def test_expr_and_classify_checkpoints_refuse_features_of_the_other_kind(tmp_path):
+    """The per-frame and per-item commands check the stored feature-set description the same way."""
+    from affectfuse.data.manifest_splits import checkpoint_sets, describe_sets
+    from affectfuse.data.store import FeatureSet, FeatureSetMeta
+    from affectfuse.weights import WeightsMismatchError
+
+    real = FeatureSet.create(tmp_path / "real", FeatureSetMeta(
+        name="f", dim=2, weights={"path": "/w/net.pt", "filename": "net.pt", "sha256": "cd" * 32}))
+    fake = FeatureSet.create(tmp_path / "fake", FeatureSetMeta(name="f", dim=2, random_weights=True))
+    info = {"feature_sets": describe_sets([fake])}  # what train stored
+    assert checkpoint_sets("run/best.pt", info, [tmp_path / "fake"])[0][0].path == fake.path
+    with pytest.raises(WeightsMismatchError, match=r"feature set 'f' \(.*real\) was made with weights /w/net.pt"):
+        checkpoint_sets("run/best.pt", info, [tmp_path / "real"])
