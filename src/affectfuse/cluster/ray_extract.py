@@ -131,6 +131,33 @@ def _gpus_default(gpus_per_worker: float | None) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
+def _worker_died(exc, item: MediaItem, missing: list[str], attempts: dict, max_attempts: int, queue: list,
+                 sets: dict) -> dict | None:
+    """A worker died on ``item``: queue the video again (None) until it has killed ``max_attempts`` workers, then
+    its result: the extractors whose files landed before a death are done, the others failed."""
+    attempts[item.id] = attempts.get(item.id, 0) + 1
+    log.warning("worker died on %s (attempt %d/%d): %s", item.path, attempts[item.id], max_attempts,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    if attempts[item.id] < max_attempts:
+        queue.append((item, missing))
+        return None
+    landed = [n for n in missing if item.id in sets[n]]  # files renamed in before a death are done
+    return {"id": item.id, "written": landed, "skipped": [], "calls": {}, "failures": [
+        (f"{item.id} [{n}]", f"{item.path}: a worker died on this video {max_attempts} times "
+                             f"(last: {type(exc).__name__})") for n in missing if n not in landed]}
+
+
+def _tally(result: dict, item_id: str, written: dict, calls: dict, failures: FailureLog, not_applicable: list) -> None:
+    """Add one video's result (from :meth:`ExtractWorker.process` or a failure) to the run's totals."""
+    for n in result["written"]:
+        written[n].append(item_id)
+    for n, c in result["calls"].items():
+        calls[n] += c
+    for key, msg in result["failures"]:
+        failures.add(key, msg)
+    not_applicable += result.get("not_applicable", [])
+
+
 def ray_extract(items: Sequence[MediaItem], spec: WorkerSpec, num_workers: int | None = None,
                 cpus_per_worker: float = 1.0, gpus_per_worker: float | None = None, max_attempts: int = 3,
                 address: str | None = None, progress: bool = True, worker_cls=ExtractWorker) -> ExtractReport:
@@ -174,10 +201,10 @@ def ray_extract(items: Sequence[MediaItem], spec: WorkerSpec, num_workers: int |
         if (out_root / FAILURES_FILE).exists():
             (out_root / FAILURES_FILE).unlink()
         failures = FailureLog(out_root / FAILURES_FILE)
-        skipped, todo, not_applicable = [], [], []
-        for item in items:
-            missing = [n for n in spec.names if item.id not in sets[n]]
-            (todo.append((item, missing)) if missing else skipped.append(item.id))
+        not_applicable: list = []
+        todo = [(item, [n for n in spec.names if item.id not in sets[n]]) for item in items]
+        skipped = [item.id for item, missing in todo if not missing]  # every file there: a resumed run redoes nothing
+        todo = [(item, missing) for item, missing in todo if missing]
         written: dict[str, list[str]] = {n: [] for n in spec.names}
         calls: dict[str, int] = {n: 0 for n in spec.names}
         bar = tqdm(total=len(items), initial=len(skipped), unit="video", disable=not progress, desc="extract (ray)")
@@ -192,19 +219,11 @@ def ray_extract(items: Sequence[MediaItem], spec: WorkerSpec, num_workers: int |
             try:
                 result = ray.get(done[0])
             except RayActorError as exc:  # the worker died: replace it, send the video again
-                attempts[item.id] = attempts.get(item.id, 0) + 1
-                log.warning("worker died on %s (attempt %d/%d): %s", item.path, attempts[item.id], max_attempts,
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                if attempts[item.id] < max_attempts:
-                    queue.append((item, missing))
+                result = _worker_died(exc, item, missing, attempts, max_attempts, queue, sets)
                 if queue:
                     idle.append(new_actor())
-                if attempts[item.id] < max_attempts:
+                if result is None:
                     continue
-                landed = [n for n in missing if item.id in sets[n]]  # files renamed in before a death are done
-                result = {"id": item.id, "written": landed, "skipped": [], "calls": {}, "failures": [
-                    (f"{item.id} [{n}]", f"{item.path}: a worker died on this video {max_attempts} times "
-                                         f"(last: {type(exc).__name__})") for n in missing if n not in landed]}
             except Exception as exc:  # unexpected error inside process(): this video fails, the rest go on
                 idle.append(actor)
                 result = {"id": item.id, "written": [], "skipped": [], "calls": {},
@@ -212,13 +231,7 @@ def ray_extract(items: Sequence[MediaItem], spec: WorkerSpec, num_workers: int |
                                        for n in missing]}
             else:
                 idle.append(actor)
-            for n in result["written"]:
-                written[n].append(item.id)
-            for n, c in result["calls"].items():
-                calls[n] += c
-            for key, msg in result["failures"]:
-                failures.add(key, msg)
-            not_applicable += result.get("not_applicable", [])
+            _tally(result, item.id, written, calls, failures, not_applicable)
             bar.update(1)
         bar.close()
         for fs in sets.values():
