@@ -1,10 +1,10 @@
-"""``affectfuse ablate --ray``: training sweeps (seeds x modality / feature sets x tricks) as Ray tasks.
+"""``affectfuse eri ablate --ray``: training sweeps (seeds x modality / feature sets x tricks) as Ray tasks.
 
 The driver loads the train and val splits once and puts them in Ray's object store; each planned run
-(:func:`affectfuse.cli.ablate.plan`) becomes one Ray task calling :func:`affectfuse.cli.ablate.run_one`,
+(:func:`affectfuse.training.ablation.plan`) becomes one Ray task calling :func:`affectfuse.training.ablation.run_one`,
 the same function the serial command runs, so every run folder (``config.yaml``, ``metrics.csv``,
 ``best.pt``, ``last.pt``, ``result.json``, ``val_predictions.csv`` for ``affectfuse ensemble``) and the
-tables (:func:`affectfuse.cli.ablate.write_results`) are the serial command's.
+tables (:func:`affectfuse.training.ablation.write_results`) are the serial command's.
 
 Failures: a run that raises is recorded in ``<out>/failures.csv`` and the others go on. A worker that dies
 (OOM kill, lost node) is retried by Ray (``max_retries``) and the retry resumes from the run's
@@ -28,7 +28,7 @@ def _run_task(r: dict, out: str, recipe, overrides: list[str], train, val, meta:
               threads: int) -> dict:
     import torch
 
-    from affectfuse.cli.ablate import run_one
+    from affectfuse.training.ablation import run_one
 
     torch.set_num_threads(max(1, threads))
     return run_one(r, out, recipe, list(overrides) + [f"train.threads={max(1, threads)}", "train.progress=false"],
@@ -41,7 +41,7 @@ def ray_runs(runs: list[dict], out, recipe, overrides: list[str], train, val, me
     """Run every planned run as a Ray task; returns the ``ablation.csv`` rows in plan order.
 
     Args:
-        runs: :func:`affectfuse.cli.ablate.plan` entries (name, table, row, seed, overrides).
+        runs: :func:`affectfuse.training.ablation.plan` entries (name, table, row, seed, overrides).
         out: the sweep folder (``runs/<name>/`` per run); shared by all nodes.
         recipe / overrides: recipes (shipped names or YAML paths, see ``resolve_config``) and ``key=value``
             overrides shared by every run.
