@@ -37,7 +37,7 @@ def run(args) -> int:
     from affectfuse.inference.zero_shot import zero_shot_probabilities
     from affectfuse.metrics.classification import classification_scores, format_scores
     from affectfuse.outputs.class_scores import write_scores
-    from affectfuse.training.expr import cross_validate_items
+    from affectfuse.training.expr_probe import cross_validate_items
 
     face = open_sets(args.features)
     table, items = manifest_frames(args.manifest, None, face, args.fill)
