@@ -74,7 +74,10 @@ def load(checkpoint: str | Path, device: str = "cpu"):
     path = Path(checkpoint)
     if path.is_dir():
         path = path / "best.pt"
-    kind, _ = checkpoint_kind(path)
+    kind, payload = checkpoint_kind(path)
+    if kind == "finetune" and payload is not None:
+        raise ValueError(f"{path}: a fine-tuning run's checkpoint; load its export instead "
+                         f"({path.parent / 'export'}/<extractor>.pt, with its .json and .head.pt)")
     cls = {"eri": EriPredictor, "expr": ExprPredictor, "items": ItemPredictor,
            "finetune": FinetunedPredictor}.get(kind)
     if cls is None:
