@@ -1,4 +1,5 @@
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +169,17 @@ def test_expr_and_classify_checkpoints_refuse_features_of_the_other_kind(tmp_pat
     assert checkpoint_sets("run/best.pt", info, [tmp_path / "fake"])[0][0].path == fake.path
     with pytest.raises(WeightsMismatchError, match=r"feature set 'f' \(.*real\) was made with weights /w/net.pt"):
         checkpoint_sets("run/best.pt", info, [tmp_path / "real"])
+
+
+def test_a_feature_set_never_mixes_two_weights_files(tmp_path):
+    """Resuming an extraction into a folder made with another weights file is refused, naming both files
+    (meta.json could then describe only one of them)."""
+    from affectfuse.data.store import FeatureSet, FeatureSetMeta, FeatureStoreError
+
+    def meta(path, digest):
+        return FeatureSetMeta(name="f", dim=2, weights={"path": path, "filename": Path(path).name, "sha256": digest})
+
+    FeatureSet.create(tmp_path / "f", meta("/w/shipped.pt", "aa" * 32))
+    FeatureSet.create(tmp_path / "f", meta("/elsewhere/shipped.pt", "aa" * 32))  # the same file, moved: fine
+    with pytest.raises(FeatureStoreError, match=r"/w/shipped.pt \(sha256 aaaa.*/w/mine.pt \(sha256 bbbb"):
+        FeatureSet.create(tmp_path / "f", meta("/w/mine.pt", "bb" * 32))

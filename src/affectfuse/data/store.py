@@ -170,6 +170,12 @@ class FeatureSet:
                     f"{path}: existing feature set has dim={existing.meta.dim}, "
                     f"random_weights={existing.meta.random_weights}; refusing to mix in dim={meta.dim}, "
                     f"random_weights={meta.random_weights}. Use another output folder.")
+            was, now = existing.meta.weights or {}, meta.weights or {}
+            if "path" in was and "path" in now and was.get("sha256") != now.get("sha256"):  # both name the file
+                raise FeatureStoreError(
+                    f"{path}: existing features were made with weights {was.get('path')} (sha256 "
+                    f"{str(was.get('sha256'))[:12]}...); refusing to mix in features of {now.get('path')} (sha256 "
+                    f"{str(now.get('sha256'))[:12]}...). Use another output folder.")
             existing.clean()
             return existing
         path.mkdir(parents=True, exist_ok=True)
