@@ -65,18 +65,19 @@ def tune(args) -> None:
                            "best_epoch": run.best_epoch, "seconds": round(time.perf_counter() - start, 1)}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    print("| config | runs | model macro F1 | probe (best window) | model - probe (min) | model >= probe |")
-    print("|---|---|---|---|---|---|")
+    print("| config | runs | model macro F1 | probe (best window) | model - probe (min) | model >= probe | "
+          "kept the start (= probe) |")
+    print("|---|---|---|---|---|---|---|")
     for name, _ in configs:
         mine = [r for r in rows if r["config"] == name]
         diff = np.array([r["model_minus_probe"] for r in mine])
         print(f"| {name} | {len(mine)} | {np.mean([r['model'] for r in mine]):.3f} | "
               f"{np.mean([r['probe'] for r in mine]):.3f} | {diff.mean():+.3f} ({diff.min():+.3f}) | "
-              f"{int((diff >= 0).sum())}/{len(mine)} |")
+              f"{int((diff >= 0).sum())}/{len(mine)} | {sum(r['best_epoch'] == 0 for r in mine)}/{len(mine)} |")
 
 
 def check(args) -> None:
-    from affectfuse.cli.__main__ import main
+    from affectfuse.cli import main
     from affectfuse.data.synthetic_affwild2 import make_affwild2_dataset
 
     rows = []

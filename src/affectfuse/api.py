@@ -162,7 +162,8 @@ def _train_frames(features: list, annotations, val_annotations, out: Path, confi
     val = load_expr_videos(read_expr_folder(val_annotations), face, voice, fps, fill)
     run = train_expr(train, val, cfg, run_dir=out, info=info, class_names=EXPR_CLASSES, progress=progress,
                      resume=resume)
-    return {"run": str(out), "checkpoint": str(out / "best.pt"), "best_epoch": run.best_epoch, "val": run.best}
+    return {"run": str(out), "checkpoint": str(out / "best.pt"), "best_epoch": run.best_epoch, "val": run.best,
+            "versus_probe": run.versus_probe}
 
 
 def _train_items(features: list, manifest, out: Path, config, sets: list[str], label_map, resume: bool) -> dict:

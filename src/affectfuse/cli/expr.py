@@ -78,7 +78,8 @@ def run_train(args) -> int:
     res = train("expr", features=args.features, annotations=args.annotations, val_annotations=args.val_annotations,
                 out=args.out, config=args.config, overrides=args.set, audio=args.audio, fps=args.fps,
                 fill=args.fill or "ffill", resume=args.resume, progress=True)
-    print_json({"best_epoch": res["best_epoch"], "checkpoint": res["checkpoint"], **score_summary(res["val"])})
+    print_json({"best_epoch": res["best_epoch"], "checkpoint": res["checkpoint"], **score_summary(res["val"]),
+                "smoothing": res["val"].get("smoothing"), "versus_probe": res.get("versus_probe")})
     return 0
 
 

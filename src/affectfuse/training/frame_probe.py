@@ -19,7 +19,7 @@ import numpy as np
 
 from affectfuse.data.affwild2 import ExprVideo
 from affectfuse.data.moments import row_mean_std
-from affectfuse.training.temporal import apply_smoothing, choose_smoothing, describe
+from affectfuse.training.temporal import choose_smoothing, describe
 
 log = logging.getLogger(__name__)
 PROBE_CS = (0.01, 0.1, 1.0)
@@ -37,11 +37,13 @@ def _training_rows(videos: list[ExprVideo]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _probabilities(clf, mean, std, videos: list[ExprVideo], n_classes: int) -> dict[str, np.ndarray]:
-    """id -> (N, C) probe probabilities of every frame (classes unseen in training get 0)."""
+    """id -> (N, C) probe probabilities of every frame (classes unseen in training get 0); a frame without
+    features (``valid`` False) reads as the mean frame, as the model's probe path does."""
     out = {}
     for v in videos:
         p = np.zeros((v.n_frames, n_classes), np.float32)
-        p[:, clf.classes_] = clf.predict_proba((v.features - mean) / std)
+        z = np.where(v.valid[:, None], (v.features - mean) / std, 0.0)
+        p[:, clf.classes_] = clf.predict_proba(z)
         out[v.id] = p
     return out
 
@@ -76,7 +78,10 @@ def frame_probe(train: list[ExprVideo], val: list[ExprVideo], n_classes: int, se
                 best = (float(c), chosen, clf)
     c, chosen, clf = best
     coef, intercept = np.zeros((n_classes, x.shape[1])), np.full(n_classes, -30.0)
-    coef[clf.classes_], intercept[clf.classes_] = clf.coef_, clf.intercept_
+    w, b = clf.coef_, clf.intercept_
+    if len(clf.classes_) == 2:   # sklearn keeps one row (class 1 vs 0): the same model as a 2-row softmax
+        w, b = np.stack([-w[0] / 2, w[0] / 2]), np.array([-b[0] / 2, b[0] / 2])
+    coef[clf.classes_], intercept[clf.classes_] = w, b
     result = {"C": c, "macro_f1": chosen["macro_f1"], "unsmoothed_macro_f1": chosen["unsmoothed_macro_f1"],
               "smoothing": {"method": chosen["method"], "window": chosen["window"]},
               "smoothing_scores": chosen["scores"], "by_C": by_c, "train_frames": int(len(y)),
@@ -85,19 +90,6 @@ def frame_probe(train: list[ExprVideo], val: list[ExprVideo], n_classes: int, se
     log.info("frame probe: C %g, validation macro F1 %.4f per frame, %.4f with %s", c,
              result["unsmoothed_macro_f1"], result["macro_f1"], describe(result["smoothing"]))
     return result
-
-
-def probe_probabilities(train: list[ExprVideo], videos: list[ExprVideo], n_classes: int, c: float,
-                        smoothing: dict | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """id -> (N, C) smoothed probabilities of the probe refitted on ``train`` with ``C`` = ``c``."""
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
-
-    x, y = _training_rows(train)
-    mean, std = row_mean_std([x], x.shape[1])
-    with threadpool_limits(1):
-        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=500, random_state=seed).fit((x - mean) / std, y)
-    return apply_smoothing(_probabilities(clf, mean, std, videos, n_classes), smoothing)
 
 
 def start_at_probe(model, probe: dict) -> None:
