@@ -190,7 +190,7 @@ def test_index_links_are_url_encoded(tmp_path):
 def test_predict_output_names_are_distinct():
     from pathlib import Path
 
-    from affectfuse.cli.predict_video import output_names
+    from affectfuse.inference.batch import output_names
 
     names = output_names([Path("a.mp4"), Path("x/a.mp4"), Path("a_2.mp4"), Path("y/a.mp4")])
     assert len(set(names)) == 4 and names[2] == "a_2"
