@@ -90,6 +90,28 @@ def test_head_learns_what_its_probe_cannot_and_never_loses_on_validation():
     assert epoch0.best_epoch == 0 and abs(epoch0.val["uar"] - epoch0.probe["val"]["uar"]) < 1e-9
 
 
+def test_group_norm_only_for_groups_big_enough_to_have_statistics():
+    """Photos of one-off people (faces: median 1 photo per person) keep global statistics: per-person
+    standardisation of one row would map every such item to zeros and the probe to chance."""
+    from affectfuse.training.items import median_group_size
+
+    speakers = planted_items(n_per_group=30, groups=4, seed=3)          # groups of 30 items: standardised
+    run = fit_items(speakers, None, ItemTrainConfig(probe_cs=[1.0]), ["c0", "c1", "c2"], epochs=0)
+    assert median_group_size(speakers.groups) == 30 and run.classifier.group_norm
+    rng = np.random.default_rng(4)
+    y = np.arange(120) % 3
+    rows = [(np.eye(16)[c] * 3 + 0.5 * rng.standard_normal(16))[None].astype(np.float32) for c in y]
+    people = ItemRows([f"p{k}" for k in range(120)], ["face"], [rows], y,
+                      [f"person{k}" for k in range(100)] + ["twin"] * 20)   # median 1 photo per person
+    fit, val = np.arange(0, 120, 2), np.arange(1, 120, 2)
+    run = fit_items(people.subset(fit), people.subset(val), ItemTrainConfig(probe_cs=[1.0]), ["c0", "c1", "c2"])
+    assert median_group_size(people.groups) == 1 and not run.classifier.group_norm
+    assert run.val["uar"] > 0.9, run.val
+    forced = fit_items(people.subset(fit), people.subset(val), ItemTrainConfig(probe_cs=[1.0], min_group_size=1),
+                       ["c0", "c1", "c2"])
+    assert forced.classifier.group_norm and forced.val["uar"] < run.val["uar"] - 0.3, forced.val
+
+
 def test_cross_validation_leaves_groups_out_and_beats_the_probe():
     items = planted_items(n_per_group=60, groups=4, seed=2)
     res = cross_validate(items, ["c0", "c1", "c2"], ItemTrainConfig(hidden=128, epochs=100, patience=100, lr=1e-2,

@@ -26,6 +26,7 @@ EXTRACTORS: dict[str, str] = {
     "inception-resnet-v1-casia": "affectfuse.features.inception_resnet:inception_resnet_v1_casia",
     "regnet-y": "affectfuse.features.regnet:regnet_y",
     "faceexpressionnet": "affectfuse.features.faceapi:face_expression_net",
+    "fer-mini-xception": "affectfuse.features.fer_xception:fer_mini_xception",
 }
 
 

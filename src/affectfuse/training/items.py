@@ -53,6 +53,8 @@ class ItemTrainConfig:
     """Typed configuration of the item head and its training (``--set key=value``)."""
 
     group_norm: bool = True      # standardise rows per group (speaker / person) first, when groups are given
+    min_group_size: int = 5      # ... and only when the training groups' median size is >= this (faces: 1-2 photos
+                                 # per person; per-person statistics of one photo map it to zeros, docs/expr.md)
     hidden: int = 0              # mlp width; 0 = the head is the probe's solution (chosen by EmoDB LOSO, docs/expr.md)
     dropout: float = 0.5
     input_dropout: float = 0.2
@@ -118,14 +120,22 @@ def prepare(items: ItemRows, group_norm: bool) -> ItemRows:
     return standardise_per_group(items)
 
 
+def median_group_size(groups) -> float:
+    """Median number of items per group (0 for no items)."""
+    _, counts = np.unique(np.asarray(list(groups), dtype=str), return_counts=True)
+    return float(np.median(counts)) if len(counts) else 0.0
+
+
 def fit_items(train: ItemRows, val: ItemRows | None, config: ItemTrainConfig, class_names,
               epochs: int | None = None) -> ItemRun:
     """Standardise, pool, fit the probe, train the head (early-stopped on ``val``; with ``val=None``
     exactly ``epochs`` epochs, e.g. the count chosen on validation when refitting on all data).
-    ``group_norm`` applies only when the training items have groups (it is recorded in the classifier)."""
+    ``group_norm`` applies only when the training items have groups of median size >= ``min_group_size``
+    (it is recorded in the classifier)."""
     if (train.labels < 0).any() or (val is not None and (val.labels < 0).any()):
         raise ValueError("item training needs a label on every train / val item")
-    group_norm = bool(config.group_norm and train.groups is not None)
+    group_norm = bool(config.group_norm and train.groups is not None
+                      and median_group_size(train.groups) >= config.min_group_size)
     train = prepare(train, group_norm)
     val = prepare(val, group_norm) if val is not None else None
     seed_everything(config.seed)
