@@ -1,12 +1,21 @@
-"""Benchmark: peak memory and CPU time of `affectfuse eri train` with and without micro-batches, in one run.
+"""Benchmark: ERI training's peak memory, CPU time and data-loading share, rows in RAM vs read from disk, in one run.
 
-    python benchmarks/bench_eri_train_memory.py [--videos 400] [--epochs 2]
+    python benchmarks/bench_eri_train_memory.py [--videos 16000] [--audio-dim 1024] [--visual-dim 1536]
+        [--epochs 1] [--ways disk ram] [--micro-batch 64]
 
-Writes a synthetic set (`affectfuse synth`, 1024-d audio + 1536-d visual, 30 steps), then trains the
-default recipe on it twice as a user would, `train.micro_batch=0` (the whole batch of 256 at once, the
-naive way) and the default (parts of 64), each in its own process. Prints, per run: peak RSS (ru_maxrss of
-the child, from wait4), user + sys CPU seconds, wall seconds and the validation score; plus the machine's CPU model,
-its bf16 flags and the load average before and after.
+Writes a synthetic set (`affectfuse synth`: 60 % train, 20 % val, 20 % test; 30 steps per modality), then
+trains the default recipe on it as a user would (`affectfuse eri train`), each way in its own process:
+
+- ``disk``: ``AFFECTFUSE_SEQUENCES_IN_RAM_MB=0``: each feature set's fixed-length rows are written once to
+  ``<set>/.sequences/`` and read batch by batch (``affectfuse.data.sequence_cache``); the default for any
+  load over 1024 MB;
+- ``ram``: every row held in RAM as torch tensors (the way before issue 16).
+
+Per run: peak RSS (ru_maxrss of the child, from wait4), user + sys CPU seconds, wall seconds, the validation
+score; from hooks on the data layer inside the child: seconds spent building the fixed-length sequences
+(cache write included), and seconds (wall and CPU) in ``SequenceData.batch`` -- every batch the training loop
+and validation read -- as a share of the training time (``fit``). The synthetic set's own making is a
+separate process, reported apart. Machine, CPU flags, load average and date are printed with the figures.
 """
 
 from __future__ import annotations
@@ -14,58 +23,104 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, machine_info, run_cpu  # noqa: E402
 
-def cpu_info() -> dict:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = re.search(r"model name\s*:\s*(.*)", text)
-    flags = set(re.search(r"flags\s*:\s*(.*)", text).group(1).split()) if "flags" in text else set()
-    return {"model": model.group(1) if model else platform.processor(), "cores": os.cpu_count(),
-            "bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})}
+IN_RAM = {"disk": "0", "ram": "1e9"}
 
 
-def train_once(data: Path, out: Path, micro_batch: int, epochs: int) -> dict:
-    """One `affectfuse eri train` child process; its peak RSS and CPU time from the kernel's accounting."""
-    cmd = [sys.executable, "-m", "affectfuse.cli", "eri", "train", "--table", str(data / "data_info.csv"),
+def child_train(mark_path: str, cli_args: list[str]) -> int:
+    """In the measured process: time the data layer and ``fit``, then run ``affectfuse eri train``."""
+    from affectfuse.data import sequences
+    from affectfuse.training import eri
+
+    marks = {"load_s": 0.0, "batch_wall_s": 0.0, "batch_cpu_s": 0.0, "batches": 0, "fit_wall_s": 0.0,
+             "fit_cpu_s": 0.0}
+
+    def timed(fn, wall_key, cpu_key=None, count=None):
+        def wrapper(*a, **k):
+            w, c = time.perf_counter(), time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                marks[wall_key] += time.perf_counter() - w
+                if cpu_key:
+                    marks[cpu_key] += time.process_time() - c
+                if count:
+                    marks[count] += 1
+        return wrapper
+
+    sequences.load_sequences = timed(sequences.load_sequences, "load_s")
+    sequences.SequenceData.batch = timed(sequences.SequenceData.batch, "batch_wall_s", "batch_cpu_s", "batches")
+    eri.fit = timed(eri.fit, "fit_wall_s", "fit_cpu_s")
+    from affectfuse.cli import main
+
+    try:
+        return main(["eri", "train", *cli_args])
+    finally:
+        Path(mark_path).write_text(json.dumps(marks))
+
+
+def train_once(data: Path, out: Path, way: str, epochs: int, micro_batch: int) -> dict:
+    """One `affectfuse eri train` child process: its kernel accounting and the data layer's timings."""
+    mark = out.with_suffix(".marks.json")
+    cmd = [sys.executable, __file__, "--child-train", str(mark), "--", "--table", str(data / "data_info.csv"),
            "--features", f"audio={data / 'features' / 'audio'}", f"visual={data / 'features' / 'visual'}",
            "--out", str(out), "--set", f"train.max_epochs={epochs}", f"train.micro_batch={micro_batch}",
-           "train.progress=false", "train.tensorboard=false"]
-    t0 = time.perf_counter()
+           "train.progress=false", "train.tensorboard=false", "train.threads=1"]
+    env = dict(os.environ, AFFECTFUSE_SEQUENCES_IN_RAM_MB=IN_RAM[way], OMP_NUM_THREADS="1")
     with tempfile.TemporaryFile("w+") as stdout:
-        proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.DEVNULL, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)                 # this child's own rusage
-        wall = time.perf_counter() - t0
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed")
+        r = run_cpu(cmd, env=env, stdout=stdout)
         stdout.seek(0)
         result = json.loads(stdout.read().strip().splitlines()[-1])
-    return {"micro_batch": micro_batch, "peak_rss_gb": round(usage.ru_maxrss / 1024 ** 2, 3),
-            "cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "wall_s": round(wall, 1),
-            "val_mean_pearson": result["best_val_mean_pearson"]}
+    m = json.loads(mark.read_text())
+    return {"way": way, "peak_rss_gb": round(r["maxrss_mb"] / 1024, 3), "cpu_s": round(r["cpu"], 1),
+            "wall_s": round(r["wall"], 1), "sequences_s": round(m["load_s"], 1), "fit_wall_s": round(m["fit_wall_s"], 1),
+            "batches": m["batches"], "batch_wall_s": round(m["batch_wall_s"], 2), "batch_cpu_s": round(m["batch_cpu_s"], 2),
+            "data_share_wall": round(m["batch_wall_s"] / max(m["fit_wall_s"], 1e-9), 4),
+            "data_share_cpu": round(m["batch_cpu_s"] / max(m["fit_cpu_s"], 1e-9), 4),
+            "val_mean_pearson": result.get("best_val_mean_pearson")}
 
 
-def main() -> None:
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--child-train"]:
+        return child_train(argv[1], argv[3:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--videos", type=int, default=400)
-    p.add_argument("--epochs", type=int, default=2)
-    args = p.parse_args()
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_info(), "load_before": os.getloadavg()}
-    with tempfile.TemporaryDirectory() as tmp:
+    p.add_argument("--videos", type=int, default=16000)
+    p.add_argument("--audio-dim", type=int, default=1024)
+    p.add_argument("--visual-dim", type=int, default=1536)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--micro-batch", type=int, default=64)
+    p.add_argument("--ways", nargs="+", choices=sorted(IN_RAM), default=["disk", "ram"])
+    p.add_argument("--tmp", type=Path, default=None, help="folder for the synthetic set (default: system temp)")
+    args = p.parse_args(argv)
+    report = {"machine_before": machine_info(), "videos": args.videos,
+              "dims": {"audio": args.audio_dim, "visual": args.visual_dim}, "steps": 30}
+    print(describe(report["machine_before"]), flush=True)
+    with tempfile.TemporaryDirectory(dir=args.tmp, prefix="bench_eri_mem_") as tmp:
         data = Path(tmp) / "data"
-        subprocess.run([sys.executable, "-m", "affectfuse.cli", "synth", str(data), "--videos", str(args.videos)],
-                       capture_output=True, check=True)
-        report["features_mb"] = round(sum(f.stat().st_size for f in data.rglob("*.npz")) / 1e6, 1)
-        report["runs"] = [train_once(data, Path(tmp) / f"run{m}", m, args.epochs) for m in (0, 64)]
-    report["load_after"] = os.getloadavg()
+        synth = run_cpu([sys.executable, "-m", "affectfuse.cli", "synth", str(data), "--videos", str(args.videos),
+                         "--audio-dim", str(args.audio_dim), "--visual-dim", str(args.visual_dim)])
+        report["synth"] = {"cpu_s": round(synth["cpu"], 1), "wall_s": round(synth["wall"], 1),
+                           "peak_rss_gb": round(synth["maxrss_mb"] / 1024, 3)}
+        report["features_gb"] = round(sum(f.stat().st_size for f in data.rglob("*.npz")) / 1e9, 2)
+        print(json.dumps({"synth": report["synth"], "features_gb": report["features_gb"]}), flush=True)
+        report["runs"] = []
+        for way in args.ways:
+            report["runs"].append(train_once(data, Path(tmp) / f"run_{way}", way, args.epochs, args.micro_batch))
+            print(json.dumps(report["runs"][-1]), flush=True)
+        report["cache_gb"] = round(sum(f.stat().st_size for f in data.glob("features/*/.sequences/*/*.npy")) / 1e9, 2)
+    report["machine_after"] = machine_info()
     print(json.dumps(report, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

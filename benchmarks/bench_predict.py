@@ -1,21 +1,30 @@
-"""End-to-end ``affectfuse predict`` speed on every frame of a real clip, and where the time goes.
+"""The whole ``affectfuse predict`` command on every frame of a real clip: CPU seconds, start-up, stages.
 
-Runs, in one process with ``torch.set_num_threads(2)``:
+One command, one run, every figure from fresh processes measured with ``wait4`` (user + sys CPU seconds of
+the whole command, interpreter start-up included), alternated round by round so that the machine's load
+hits every configuration alike:
 
-1. end to end (cold: the first video after loading the models): :class:`affectfuse.inference.video.
-   VideoPredictor` with the shipped defaults (detection at 8 frames/s on frames downscaled to 320 px,
-   faces of 20+ px there, landmarks interpolated in between), writing all report files; its own timer
-   splits the time into detect (decode at detection size + MTCNN + tracking), align (decode at full
-   size + alignment), face model, voice, report;
-2. the naive way for comparison, end to end: every frame detected, at full resolution (640 px);
-3. the stages one by one on the same video (decode, detect, align, face network, voice), each alone.
+- **ours**: this working tree's ``affectfuse predict VIDEO`` with its defaults (1 intra-op thread);
+- **ours, 2 threads**: the same with ``AFFECTFUSE_THREADS=2`` (the default before issue 16);
+- **today's path**: the code of ``--baseline`` (a commit, unpacked with ``git archive`` into a temporary
+  folder and put first on ``PYTHONPATH``) with 1 thread (its own default was 2, as in the row above);
+- **naive**: this tree with every frame detected at full size (``--detect-fps 0 --detect-max-side 0``).
 
-Wall-clock and process CPU seconds are both given (CPU / 2 is what an idle 2-core machine would need
-when both threads are busy; the shared build machine is often loaded, so wall time can be inflated).
+Each process also records its start-up: CPU seconds (``getrusage``) and wall seconds from the launch to
+the first decoded video frame (a hook on ``affectfuse.media.decode.apply_rotation``; models are loaded by
+then). Per-stage seconds come from the pipeline's own timer (``summary.json`` ``timings_s``; wall seconds,
+close to CPU seconds with 1 thread on a quiet machine), and, CPU-timed, from each stage run alone in one
+more process with 1 thread (``--stages``).
+
+Bytecode: ``pip install`` compiles ``.pyc`` files, but this project's environment sets
+``PYTHONDONTWRITEBYTECODE=1`` and its venv has none, so every import would be compiled from source (about
+8 CPU-s per run). The children get a private ``PYTHONPYCACHEPREFIX`` instead; the first run of each code
+version fills it and is reported apart as "first run, no bytecode".
 
 Usage::
 
-    python benchmarks/bench_predict.py [--video ../shared/data/media/talking_face_pexels.mp4] [--json OUT.json]
+    python benchmarks/bench_predict.py [--video ../shared/data/media/talking_face_pexels.mp4] [--rounds 3]
+        [--baseline 503cae6] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -23,124 +32,191 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, machine_info, run_cpu  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = ROOT.parent / "shared" / "data" / "media" / "talking_face_pexels.mp4"
+BASELINE = "503cae6"  # the last commit before issue 16's start-up and thread changes
+NAIVE = ["--detect-fps", "0", "--detect-max-side", "0"]
 
 
-class Clock:
-    def __enter__(self):
-        self.w, self.c = time.perf_counter(), time.process_time()
-        return self
+def child_predict(mark_path: str, cli_args: list[str]) -> int:
+    """In the measured process: hook the first decoded frame, then run ``affectfuse predict``."""
+    import resource
 
-    def __exit__(self, *exc):
-        self.wall, self.cpu = time.perf_counter() - self.w, time.process_time() - self.c
-        return False
+    from affectfuse.media import decode  # av + numpy, which predict imports first anyway
+
+    original = decode.apply_rotation
+    mark: dict = {}
+
+    def first_frame(image, rotation):
+        if not mark:
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+            mark.update(cpu=ru.ru_utime + ru.ru_stime, time=time.time())
+        return original(image, rotation)
+
+    decode.apply_rotation = first_frame
+    from affectfuse.cli import main
+
+    try:
+        return main(["predict", *cli_args])
+    finally:
+        Path(mark_path).write_text(json.dumps(mark))
 
 
-def stages(video: Path, opts, fps: float) -> dict:
-    """Each stage alone; returns {stage: {"wall": s, "cpu": s, ...}}."""
+def child_stages(video: str, out_path: str) -> int:
+    """Each stage of the default path alone, 1 thread, CPU seconds (process_time)."""
+    import numpy as np
+    import torch
+
     from affectfuse.faces import align_face, load_mtcnn
-    from affectfuse.inference.models import load_voice_model
-    from affectfuse.media import iter_frames, read_audio
     from affectfuse.features.registry import create_extractor
+    from affectfuse.media import iter_frames, probe
 
-    out = {}
-    with Clock() as c:
-        small = [b for b in iter_frames(video, batch_size=32, max_side=opts.detect_max_side)]
-    out["decode (detection size)"] = {"wall": c.wall, "cpu": c.cpu}
-    with Clock() as c:
-        full = [b for b in iter_frames(video, batch_size=32)]
-    out["decode (full size)"] = {"wall": c.wall, "cpu": c.cpu}
-    frames = sum(len(b) for b in full)
-    det = load_mtcnn(min_face_size=opts.min_face_size)
-    with Clock() as c:
-        dets = [d for b in small for d in det.detect(b.images)]
-    out["detect (every frame)"] = {"wall": c.wall, "cpu": c.cpu, "frames_with_face": sum(len(d) > 0 for d in dets)}
-    every = max(1, int(round(fps / opts.detect_fps))) if opts.detect_fps else 1
-    imgs = np.concatenate([b.images for b in small])[::every]
-    with Clock() as c:
-        for k in range(0, len(imgs), 32):
-            det.detect(imgs[k:k + 32])
-    out[f"detect (every {every} frames, ~{opts.detect_fps:g}/s as predict does)"] = {"wall": c.wall, "cpu": c.cpu}
+    torch.set_num_threads(1)
+    out: dict = {}
+
+    def timed(name, fn):
+        c0 = time.process_time()
+        result = fn()
+        out[name] = time.process_time() - c0
+        return result
+
+    info = probe(video)
+    small = timed("decode at 320 px", lambda: list(iter_frames(video, batch_size=32, max_side=320)))
+    full = timed("decode at full size", lambda: list(iter_frames(video, batch_size=32)))
+    det = load_mtcnn(min_face_size=20.0)
+    every = max(1, int(round(info.fps / 8.0)))
+    imgs = np.concatenate([b.images for b in small])
+    found = timed("MTCNN at 320 px, 8 frames/s", lambda: [d for k in range(0, len(imgs[::every]), 32)
+                                                          for d in det.detect(imgs[::every][k:k + 32])])
+    timed("MTCNN at 320 px, every frame", lambda: [d for k in range(0, len(imgs), 32) for d in det.detect(imgs[k:k + 32])])
+    frames = np.concatenate([b.images for b in full])[::every]
     scale = small[0].scale
-    with Clock() as c:
-        crops = [align_face(img, d.landmarks[0] / scale, 112) for b, ds in zip(full, _chunks(dets, full))
-                 for img, d in zip(b.images, ds) if len(d)]
-    out["align"] = {"wall": c.wall, "cpu": c.cpu}
+    crops = timed("align (detected frames)", lambda: [align_face(f, d.landmarks[0] / scale, 112, "mtcnn_box")
+                                                      for f, d in zip(frames, found) if len(d)])
     net = create_extractor("faceexpressionnet")
-    with Clock() as c:
-        for k in range(0, len(crops), 32):
-            net.predict_abaw(np.stack(crops[k:k + 32]))
-    out["face features + expression head"] = {"wall": c.wall, "cpu": c.cpu}
-    with Clock() as c:
-        audio = read_audio(video, 16000)
-        voice = load_voice_model("default")
-        if audio is not None:
-            voice(audio)
-    out["voice (decode + eGeMAPS + head)"] = {"wall": c.wall, "cpu": c.cpu}
-    return {"frames": frames, "stages": out}
+    crops = np.stack(crops)
+    timed("FaceExpressionNet (detected frames' crops)", lambda: [net.predict_abaw(crops[k:k + 64])
+                                                                 for k in range(0, len(crops), 64)])
+    Path(out_path).write_text(json.dumps({"frames": sum(len(b) for b in full), "detected_frames": len(frames),
+                                          "faces": len(crops), "cpu_s": out}))
+    return 0
 
 
-def _chunks(dets, batches):
-    k = 0
-    for b in batches:
-        yield dets[k:k + len(b)]
-        k += len(b)
+def _code_folder(rev: str, tmp: Path) -> Path:
+    """``src`` of commit ``rev`` unpacked under ``tmp`` (for PYTHONPATH)."""
+    dest = tmp / f"src_{rev}"
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest / "src"
+
+
+def _run(config: dict, video: Path, tmp: Path, env0: dict) -> dict:
+    env = dict(env0, AFFECTFUSE_THREADS=str(config["threads"]))
+    if config.get("src"):
+        env["PYTHONPATH"] = str(config["src"])
+    mark = tmp / "mark.json"
+    out = tmp / "out"
+    cmd = [sys.executable, __file__, "--child-predict", str(mark), "--", str(video), "--out", str(out),
+           "--overwrite", *config.get("args", [])]
+    launched = time.time()
+    r = run_cpu(cmd, env=env)
+    m = json.loads(mark.read_text())
+    summary = json.loads((out / video.stem / "summary.json").read_text())
+    r.update(startup_cpu=m["cpu"], startup_wall=m["time"] - launched, timer=summary.get("timings_s", {}),
+             frames=summary["media"]["analysed_frames"], faces=summary["expressions"]["face_found_frames"],
+             top_emotion=summary.get("top_emotion"))
+    r.pop("stderr_tail", None)
+    return r
+
+
+def measure(video: Path, rounds: int, baseline: str | None, tmp: Path, src: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "OMP_NUM_THREADS")}
+    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    configs = {"ours (1 thread, the default)": {"threads": 1, "src": src},
+               "ours, 2 threads": {"threads": 2, "src": src}}
+    if baseline:
+        old = _code_folder(baseline, tmp)
+        configs[f"today's path ({baseline}), 1 thread"] = {"threads": 1, "src": old}
+    configs["naive: every frame detected at full size, 1 thread"] = {"threads": 1, "src": src, "args": NAIVE}
+    first = {}
+    for name, cfg in configs.items():  # fills the bytecode cache of each code version
+        if cfg["src"] not in [c["src"] for c in first.values()]:
+            first[name] = dict(_run(cfg, video, tmp, env), src=cfg["src"])
+    runs: dict[str, list] = {name: [] for name in configs}
+    loads = [os.getloadavg()[0]]
+    for _ in range(rounds):
+        for name, cfg in configs.items():
+            runs[name].append(_run(cfg, video, tmp, env))
+            loads.append(os.getloadavg()[0])
+    stages_json = tmp / "stages.json"
+    run_cpu([sys.executable, __file__, "--child-stages", str(stages_json), "--video", str(video)],
+            env=dict(env, PYTHONPATH=src))
+    first = {k: {kk: vv for kk, vv in v.items() if kk != "src"} for k, v in first.items()}
+    return {"configs": list(configs), "runs": runs, "first_run_no_bytecode": first,
+            "stages_alone": json.loads(stages_json.read_text()), "load_average_samples": loads}
+
+
+def _median(rows: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def report(result: dict, duration_s: float) -> None:
+    print(f"machine: {describe(result['machine'])}")
+    print(f"video: {result['video']} ({duration_s:.1f} s); {result['rounds']} rounds; load average during the "
+          f"runs {min(result['load_average_samples']):.2f}-{max(result['load_average_samples']):.2f}")
+    print("\nmedian over rounds | CPU s (user+sys) | start-up CPU s (share) | start-up wall s | wall s | "
+          "x real time (wall) | peak RSS MB | detect / align / face model / report (timer, wall s)")
+    for name, rows in result["runs"].items():
+        cpu, st = _median(rows, "cpu"), _median(rows, "startup_cpu")
+        timer = {k: statistics.median(r["timer"].get(k, 0.0) for r in rows)
+                 for k in ("detect", "align", "face_model", "report")}
+        each = ", ".join(f"{r['cpu']:.2f}" for r in rows)
+        print(f"{name} | {cpu:.2f} (runs {each}) | {st:.2f} ({st / cpu:.0%}) | "
+              f"{_median(rows, 'startup_wall'):.2f} | {_median(rows, 'wall'):.2f} | "
+              f"{_median(rows, 'wall') / duration_s:.2f} | {_median(rows, 'maxrss_mb'):.0f} | "
+              + " / ".join(f"{v:.2f}" for v in timer.values()))
+    for name, r in result["first_run_no_bytecode"].items():
+        print(f"first run of {name}'s code, bytecode compiled on the way: {r['cpu']:.2f} CPU s, start-up {r['startup_cpu']:.2f}")
+    s = result["stages_alone"]
+    print(f"\nstages alone, 1 thread ({s['frames']} frames; {s['detected_frames']} detected, {s['faces']} faces):")
+    for name, cpu in s["cpu_s"].items():
+        print(f"  {name:45s} {cpu:6.2f} CPU s  {1000 * cpu / s['frames']:6.1f} ms per video frame")
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--child-predict"]:
+        return child_predict(argv[1], argv[3:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
-    parser.add_argument("--skip-naive", action="store_true", help="leave out the naive end-to-end run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of every configuration (default 3)")
+    parser.add_argument("--baseline", default=BASELINE, help=f"commit of today's path (default {BASELINE}; '' = none)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--src", type=Path, default=ROOT / "src", help="the code measured as ours (default: ./src)")
+    parser.add_argument("--child-stages", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not args.video.is_file():
         raise SystemExit(f"{args.video}: benchmark video not found (../shared/data/media)")
-    torch.set_num_threads(2)
-    from affectfuse.inference.video import PredictOptions, VideoPredictor
+    if args.child_stages:
+        return child_stages(str(args.video), args.child_stages)
     from affectfuse.media import probe
 
-    info = probe(args.video)
-    opts = PredictOptions()
-    load = os.getloadavg()[0]
-    with Clock() as c_load:
-        predictor = VideoPredictor(opts)
-    with tempfile.TemporaryDirectory() as tmp, Clock() as c_e2e:
-        summary = predictor.predict(args.video, Path(tmp) / args.video.stem)
-    result = {"video": str(args.video), "duration_s": info.duration_s, "load_average_1min": load,
-              "model_loading": {"wall": c_load.wall, "cpu": c_load.cpu},
-              "end_to_end": {"wall": c_e2e.wall, "cpu": c_e2e.cpu, "frames": summary["media"]["analysed_frames"],
-                             "face_found_frames": summary["expressions"]["face_found_frames"],
-                             "realtime_factor": c_e2e.wall / info.duration_s, "timer": summary["timings_s"]}}
-    if not args.skip_naive:  # the naive way: every frame detected at full resolution
-        naive = VideoPredictor(PredictOptions(detect_max_side=None, detect_fps=None))
-        with tempfile.TemporaryDirectory() as tmp, Clock() as c_naive:
-            s_naive = naive.predict(args.video, Path(tmp) / args.video.stem)
-        result["naive_end_to_end"] = {"wall": c_naive.wall, "cpu": c_naive.cpu, "timer": s_naive["timings_s"],
-                                      "speedup_wall": c_naive.wall / c_e2e.wall}
-    result.update(stages(args.video, opts, info.fps))
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["load_average_1min_end"] = os.getloadavg()[0]
-    e = result["end_to_end"]
-    print(f"{args.video.name}: {e['frames']} frames, {info.duration_s:.1f} s of video")
-    print(f"end to end: {e['wall']:.2f} s wall ({e['realtime_factor']:.2f} x real time), {e['cpu']:.2f} s CPU; "
-          f"load average {load:.1f}")
-    print("pipeline timer (s):", json.dumps(e["timer"]))
-    if "naive_end_to_end" in result:
-        n = result["naive_end_to_end"]
-        print(f"naive (every frame detected at full size): {n['wall']:.2f} s wall, {n['cpu']:.2f} s CPU; "
-              f"ours is {n['speedup_wall']:.1f}x faster; timer {json.dumps(n['timer'])}")
-    for name, s in result["stages"].items():
-        print(f"  {name:42s} {s['wall']:7.2f} s wall {s['cpu']:7.2f} s CPU  {1000 * s['cpu'] / result['frames']:6.1f} ms CPU/frame")
-    print(f"peak RSS {result['peak_rss_mb']:.0f} MB")
+    result = {"machine": machine_info(), "video": str(args.video), "rounds": args.rounds}
+    with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
+        result.update(measure(args.video, args.rounds, args.baseline or None, Path(tmp), str(args.src.resolve())))
+    result["machine_end"] = machine_info()
+    report(result, probe(args.video).duration_s)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

@@ -34,7 +34,7 @@ def test_predict_models_and_detection_load_no_heavy_module():
     included): torch, but none of ``HEAVY`` (the report imports matplotlib later, when it plots)."""
     code = ("from affectfuse.inference.video import PredictOptions, VideoPredictor, sample_clip_path\n"
             "from affectfuse.faces import load_mtcnn\nfrom affectfuse.media import iter_frames\n"
-            "VideoPredictor(PredictOptions())\n"
+            "VideoPredictor(PredictOptions()).voice_model.describe()\n"
             "frames = next(iter_frames(sample_clip_path(), batch_size=2, max_side=320)).images\n"
             "found = load_mtcnn(min_face_size=20.0).detect(frames)\n"
             "assert all(len(d) for d in found), 'no face found in the bundled clip'")
@@ -72,3 +72,13 @@ def test_tracker_single_match_equals_the_assignment_solver():
         rows, cols = _assign(iou)
         r2, c2 = linear_sum_assignment(-iou)
         assert np.array_equal(rows, r2) and np.array_equal(cols, c2)
+
+
+def test_egemaps_names_without_building_opensmile_equal_opensmile_names():
+    """The shipped eGeMAPS column names (what describe() reports without loading openSMILE) are openSMILE's."""
+    loaded = _modules_after("from affectfuse.features.egemaps import EGeMAPS\nEGeMAPS().describe()")
+    assert not loaded["opensmile"] and not loaded["pandas"]
+    from affectfuse.features.egemaps import EGeMAPS
+
+    ex = EGeMAPS()
+    assert ex.columns == list(ex._smile.feature_names) and len(ex.columns) == ex.dim

@@ -15,6 +15,7 @@ import numpy as np
 from affectfuse.features.base import AudioInput, Extractor
 
 MIN_WINDOW_S = 0.1  # openSMILE's eGeMAPS needs a few 60 ms frames; shorter windows give NaN
+COLUMNS_FILE = "assets/egemaps/egemaps_v02_functionals.txt"
 
 
 class EGeMAPS(Extractor):
@@ -39,15 +40,20 @@ class EGeMAPS(Extractor):
 
             smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
                                     feature_level=opensmile.FeatureLevel.Functionals)
-            if len(smile.feature_names) != self.dim:  # pragma: no cover - a different openSMILE release
-                raise RuntimeError(f"openSMILE eGeMAPSv02 gives {len(smile.feature_names)} features, expected {self.dim}")
+            if list(smile.feature_names) != self.columns:  # pragma: no cover - a different openSMILE release
+                raise RuntimeError(f"openSMILE {opensmile.__version__}'s eGeMAPSv02 functionals differ from the "
+                                   f"{self.dim} names in {COLUMNS_FILE} (written from openSMILE 2.6.0)")
             self._smile_obj = smile
         return self._smile_obj
 
     @property
     def columns(self) -> list[str]:
-        """The 88 feature names, as openSMILE names them."""
-        return list(self._smile.feature_names)
+        """The 88 feature names, as openSMILE names them (read from the package, checked against openSMILE's
+        own when it is built, so describing the extractor does not build it)."""
+        from importlib import resources
+
+        text = resources.files("affectfuse").joinpath(COLUMNS_FILE).read_text()
+        return [line for line in text.splitlines() if line]
 
     def extract_nan(self, batch) -> np.ndarray:
         """(N, 88) float32 with NaN rows where openSMILE could not analyse the window."""
@@ -64,10 +70,10 @@ class EGeMAPS(Extractor):
         return np.nan_to_num(self.extract_nan(batch), nan=0.0, posinf=0.0, neginf=0.0)
 
     def describe(self) -> dict:
-        import opensmile
+        from importlib.metadata import version
 
         meta = super().describe()
-        meta.update(feature_set="eGeMAPSv02", level="functionals", opensmile_version=opensmile.__version__,
+        meta.update(feature_set="eGeMAPSv02", level="functionals", opensmile_version=version("opensmile"),
                     timestamps="window start (s)", columns=self.columns, parameters=0)
         return meta
 
