@@ -114,7 +114,7 @@ def _expr_checkpoint(run_dir, sets):
     return run_dir / "best.pt"
 
 
-def _predict_features(options, video, out):
+def _predict_features(options, video):
     """(times (F,) s, features (F, D)) of the frames with a face, as ``affectfuse predict`` computes them."""
     from affectfuse.inference.video import VideoPredictor
 
@@ -131,7 +131,7 @@ def _predict_features(options, video, out):
         outputs.append(features(crops))
         return outputs[-1]
     predictor._faces, predictor.face_model.features = record_faces, record_features
-    predictor.predict(video, out)
+    predictor.analyse(video)  # what `affectfuse predict` runs before writing the report
     times = np.concatenate([b.timestamps[b.found] for b in batches if b.found.any()])
     return times, np.concatenate(outputs), predictor
 
@@ -168,7 +168,7 @@ def test_extract_and_predict_give_the_same_face_features(tmp_path, monkeypatch):
     ex_rows = {n: got[n].values[got[n].mask] for n in names}
     assert len(t_ex) >= 8
 
-    t_pr, probs, predictor = _predict_features(PredictOptions(voice_head=None), video, tmp_path / "p1")
+    t_pr, probs, predictor = _predict_features(PredictOptions(voice_head=None), video)
     fan = predictor.face_model.extractor
     assert predictor.face_plans == (fan.input,) and fan.input.template == "mtcnn_box"
     a, b, n = _common(t_ex, fan.to_abaw(ex_rows[names[0]][:, -7:]), t_pr, probs)
@@ -176,8 +176,7 @@ def test_extract_and_predict_give_the_same_face_features(tmp_path, monkeypatch):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
     ckpt = _expr_checkpoint(tmp_path / "expr", [(names[0], 263), (names[1], 512)])
-    t_pr, feats, _ = _predict_features(PredictOptions(voice_head=None, expr_checkpoint=str(ckpt)), video,
-                                       tmp_path / "p2")
+    t_pr, feats, _ = _predict_features(PredictOptions(voice_head=None, expr_checkpoint=str(ckpt)), video)
     a, b, n = _common(t_ex, np.concatenate([ex_rows[m] for m in names], axis=1), t_pr, feats)
     assert n >= 8 and a.shape[1] == 263 + 512
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
