@@ -72,7 +72,7 @@ def test_planted_task_is_learned_and_checkpoint_round_trips(tmp_path):
     assert (tmp_path / "run" / "config.yaml").is_file() and (tmp_path / "run" / "metrics.csv").is_file()
     model, ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
     assert ckpt["info"]["class_names"][7] == "Other" and ckpt["info"]["feature_sets"][0]["name"] == "planted"
-    assert ckpt["model"]["args"]["face_dim"] == 12 and ckpt["train_config"]["gamma"] == 2.0
+    assert ckpt["model"]["args"]["face_dim"] == 12 and ckpt["train_config"]["gamma"] == cfg.gamma
     assert ckpt["kind"] == "expr" and ckpt["label_names"][7] == "Other" and ckpt["task"]["level"] == "frame"
     p1 = predict_videos(run.model, val, 32, 16)
     p2 = predict_videos(model, val, 32, 16)

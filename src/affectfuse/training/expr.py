@@ -57,10 +57,12 @@ class ExprTrainConfig:
     predict_stride: int = 8  # frames between prediction window starts (overlaps averaged)
     batch_size: int = 32
     epochs: int = 30
-    lr: float = 1e-3
+    lr: float = 3e-4
     weight_decay: float = 5e-2
-    gamma: float = 2.0  # focal loss focusing parameter, [0, 5]
-    class_weights: str = "inverse_sqrt"  # focal alpha: none | inverse | inverse_sqrt | effective
+    # class-balanced cross-entropy (gamma 0, inverse-frequency alpha): the objective of the per-frame probe the
+    # model starts from, so training moves it only where that helps (focal / inverse_sqrt pulled it off)
+    gamma: float = 0.0  # focal loss focusing parameter, [0, 5]
+    class_weights: str = "inverse"  # focal alpha: none | inverse | inverse_sqrt | effective
     ema_decay: float = 0.0  # 0 = no EMA; e.g. 0.99
     patience: int = 6  # epochs without validation improvement before stopping
     clip_norm: float = 1.0  # gradient clipping max-norm (0 = off)
