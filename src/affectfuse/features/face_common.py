@@ -36,6 +36,7 @@ from torch import nn
 
 from affectfuse.faces.plan import IMAGENET_MEAN, IMAGENET_STD, FacePlan  # noqa: F401 (the means re-exported)
 from affectfuse.features.base import Extractor
+from affectfuse.features.tta import TTA, averaged, parse_tta
 from affectfuse.weights import WeightsSpec, resolve
 
 HALF = (0.5, 0.5, 0.5)
@@ -180,6 +181,8 @@ class TorchFaceExtractor(Extractor):
         precision: ``"fp32"``, ``"bf16"`` or ``"auto"`` (see the module doc; None: the plan's, fp32 unless
             declared); :attr:`bf16` says what runs (for ``"auto"``: None until the first batch has decided).
         batch_size: crops per forward pass.
+        tta: test-time augmentation, outputs averaged over views of each crop (``"none"``, ``"flip"``,
+            ``"scales"``, ``"flip+scales"``; :mod:`affectfuse.features.tta`); recorded in :meth:`describe`.
     """
 
     modality = "face"
@@ -188,7 +191,7 @@ class TorchFaceExtractor(Extractor):
     def __init__(self, model: nn.Module, *, name: str, dim: int, input: FacePlan, weights: WeightsSpec | None,
                  mean=None, std=None, scale: float | None = None, random_weights: bool = False,
                  device: str = "cpu", fast: bool = True, precision: str | None = None, batch_size: int = 32,
-                 columns: list[str] | None = None):
+                 columns: list[str] | None = None, tta: str | TTA = "none"):
         if not isinstance(input, FacePlan):
             raise TypeError(f"{name}: input must be a FacePlan (affectfuse.faces.plan), got {type(input).__name__}")
         given = {"mean": mean, "std": std, "scale": scale, "precision": precision}
@@ -199,6 +202,7 @@ class TorchFaceExtractor(Extractor):
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.columns = columns
+        self.tta = parse_tta(tta)
         self.model = model.eval().to(self.device)
         self.fast = fast
         self.precision = check_precision(precision)
@@ -243,7 +247,7 @@ class TorchFaceExtractor(Extractor):
 
     def extract(self, batch: np.ndarray) -> np.ndarray:
         batch = check_crops(batch, self.name)
-        outs = [self.forward(self.preprocess(batch[i:i + self.batch_size]))
+        outs = [averaged(self.forward, self.preprocess(batch[i:i + self.batch_size]), self.tta)
                 for i in range(0, len(batch), self.batch_size)]
         if not outs:
             return np.zeros((0, self.dim), np.float32)
@@ -252,7 +256,7 @@ class TorchFaceExtractor(Extractor):
     def describe(self) -> dict:
         meta = super().describe()
         meta.update(parameters=count_parameters(self.model), fast=self.fast, precision=self.precision,
-                    bf16=self.bf16)
+                    bf16=self.bf16, tta=self.tta.describe())
         if self.auto_cosine is not None:
             meta["auto_bf16_cosine"] = round(self.auto_cosine, 7)
         if self.columns is not None:

@@ -160,8 +160,10 @@ class FaceExpressionExtractor(TorchFaceExtractor):
 
 
 def face_expression_net(weights=None, random_weights: bool = False, device: str = "cpu",
-                        fast: bool = True, precision: str = "fp32", batch_size: int = 64) -> FaceExpressionExtractor:
-    """Factory of ``faceexpressionnet`` (registry). ``weights``: a path overriding the shipped file."""
+                        fast: bool = True, precision: str = "fp32", batch_size: int = 64,
+                        tta: str = "none") -> FaceExpressionExtractor:
+    """Factory of ``faceexpressionnet`` (registry). ``weights``: a path overriding the shipped file; ``tta``:
+    test-time augmentation (:mod:`affectfuse.features.tta`)."""
     model = FaceExpressionNet()
     if not random_weights:
         state, path = resolve_state(FACE_EXPRESSION_WEIGHTS, weights)
@@ -169,4 +171,4 @@ def face_expression_net(weights=None, random_weights: bool = False, device: str 
     return FaceExpressionExtractor(
         model, name="faceexpressionnet", dim=EMBED_DIM + len(FACEAPI_CLASSES), input=FACE_EXPRESSION_PLAN,
         weights=FACE_EXPRESSION_WEIGHTS, random_weights=random_weights, device=device, fast=fast,
-        precision=precision, batch_size=batch_size, columns=COLUMNS)
+        precision=precision, batch_size=batch_size, columns=COLUMNS, tta=tta)

@@ -341,7 +341,9 @@ def cross_validate(items: ItemRows, class_names, config: ItemTrainConfig, folds:
                      "model_macro_f1": m["macro_f1"], "probe_macro_f1": p["macro_f1"]})
         if progress is not None:
             spent = time.perf_counter() - start
-            progress(f"cv fold {k + 1}/{len(splits)} ({', '.join(rows[-1]['held_out'] or ['-'])}): "
+            held = rows[-1]["held_out"] or ["-"]
+            held = ", ".join(held[:3]) + (f" and {len(held) - 3} more groups" if len(held) > 3 else "")
+            progress(f"cv fold {k + 1}/{len(splits)} ({held}): "
                      f"model UAR {m['uar']:.3f} probe UAR {p['uar']:.3f} (epochs {chosen.best_epoch}, "
                      f"C {final.probe['C']:g}), {spent:.0f} s, ETA {spent / (k + 1) * (len(splits) - k - 1):.0f} s")
     return {"model": scores_of(items.labels, p_model, class_names),
