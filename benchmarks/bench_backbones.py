@@ -8,26 +8,27 @@ Run (one command; prints a markdown section for docs/benchmarks.md)::
 For every backbone (random weights: speed does not depend on the values) and every path:
 
 - FLOPs per image from ``torch.utils.flop_counter.FlopCounterMode`` (2 per multiply-add);
-- images/s = batch / median wall time of a forward pass (after one warm-up pass; passes repeat until
-  ``--min-time`` seconds or ``--reps`` passes);
-- achieved GFLOP/s and its fraction of the machine's fp32 and bf16 matmul peaks, measured in the same run
-  (square ``torch.mm``; before and after the backbones, the mean is used);
+- images per CPU-second = batch / median **CPU time** (this process, all its threads) of a forward pass
+  (after one warm-up pass; passes repeat until ``--min-time`` CPU seconds or ``--reps`` passes), so that
+  other jobs on a shared machine do not count;
+- achieved GFLOP per CPU-second and its fraction of the machine's fp32 and bf16 matmul peaks, each
+  measured in the same run by ``benchmarks/machine.py`` (2048^2 and 4096^2 ``torch.mm``, 5 repetitions
+  each, CPU time, the same thread count; before and after the backbones, the larger is used);
 - cosine similarity of the path's output to fp32 eager (flattened per image; the minimum over the batch).
 
-Paths: ``fp32`` eager; ``fp32+CL`` channels-last memory format; ``bf16`` autocast (``+CL`` for CNNs);
-``compile`` torch.compile (inductor, fp32) with ``--compile``. bf16 paths are skipped for the big
-transformer backbones when the CPU has no bf16 units (emulated bf16 runs 10-40x slower) unless ``--bf16-all``.
-The best path is the fastest with cosine >= 0.999.
+Paths: ``fp32`` eager; ``+CL`` channels-last memory format (CNNs); ``bf16`` autocast; ``compile``
+torch.compile (inductor, fp32) with ``--compile``. bf16 paths are skipped for the big transformer backbones
+when the CPU has no bf16 units (there bf16 is computed by conversion, 10-40x slower) unless ``--bf16-all``.
+The best path is the fastest with cosine >= 0.9999.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,11 @@ from affectfuse.features.ir50 import IR50
 from affectfuse.features.poster_v2 import PosterV2
 from affectfuse.features.regnet import regnet_y_trunk
 from affectfuse.features.vit import ViTB16
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, machine_info, matmul_peak  # noqa: E402
+
+MIN_COSINE = 0.9999
 
 
 class Flatten(nn.Module):
@@ -75,26 +81,14 @@ BACKBONES = {
 }
 
 
-def matmul_peak(dtype: torch.dtype, n: int, reps: int) -> float:
-    """GFLOP/s of an (n x n) @ (n x n) matmul in ``dtype`` (best of ``reps``)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
-
-
 def time_forward(fn, x, min_time: float, reps: int) -> float:
-    """Median seconds of ``fn(x)`` after a warm-up call."""
+    """Median CPU seconds (this process, all threads) of ``fn(x)`` after a warm-up call."""
     fn(x)
-    times, start = [], time.perf_counter()
-    while len(times) < reps and (not times or time.perf_counter() - start < min_time):
-        t = time.perf_counter()
+    times, start = [], time.process_time()
+    while len(times) < reps and (not times or time.process_time() - start < min_time):
+        t = time.process_time()
         fn(x)
-        times.append(time.perf_counter() - t)
+        times.append(time.process_time() - t)
     return statistics.median(times)
 
 
@@ -108,7 +102,9 @@ def paths_for(transformer: bool, args) -> list[tuple[str, bool, bool, bool]]:
     if not transformer:
         out.append(("fp32+CL", True, False, False))
     if bf16_supported() or args.bf16_all or not transformer:
-        out.append(("bf16" + ("" if transformer else "+CL"), not transformer, True, False))
+        out.append(("bf16", False, True, False))
+        if not transformer:
+            out.append(("bf16+CL", True, True, False))
     if args.compile:
         out.append(("compile", False, False, True))
     return out
@@ -130,8 +126,8 @@ def make_fn(model: nn.Module, cl: bool, bf16: bool, compiled: bool):
 def bench(args) -> str:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    load0 = os.getloadavg()[0]
-    peaks0 = (matmul_peak(torch.float32, 1024, 5), matmul_peak(torch.bfloat16, 512, 2))
+    info0 = machine_info()
+    peaks0 = {d: matmul_peak(d, threads=args.threads) for d in ("fp32", "bf16")}
     rows, best = [], {}
     for name, (builder, size, transformer) in BACKBONES.items():
         if args.only and name not in args.only:
@@ -146,44 +142,43 @@ def bench(args) -> str:
             fn = make_fn(model, cl, bf16, compiled)
             seconds = time_forward(fn, x, args.min_time, args.reps)
             results[path] = (args.batch / seconds, cosine(fn(x), reference))
-            print(f"  {name:20s} {path:8s} {results[path][0]:7.2f} img/s  cos {results[path][1]:.6f}", flush=True)
+            print(f"  {name:20s} {path:8s} {results[path][0]:7.2f} img per CPU-s  cos {results[path][1]:.6f}", flush=True)
         rows.append((name, size, gflop, results))
-    peaks1 = (matmul_peak(torch.float32, 1024, 5), matmul_peak(torch.bfloat16, 512, 2))
-    load1 = os.getloadavg()[0]
-    fp32_peak, bf16_peak = (peaks0[0] + peaks1[0]) / 2, (peaks0[1] + peaks1[1]) / 2
+    peaks1 = {d: matmul_peak(d, threads=args.threads) for d in ("fp32", "bf16")}
+    info1 = machine_info()
+    fp32_peak, bf16_peak = (max(peaks0[d]["gflops"], peaks1[d]["gflops"]) for d in ("fp32", "bf16"))
 
-    lines = [f"Machine: {platform.processor() or platform.machine()}, {args.threads} threads "
-             f"(2-core shared VM, no GPU; bf16 units: {'yes' if bf16_supported() else 'no (emulated)'}), "
-             f"torch {torch.__version__}, date {datetime.date.today()}. Batch {args.batch}, median of up to "
-             f"{args.reps} timed passes after one warm-up, random weights. 1-minute load average at start / end: "
-             f"{load0:.1f} / {load1:.1f} (other jobs share the 2 cores, so absolute figures are pessimistic; the "
-             f"peaks are measured under the same load).",
+    lines = [f"Machine at start: {describe(info0)}; at end: load average "
+             f"{'/'.join(f'{x:.2f}' for x in info1['load_average'])}, {info1['date_utc']}. {args.threads} intra-op "
+             f"thread(s), batch {args.batch}, median CPU time of up to {args.reps} passes after one warm-up, random "
+             f"weights.",
              "",
-             f"Matmul peaks measured in the same run (start / end): fp32 {peaks0[0]:.1f} / {peaks1[0]:.1f} GFLOP/s, "
-             f"bf16 {peaks0[1]:.2f} / {peaks1[1]:.2f} GFLOP/s.",
+             f"Matmul peaks in the same run (benchmarks/machine.py: 2048^2 and 4096^2, 5 reps each, GFLOP per CPU-s; "
+             f"start / end, the larger is used): fp32 {peaks0['fp32']['gflops']:.1f} / {peaks1['fp32']['gflops']:.1f}, "
+             f"bf16 {peaks0['bf16']['gflops']:.1f} / {peaks1['bf16']['gflops']:.1f}.",
              "",
-             "| backbone | input | GFLOP/img | path | img/s | GFLOP/s | % fp32 peak | % bf16 peak | cos vs fp32 "
-             "| speed-up |",
+             "| backbone | input | GFLOP/img | path | img per CPU-s | GFLOP per CPU-s | % fp32 peak | % bf16 peak "
+             "| cos vs fp32 | speed-up |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, size, gflop, results in rows:
         base = results["fp32"][0]
-        ok = {p: r for p, r in results.items() if r[1] >= 0.999}
+        ok = {p: r for p, r in results.items() if r[1] >= MIN_COSINE}
         best[name] = max(ok, key=lambda p: ok[p][0])
         for path, (ips, cos) in results.items():
             rate = ips * gflop
             mark = " **best**" if path == best[name] else ""
             lines.append(f"| {name} | {size} | {gflop:.2f} | {path}{mark} | {ips:.2f} | {rate:.1f} | "
-                         f"{100 * rate / fp32_peak:.0f} % | {100 * rate / bf16_peak:.0f} % | {cos:.5f} | "
+                         f"{100 * rate / fp32_peak:.0f} % | {100 * rate / bf16_peak:.0f} % | {cos:.6f} | "
                          f"{ips / base:.2f}x |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--min-time", type=float, default=2.0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-time", type=float, default=2.0, help="CPU seconds of timed passes per path")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="*", help="backbone names to run (default: all)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     parser.add_argument("--bf16-all", action="store_true", help="bf16 also for transformers without bf16 units")

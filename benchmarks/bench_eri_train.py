@@ -3,11 +3,14 @@
     python benchmarks/bench_eri_train.py            # 16,000 synthetic clips x 30 steps, batch 256
 
 Measures, in one run on this machine:
-- seconds per step (median of ``--steps`` timed steps after ``--warmup``) and the epoch extrapolated
+- CPU seconds per step (this process, all threads; median of ``--steps`` timed steps after ``--warmup``),
+  so that other jobs on a shared machine do not count, and the epoch extrapolated
   from it (ceil(clips / batch) steps); samples/s; the share of step time spent fetching a batch from
   the in-memory feature tensors (index + cast), which must stay <= 5 %;
 - FLOPs of one training step (forward + backward) counted with torch.utils.flop_counter, the achieved
-  FLOP/s and its fraction of this machine's fp32 matmul peak, measured here with a large torch.mm;
+  FLOP per CPU-second and its fraction of this machine's peak for the precision used (fp32, and bf16 for
+  the autocast variant), both measured in the same run by ``benchmarks/machine.py`` (2048^2 and 4096^2
+  ``torch.mm``, 5 repetitions each, CPU time, the same thread count);
 - peak resident memory (ru_maxrss) before and after training steps;
 - bf16 autocast and torch.compile: step time, and how far their losses/predictions drift from fp32
   eager after the same steps on the same batches from the same initial weights.
@@ -23,10 +26,11 @@ import argparse
 import copy
 import json
 import math
-import platform
 import resource
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -37,21 +41,12 @@ from affectfuse.models.eri import ERIFusion, ERIFusionArgs, count_parameters
 from affectfuse.training.config import RunConfig
 from affectfuse.training.eri import eri_loss
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, machine_info, peaks  # noqa: E402
+
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def matmul_peak(dtype=torch.float32, n: int = 2048, reps: int = 5) -> float:
-    """Best achieved FLOP/s of an n x n matmul (the machine's practical peak for that dtype)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    best = math.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
 
 
 def make_data(clips: int, steps: int, storage: torch.dtype, chunk: int = 2000) -> SequenceData:
@@ -100,11 +95,11 @@ def time_steps(trainer: Trainer, data: SequenceData, batch: int, warmup: int, st
     load_s, step_s, losses = [], [], []
     for i in range(warmup + steps):
         idx = perm[(i * batch) % len(data):][:batch]
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         feats, masks, labels = data.batch(idx)
-        t1 = time.perf_counter()
+        t1 = time.process_time()
         losses.append(trainer.step(feats, masks, labels))
-        t2 = time.perf_counter()
+        t2 = time.process_time()
         if i == 0:
             first_s = t2 - t0
         if i >= warmup:
@@ -136,18 +131,18 @@ def main(argv=None) -> dict:
     p.add_argument("--bf16-batch", type=int, default=2,
                    help="batch of the bf16 comparison (bf16 matmul is slow on CPUs without native bf16)")
     p.add_argument("--variant-steps", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--storage", choices=["bf16", "fp32"], default="bf16")
     p.add_argument("--variants", nargs="*", default=["bf16", "compile"], choices=["bf16", "compile"])
     p.add_argument("--json", help="also write the results here")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = RunConfig().train
-    res = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                      f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}",
+    res = {"machine": describe(machine_info()), "threads": torch.get_num_threads(),
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
            "clips": a.clips, "seq_len": a.seq_len, "batch": a.batch}
-    res["fp32_matmul_peak_gflops"] = matmul_peak() / 1e9
-    res["bf16_matmul_peak_gflops"] = matmul_peak(torch.bfloat16, n=256, reps=2) / 1e9
+    pk = peaks(threads=a.threads)
+    res["fp32_matmul_peak_gflops"], res["bf16_matmul_peak_gflops"] = pk["fp32"]["gflops"], pk["bf16"]["gflops"]
     rss0 = rss_mb()
     t = time.perf_counter()
     data = make_data(a.clips, a.seq_len, torch.bfloat16 if a.storage == "bf16" else torch.float32)
@@ -193,6 +188,8 @@ def main(argv=None) -> dict:
         ref = measure("fp32 eager", batch, 1, a.variant_steps)
         var = measure(name, batch, 1, a.variant_steps, autocast=name == "bf16", compiled=name == "compile")
         var["speedup_vs_fp32"] = ref["step_s"] / var["step_s"]
+        peak = res["bf16_matmul_peak_gflops" if name == "bf16" else "fp32_matmul_peak_gflops"]
+        var["fraction_of_its_peak"] = flops / a.batch * batch / var["step_s"] / 1e9 / peak
         var["max_abs_pred_diff_vs_fp32"] = float((var.pop("pred") - ref.pop("pred")).abs().max())
         var["max_abs_loss_diff_vs_fp32"] = max(abs(x - y) for x, y in zip(var["losses"], ref["losses"]))
         res["variants"] += [ref, var]
