@@ -136,17 +136,25 @@ def _frame_data(args, info, face, audio, ids=None, n_frames=None, problems=None)
                             on_missing="error" if args.annotations else "skip", problems=problems)
 
 
-def run_evaluate(args) -> int:
+def frame_checkpoint_command(verb: str, run_frames):
+    """``expr VERB``: ``run_frames(args, model, checkpoint, info, face, audio, smoothing)`` on a frame checkpoint;
+    an item checkpoint (the old spelling) goes to ``classify VERB`` after the deprecation line."""
+    def run(args) -> int:
+        items = _item_checkpoint(args, verb)
+        if items is not None:
+            return getattr(classify, f"run_{verb}")(args, items)
+        return run_frames(args, *_load(args))
+
+    return run
+
+
+def _evaluate(args, model, ckpt, info, face, audio, smoothing) -> int:
     from affectfuse.data.manifest_splits import manifest_frames
     from affectfuse.metrics.classification import classification_scores, format_scores
     from affectfuse.outputs.class_scores import write_item_probabilities, write_scores
     from affectfuse.outputs.expr_files import write_probabilities
     from affectfuse.training.expr import evaluate_probabilities, item_probabilities, predict_videos
 
-    items = _item_checkpoint(args, "evaluate")
-    if items is not None:
-        return classify.run_evaluate(args, items)
-    model, ckpt, info, face, audio, smoothing = _load(args)
     train_cfg = ckpt["train_config"]
     class_names = info["class_names"]
     if args.manifest:
@@ -199,15 +207,11 @@ def _report_missing(out, missing: list[str], problems: list[str], face) -> None:
         failures.add(vid, reason)
 
 
-def run_predict(args) -> int:
+def _predict(args, model, ckpt, info, face, audio, smoothing) -> int:
     from affectfuse.data.affwild2 import read_frame_list
     from affectfuse.outputs.expr_files import write_probabilities
     from affectfuse.training.expr import predict_videos
 
-    items = _item_checkpoint(args, "predict")
-    if items is not None:
-        return classify.run_predict(args, items)
-    model, ckpt, info, face, audio, smoothing = _load(args)
     cfg = ckpt["train_config"]
     if args.manifest:
         return _predict_manifest(args, model, cfg, info, face)
@@ -227,6 +231,10 @@ def run_predict(args) -> int:
     print_json({"videos": len(videos), "frames": int(sum(v.n_frames for v in videos)), "missing": missing,
                 "out": args.out})
     return 1 if missing else 0
+
+
+run_evaluate = frame_checkpoint_command("evaluate", _evaluate)
+run_predict = frame_checkpoint_command("predict", _predict)
 
 
 # -- submit / validate ---------------------------------------------------------------------------------
