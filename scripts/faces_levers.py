@@ -45,6 +45,7 @@ CONFIGS = {
     "fer flip": {"fer": ("fer", (1.0,), (0, 1))},
     "fex + fer": {"fex": ("fex", (1.0,), (0,)), "fer": ("fer", (1.0,), (0,))},
     "fex + fer flip": {"fex": ("fex", (1.0,), (0,)), "fer": ("fer", (1.0,), (0, 1))},
+    "fex + fer flip+scales": {"fex": ("fex", (1.0,), (0,)), "fer": ("fer", (0.9, 1.0, 1.15), (0, 1))},
     "fex flip + fer flip": {"fex": ("fex", (1.0,), (0, 1)), "fer": ("fer", (1.0,), (0, 1))},
     "fex flip+scales + fer flip+scales": {"fex": ("fex", (0.9, 1.0, 1.15), (0, 1)),
                                           "fer": ("fer", (0.9, 1.0, 1.15), (0, 1))},
