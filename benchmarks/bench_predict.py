@@ -140,15 +140,18 @@ def _run(config: dict, video: Path, tmp: Path, env0: dict) -> dict:
     return r
 
 
-def measure(video: Path, rounds: int, baseline: str | None, tmp: Path, src: str) -> dict:
+def measure(video: Path, rounds: int, baseline: str | None, tmp: Path, src: str,
+            keep: tuple = ("ours", "threads2", "today", "naive")) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "OMP_NUM_THREADS")}
     env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
-    configs = {"ours (1 thread, the default)": {"threads": 1, "src": src},
-               "ours, 2 threads": {"threads": 2, "src": src}}
-    if baseline:
+    configs = {"ours (1 thread, the default)": {"threads": 1, "src": src}}
+    if "threads2" in keep:
+        configs["ours, 2 threads"] = {"threads": 2, "src": src}
+    if baseline and "today" in keep:
         old = _code_folder(baseline, tmp)
         configs[f"today's path ({baseline}), 1 thread"] = {"threads": 1, "src": old}
-    configs["naive: every frame detected at full size, 1 thread"] = {"threads": 1, "src": src, "args": NAIVE}
+    if "naive" in keep:
+        configs["naive: every frame detected at full size, 1 thread"] = {"threads": 1, "src": src, "args": NAIVE}
     first = {}
     for name, cfg in configs.items():  # fills the bytecode cache of each code version
         if cfg["src"] not in [c["src"] for c in first.values()]:
@@ -203,6 +206,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of every configuration (default 3)")
     parser.add_argument("--baseline", default=BASELINE, help=f"commit of today's path (default {BASELINE}; '' = none)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--configs", nargs="+", default=["threads2", "today", "naive"],
+                        choices=["threads2", "today", "naive"], help="what to run beside ours (default: all)")
     parser.add_argument("--src", type=Path, default=ROOT / "src", help="the code measured as ours (default: ./src)")
     parser.add_argument("--child-stages", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -214,7 +219,8 @@ def main(argv=None) -> int:
 
     result = {"machine": machine_info(), "video": str(args.video), "rounds": args.rounds}
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
-        result.update(measure(args.video, args.rounds, args.baseline or None, Path(tmp), str(args.src.resolve())))
+        result.update(measure(args.video, args.rounds, args.baseline or None, Path(tmp), str(args.src.resolve()),
+                              ("ours", *args.configs)))
     result["machine_end"] = machine_info()
     report(result, probe(args.video).duration_s)
     if args.json:
