@@ -22,7 +22,7 @@ _PREDICTOR: dict = {}  # {options tuple: VideoPredictor}: the models of the last
 
 
 def sample_clip() -> Path:
-    """The talking-face clip shipped in the package (CREMA-D, 2.3 s, with speech)."""
+    """The clip shipped in the package: one CREMA-D actor, neutral, happy, angry (6.1 s, 480x360, with speech)."""
     from affectfuse.inference.video import sample_clip_path
 
     return sample_clip_path()

@@ -26,9 +26,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-# Checkpoint formats written before the one schema, for a tree whose reader does not upgrade them.
-_OLD_FORMATS = {"affectfuse-eri-checkpoint": "eri", "affectfuse-expr/1": "expr", "affectfuse-expr-items/1": "items"}
-
 
 def checkpoint_kind(path: str | Path) -> tuple[str, dict | None]:
     """``(kind, payload)`` of a model file: ``"finetune"`` (payload None) for a fine-tuned export (a
@@ -39,26 +36,12 @@ def checkpoint_kind(path: str | Path) -> tuple[str, dict | None]:
     sidecar = path.with_suffix(".json")
     if sidecar.is_file() and "head_file" in _json(sidecar):
         return "finetune", None
-    try:
-        from affectfuse.training.checkpoint import read_any_checkpoint
-    except ImportError:  # pragma: no cover - a tree without the one reader
-        return _peek(path)
+    from affectfuse.training.checkpoint import read_any_checkpoint
+
     kind, ckpt = read_any_checkpoint(path, what="model checkpoint")
     if ckpt.get("role", "best") != "best":
         raise ValueError(f"{path}: a resume state (last.pt), not a model; load the run's best.pt")
     return kind, ckpt
-
-
-def _peek(path: Path) -> tuple[str, dict]:
-    import torch
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model checkpoint does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-    if found not in _OLD_FORMATS:
-        raise ValueError(f"{path}: not an affectfuse model checkpoint (format {found!r})")
-    return _OLD_FORMATS[found], ckpt
 
 
 def _json(path: Path) -> dict:
