@@ -30,6 +30,18 @@ def _provenance(ckpt: dict) -> dict:
             "random_weights": any(bool(v.get("random_weights")) for v in sets.values())}
 
 
+def eri_predictions(ckpt: dict, model, features: Mapping[str, str | Path], table: str | Path | None = None,
+                    split: str | None = "test"):
+    """``(data, pred)``: the checkpoint's inputs read from ``features`` ({name: folder}, the sets it was trained
+    on; with ``table``, its ``split`` in table order, else every video in all sets) and ``model``'s
+    intensities for them, ``pred`` (N, 7) in [0, 1] in ``data.file_ids`` order. Random-weight vs real
+    features is an error (``checkpoint_data``)."""
+    tab = load_table(table) if table is not None else None
+    data = checkpoint_data(ckpt, open_feature_sets({k: Path(v) for k, v in features.items()}), tab,
+                           split if tab is not None else None)
+    return data, predict(model, data)
+
+
 def predict_from_features(checkpoint: str | Path, features: Mapping[str, str | Path], out: str | Path,
                           table: str | Path | None = None, split: str | None = "test") -> dict:
     """ERI intensities of every video the feature sets cover (or of a table's ``split``, in table order).
@@ -42,12 +54,9 @@ def predict_from_features(checkpoint: str | Path, features: Mapping[str, str | P
         ``{"out", "videos", "label_names"}``.
     """
     ckpt = load_checkpoint(checkpoint)
-    tab = load_table(table) if table is not None else None
-    data = checkpoint_data(ckpt, open_feature_sets({k: Path(v) for k, v in features.items()}), tab,
-                           split if tab is not None else None)
-    pred = predict(model_from_checkpoint(ckpt), data)                       # (N, 7)
+    data, pred = eri_predictions(ckpt, model_from_checkpoint(ckpt), features, table, split)
     provenance = _provenance(ckpt)
-    if tab is not None:
+    if table is not None:
         provenance.update(table=str(table), split=split)
     write_eri_predictions(out, data.file_ids, pred, label_names=tuple(ckpt["label_names"]), provenance=provenance)
     return {"out": str(out), "videos": len(data), "label_names": list(ckpt["label_names"])}
@@ -63,13 +72,11 @@ def evaluate_from_features(checkpoint: str | Path, features: Mapping[str, str | 
     Returns ``{"checkpoint", "split", "mean_pearson", "mse", "pearson": {emotion: r}, "n_videos", "results"}``.
     """
     ckpt = load_checkpoint(checkpoint)
-    data = checkpoint_data(ckpt, open_feature_sets({k: Path(v) for k, v in features.items()}), load_table(table),
-                           split)
+    data, pred = eri_predictions(ckpt, model_from_checkpoint(ckpt), features, table, split)
     if data.labels is None:
         raise ValueError(f"{table}: split {split!r} has no labels to evaluate against")
     if list(data.label_names) != list(ckpt["label_names"]):
         raise ValueError(f"{table}: labels {data.label_names} differ from the checkpoint's {ckpt['label_names']}")
-    pred = predict(model_from_checkpoint(ckpt), data)
     metrics, rows = per_emotion_results(data.labels.numpy(), pred, data.label_names)
     ckpt_path = Path(ckpt["path"])
     out = Path(results) if results else ckpt_path.parent / f"eval_{split}.csv"

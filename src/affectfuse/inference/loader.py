@@ -113,17 +113,10 @@ class EriPredictor(_VideoMixin, _Predictor):
         column per emotion, intensities in [0, 1]. Random-weight vs real features is an error."""
         import pandas as pd
 
-        from affectfuse.training.eri import predict
-        from affectfuse.training.run import checkpoint_data, open_feature_sets
+        from affectfuse.inference.from_features import eri_predictions
 
-        sets = open_feature_sets({k: Path(v) for k, v in features.items()})
-        tab = None
-        if table is not None:
-            from affectfuse.data.layouts import load_table
-
-            tab = load_table(table)
-        data = checkpoint_data(self.ckpt, sets, tab, split if tab is not None else None)
-        values = np.asarray(predict(self.model, data), dtype=np.float64)  # (N, 7)
+        data, pred = eri_predictions(self.ckpt, self.model, features, table, split)
+        values = np.asarray(pred, dtype=np.float64)  # (N, 7)
         return pd.DataFrame(values, index=pd.Index(list(data.file_ids), name="File_ID"),
                             columns=list(self.label_names))
 
