@@ -61,11 +61,12 @@ def load(checkpoint: str | Path, device: str = "cpu"):
     if kind == "finetune" and payload is not None:
         raise ValueError(f"{path}: a fine-tuning run's checkpoint; load its export instead "
                          f"({path.parent / 'export'}/<extractor>.pt, with its .json and .head.pt)")
-    cls = {"eri": EriPredictor, "expr": ExprPredictor, "items": ItemPredictor,
-           "finetune": FinetunedPredictor}.get(kind)
+    if kind == "finetune":
+        return FinetunedPredictor(path, device=device)
+    cls = {"eri": EriPredictor, "expr": ExprPredictor, "items": ItemPredictor}.get(kind)
     if cls is None:
         raise ValueError(f"{path}: a {kind!r} checkpoint has no predictor (kinds: eri, expr, items, finetune)")
-    return cls(path, device=device)
+    return cls(path, device=device, ckpt=payload)  # the payload already read: the file is read once
 
 
 class _Predictor:
@@ -98,10 +99,11 @@ class EriPredictor(_VideoMixin, _Predictor):
 
     kind, _video_option = "eri", "eri_checkpoint"
 
-    def __init__(self, path: Path, device: str = "cpu"):
+    def __init__(self, path: Path, device: str = "cpu", ckpt: dict | None = None):
         from affectfuse.training.checkpoint import load_checkpoint, model_from_checkpoint
 
-        self.path, self.ckpt = Path(path), load_checkpoint(path)
+        self.path = Path(path)
+        self.ckpt = load_checkpoint(path) if ckpt is None else {**ckpt, "path": str(path)}
         self.model = model_from_checkpoint(self.ckpt).to(device)
         self.label_names = tuple(self.ckpt["label_names"])
         self.scale = (self.ckpt.get("task") or {}).get("scale") or self.ckpt.get("scale", "")
@@ -127,11 +129,14 @@ class ExprPredictor(_VideoMixin, _Predictor):
 
     kind, _video_option = "expr", "expr_checkpoint"
 
-    def __init__(self, path: Path, device: str = "cpu"):
-        from affectfuse.training.expr import load_checkpoint
+    def __init__(self, path: Path, device: str = "cpu", ckpt: dict | None = None):
+        from affectfuse.training.expr import load_checkpoint, model_from_payload
 
         self.path = Path(path)
-        self.model, self.ckpt = load_checkpoint(path, device=device)
+        if ckpt is None:
+            self.model, self.ckpt = load_checkpoint(path, device=device)
+        else:
+            self.model, self.ckpt = model_from_payload(ckpt, device), ckpt
         info = self.ckpt.get("info") or {}
         self.label_names = tuple(info.get("class_names") or self.ckpt.get("label_names") or ())
         self.scale = "probability in [0, 1] per class and frame"
@@ -143,12 +148,12 @@ class ItemPredictor(_Predictor):
 
     kind = "items"
 
-    def __init__(self, path: Path, device: str = "cpu"):
+    def __init__(self, path: Path, device: str = "cpu", ckpt: dict | None = None):
         from affectfuse.training.checkpoint import read_checkpoint
         from affectfuse.training.items import ITEMS_FORMAT, classifier_from_payload
 
         self.path = Path(path)
-        self.ckpt = read_checkpoint(path, ITEMS_FORMAT, "item checkpoint")
+        self.ckpt = read_checkpoint(path, ITEMS_FORMAT, "item checkpoint") if ckpt is None else ckpt
         self.classifier = classifier_from_payload(self.ckpt)
         self.label_names = tuple(self.classifier.class_names)
         self.scale = "probability in [0, 1] per class; rows sum to 1"

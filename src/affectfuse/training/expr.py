@@ -166,9 +166,14 @@ def load_checkpoint(path, device: str = "cpu") -> tuple[ExprTransformer, dict]:
     """Rebuild the model from a checkpoint file alone (old ``affectfuse-expr/1`` files too); returns
     (model in eval mode, checkpoint dict)."""
     ckpt = read_checkpoint(path, KIND, "EXPR checkpoint", map_location=device, role="best")
+    return model_from_payload(ckpt, device), ckpt
+
+
+def model_from_payload(ckpt: dict, device: str = "cpu") -> ExprTransformer:
+    """The model (eval mode, on ``device``) of an EXPR checkpoint payload already read."""
     model = ExprTransformer(ExprModelConfig.from_dict(ckpt["model"]["args"]))
     model.load_state_dict(ckpt["state_dict"])
-    return model.to(device).eval(), ckpt
+    return model.to(device).eval()
 
 
 @dataclass
