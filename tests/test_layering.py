@@ -34,6 +34,8 @@ LAYERS = ("labels", "utils", "weights", "media", "faces", "data", "features", "m
 KNOWN_BREAKS = {
     ("affectfuse.outputs.report", "affectfuse.inference.confidence"):
         "the report's confidence rules (smooth, floor2, UNCERTAIN) are presentation: inference/confidence.py -> outputs/",
+    ("affectfuse.outputs.report_html", "affectfuse.inference.confidence"):
+        "the same rules, for the HTML page split out of outputs/report.py",
     ("affectfuse.outputs.expr_files", "affectfuse.training.temporal"):
         "submission_labels needs only resolve/apply_smoothing: move those next to data.windows' smoothing",
 }
