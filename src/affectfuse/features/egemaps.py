@@ -1,7 +1,7 @@
-"""eGeMAPS v02 (Eyben et al. 2016) functionals per audio window, computed by openSMILE.
+"""openSMILE functionals per audio window: eGeMAPS v02 (Eyben et al. 2016) here, ComParE 2016 in ``compare``.
 
 Input: (N, S) float32 mono windows at ``sample_rate`` Hz (or a list of 1-D windows of different lengths).
-Output: (N, 88) float32, one row per window, columns named as openSMILE names them
+Output: (N, dim) float32, one row per window, columns named as openSMILE names them
 (``describe()['columns']``). openSMILE fills a window too short for its analysis (< ~60 ms) with NaN; the
 windowing drops windows shorter than ``MIN_WINDOW_S`` (``min_window_samples``), and any NaN left becomes 0.
 """
@@ -14,16 +14,17 @@ import numpy as np
 
 from affectfuse.features.base import AudioInput, Extractor
 
-MIN_WINDOW_S = 0.1  # openSMILE's eGeMAPS needs a few 60 ms frames; shorter windows give NaN
+MIN_WINDOW_S = 0.1  # openSMILE's functionals need a few 60 ms frames; shorter windows give NaN
 COLUMNS_FILE = "assets/egemaps/egemaps_v02_functionals.txt"
 
 
-class EGeMAPS(Extractor):
-    """openSMILE eGeMAPSv02 functionals: 88 acoustic parameters per window (no weights needed)."""
+class OpenSmileFunctionals(Extractor):
+    """One openSMILE feature set's functionals per window (no weights). Subclasses set ``name``, ``dim``,
+    ``feature_set`` (the ``opensmile.FeatureSet`` member's name) and ``columns_file`` (the names, shipped)."""
 
-    name = "egemaps"
     modality = "audio"
-    dim = 88
+    feature_set = ""
+    columns_file = ""
 
     def __init__(self, sample_rate: int = 16000, window_s: float = 1.0, hop_s: float = 0.5):
         self.input = AudioInput(sample_rate=int(sample_rate), window_s=float(window_s), hop_s=float(hop_s))
@@ -38,25 +39,25 @@ class EGeMAPS(Extractor):
         if self._smile_obj is None:
             import opensmile
 
-            smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+            smile = opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, self.feature_set),
                                     feature_level=opensmile.FeatureLevel.Functionals)
             if list(smile.feature_names) != self.columns:  # pragma: no cover - a different openSMILE release
-                raise RuntimeError(f"openSMILE {opensmile.__version__}'s eGeMAPSv02 functionals differ from the "
-                                   f"{self.dim} names in {COLUMNS_FILE} (written from openSMILE 2.6.0)")
+                raise RuntimeError(f"openSMILE {opensmile.__version__}'s {self.feature_set} functionals differ from "
+                                   f"the {self.dim} names in {self.columns_file} (written from openSMILE 2.6.0)")
             self._smile_obj = smile
         return self._smile_obj
 
     @property
     def columns(self) -> list[str]:
-        """The 88 feature names, as openSMILE names them (read from the package, checked against openSMILE's
+        """The feature names, as openSMILE names them (read from the package, checked against openSMILE's
         own when it is built, so describing the extractor does not build it)."""
         from importlib import resources
 
-        text = resources.files("affectfuse").joinpath(COLUMNS_FILE).read_text()
+        text = resources.files("affectfuse").joinpath(self.columns_file).read_text()
         return [line for line in text.splitlines() if line]
 
     def extract_nan(self, batch) -> np.ndarray:
-        """(N, 88) float32 with NaN rows where openSMILE could not analyse the window."""
+        """(N, dim) float32 with NaN rows where openSMILE could not analyse the window."""
         out = np.empty((len(batch), self.dim), dtype=np.float32)
         for i, window in enumerate(batch):
             window = np.asarray(window, dtype=np.float32).reshape(-1)
@@ -73,9 +74,18 @@ class EGeMAPS(Extractor):
         from importlib.metadata import version
 
         meta = super().describe()
-        meta.update(feature_set="eGeMAPSv02", level="functionals", opensmile_version=version("opensmile"),
+        meta.update(feature_set=self.feature_set, level="functionals", opensmile_version=version("opensmile"),
                     timestamps="window start (s)", columns=self.columns, parameters=0)
         return meta
+
+
+class EGeMAPS(OpenSmileFunctionals):
+    """openSMILE eGeMAPSv02 functionals: 88 acoustic parameters per window (no weights needed)."""
+
+    name = "egemaps"
+    dim = 88
+    feature_set = "eGeMAPSv02"
+    columns_file = COLUMNS_FILE
 
 
 def egemaps(weights=None, random_weights: bool = False, device: str = "cpu", sample_rate: int = 16000,

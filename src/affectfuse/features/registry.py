@@ -18,6 +18,7 @@ EXTRACTORS: dict[str, str] = {
     "deepspectrum": "affectfuse.features.deepspectrum:deepspectrum_densenet121",
     "deepspectrum-mobilenetv2": "affectfuse.features.deepspectrum:deepspectrum_mobilenetv2",
     "egemaps": "affectfuse.features.egemaps:egemaps",
+    "compare-2016": "affectfuse.features.compare:compare_2016",
     # face
     "vit-b16": "affectfuse.features.vit:vit_b16",
     "posterv2": "affectfuse.features.poster_v2:posterv2",

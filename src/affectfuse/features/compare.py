@@ -1,0 +1,30 @@
+"""ComParE 2016 (Schuller et al. 2016, the INTERSPEECH Computational Paralinguistics Challenge set) functionals
+per audio window, computed by openSMILE: 6,373 features from 65 low-level descriptors (energy, spectral, MFCC,
+voicing) and their deltas.
+
+Input: (N, S) float32 mono windows at ``sample_rate`` Hz (or a list of 1-D windows of different lengths).
+Output: (N, 6373) float32, columns named as openSMILE names them (``describe()['columns']``), e.g.
+``pcm_RMSenergy_sma_amean`` (RMS amplitude, full scale 1), ``F0final_sma_amean`` (Hz, 0 where unvoiced).
+Windows shorter than 0.1 s are dropped by the windowing; NaN openSMILE leaves becomes 0 (as ``egemaps``).
+"""
+
+from __future__ import annotations
+
+from affectfuse.features.egemaps import OpenSmileFunctionals
+
+COLUMNS_FILE = "assets/compare/compare_2016_functionals.txt"
+
+
+class ComParE2016(OpenSmileFunctionals):
+    """openSMILE ComParE_2016 functionals: 6,373 acoustic features per window (no weights needed)."""
+
+    name = "compare-2016"
+    dim = 6373
+    feature_set = "ComParE_2016"
+    columns_file = COLUMNS_FILE
+
+
+def compare_2016(weights=None, random_weights: bool = False, device: str = "cpu", sample_rate: int = 16000,
+                 window_s: float = 1.0, hop_s: float = 0.5) -> ComParE2016:
+    """Registry factory; ComParE has no weights (``weights`` / ``random_weights`` are ignored)."""
+    return ComParE2016(sample_rate, window_s, hop_s)
