@@ -7,14 +7,18 @@ import numpy as np
 import pytest
 import torch
 
+import affectfuse
 from affectfuse.cli import main
 from affectfuse.data.affwild2 import load_expr_videos, read_expr_folder
 from affectfuse.data.store import FeatureSet
 from affectfuse.data.synthetic_affwild2 import make_affwild2_dataset, make_affwild2_people, to_expr_videos
-from affectfuse.training.expr import (ExprTrainConfig, evaluate_probabilities, load_checkpoint, predict_videos,
-                                      train_expr)
+from affectfuse.training.expr import (ExprTrainConfig, centred_videos, evaluate_probabilities, load_checkpoint,
+                                      predict_videos, train_expr)
 from affectfuse.training.frame_probe import frame_probe
-from affectfuse.training.temporal import apply_smoothing, choose_smoothing, resolve_smoothing
+from affectfuse.inference.expr import ExprCheckpointExpressions
+from affectfuse.labels import EXPR_CLASSES
+from affectfuse.models.expr_decoder import decode, forward_backward, label_statistics, transition_matrix
+from affectfuse.training.temporal import apply_smoothing, choose_smoothing, describe, resolve_smoothing, smoothing_spec
 
 
 @pytest.fixture(autouse=True)
@@ -108,6 +112,18 @@ def test_default_model_not_worse_than_its_probe_and_evaluate_applies_the_stored_
     assert main(["expr", "evaluate", "--checkpoint", str(run / "best.pt"), "--annotations", str(paths["val"]),
                  "--smooth", flag]) == 0
     assert _last_json(capsys)["macro_f1"] == pytest.approx(round(other_f1, 4), abs=1e-4)
+    # load()'s predictor and the raw-video path (predict) apply the stored smoothing / decoder too
+    predictor = affectfuse.load(run / "best.pt")
+    assert predictor.smoothing == stored and predictor.describe()["smoothing"] == describe(stored)
+    frame_table = predictor.predict(paths["features"], [v.id for v in val])
+    got = {vid: frame_table.loc[vid].to_numpy() for vid in frame_table.index.get_level_values("id").unique()}
+    assert evaluate_probabilities(val, got)["macro_f1"] == pytest.approx(want, abs=1e-6)
+    faces = ExprCheckpointExpressions.__new__(ExprCheckpointExpressions)  # its extractors are not needed here
+    faces.model, faces.fill, faces.device = model, "ffill", "cpu"
+    faces.window, faces.stride = cfg["window"], cfg["predict_stride"]
+    faces.smoothing, faces.checkpoint_classes = resolve_smoothing(None, stored), list(EXPR_CLASSES)
+    v = val[0]
+    assert np.allclose(faces.finish(v.features, v.face), apply_smoothing(raw, stored)[v.id], atol=1e-5)
 
 
 def test_smoothing_is_chosen_in_memory_too():
@@ -118,18 +134,21 @@ def test_smoothing_is_chosen_in_memory_too():
 
 
 def test_skip_path_keeps_the_probe_and_a_run_that_loses_keeps_its_start(caplog):
-    """The skip path is the probe's solution and stays there; a run whose training only hurts (a learning rate
-    that wrecks the encoder) ends at its start, which is the probe: epoch 0, the probe's validation score."""
+    """The skip path is the start probe's solution (on centred frames when centring is on) and stays there; a
+    run whose training only hurts (a learning rate that wrecks the encoder) ends at its start: epoch 0."""
     videos = to_expr_videos(make_affwild2_people(8, seed=6, frames=(150, 200)))
     train, val = videos[:-3], videos[-3:]
     good = train_expr(train, val, ExprTrainConfig.from_dict({"epochs": 2}))
     skip = good.model.skip.weight.detach().numpy()
-    probe = frame_probe(train, val, 8)
-    assert np.allclose(skip, probe["fit"]["coef"], atol=1e-5)   # not trained (train_skip false)
+    prior = good.model.config.center_prior_frames
+    start = (frame_probe(centred_videos(train, prior), centred_videos(val, prior), 8) if good.model.config.video_center
+             else frame_probe(train, val, 8))                    # the probe it started from
+    assert np.allclose(skip, start["fit"]["coef"], atol=1e-5)   # not trained (train_skip false)
     wrecked = train_expr(train, val, ExprTrainConfig.from_dict({"epochs": 1, "lr": 30.0, "clip_norm": 0.0,
                                                                 "model": {"frame_dropout": 0.9}}))
     assert wrecked.best_epoch == 0 and "did not beat its start" in caplog.text
-    assert wrecked.versus_probe["model"] == pytest.approx(wrecked.versus_probe["probe"], abs=2e-3)
+    assert np.allclose(wrecked.model.skip.weight.detach().numpy(), start["fit"]["coef"], atol=1e-5)  # the start
+    assert wrecked.versus_probe["model"] >= wrecked.versus_probe["probe"]
 
 
 def test_synth_writes_the_affwild2_layout(tmp_path, capsys):
@@ -138,3 +157,33 @@ def test_synth_writes_the_affwild2_layout(tmp_path, capsys):
     train, val = read_expr_folder(out["train"]), read_expr_folder(out["val"])
     assert len({i.removesuffix("_left").removesuffix("_right") for i in train}) == 2 and val
     assert [FeatureSet.open(p).meta.extra["fps"] for p in out["features"]] == [30.0, 30.0]
+
+
+def _sticky(rng, n_runs: int) -> np.ndarray:
+    """Labels of ``n_runs`` runs of 20-80 frames, classes drawn at random (a class may follow itself)."""
+    return np.repeat(rng.integers(0, 8, n_runs), rng.integers(20, 80, n_runs))
+
+
+def test_hmm_decoder_learns_stickiness_and_batches_like_one_by_one():
+    stats = label_statistics([np.array([0, 0, 0, -1, -1, 1, 1, 1, 1, 0])], 2)
+    assert stats["mean_run"].tolist() == [2.0, 4.0]                    # runs 3 and 1 of class 0, -1 ends a run
+    assert stats["changes"].tolist() == [[0.0, 1.0], [2.0, 0.0]]       # 1 -> 0 once (+1 each), none across -1
+    a = transition_matrix(stats)
+    assert np.allclose(a.sum(1), 1) and a[0, 0] == pytest.approx(0.5) and a[1, 1] == pytest.approx(0.75)
+    rng = np.random.default_rng(0)
+    labels = [_sticky(rng, 12) for _ in range(6)]
+    noisy = [np.eye(8)[y] * 0.15 + rng.random((len(y), 8)) for y in labels]
+    noisy = [p / p.sum(1, keepdims=True) for p in noisy]
+    trans = [transition_matrix(label_statistics(labels[:3], 8), r) for r in (1.0, 0.5)]
+    batched = forward_backward(noisy[3:], trans, [0.5, 1.0])
+    for g, (t, scale) in enumerate(zip(trans, [0.5, 1.0])):
+        for i, p in enumerate(noisy[3:]):
+            alone = decode(p, t, scale)
+            assert np.allclose(batched[g * 3 + i], alone, atol=1e-5) and np.allclose(alone.sum(1), 1, atol=1e-5)
+    chosen = choose_smoothing(labels[3:], noisy[3:], label_stats=label_statistics(labels[:3], 8))
+    windows = choose_smoothing(labels[3:], noisy[3:])
+    assert chosen["method"] == "hmm" and chosen["macro_f1"] > windows["macro_f1"] + 0.02, (chosen["macro_f1"], windows)
+    spec = resolve_smoothing(None, {k: chosen[k] for k in ("method", "window", "scale", "run_scale", "transitions")})
+    assert np.allclose(apply_smoothing(noisy[3], spec), decode(noisy[3], np.array(spec["transitions"]), spec["scale"]))
+    with pytest.raises(ValueError, match="transitions"):
+        smoothing_spec("hmm", scale=0.5)

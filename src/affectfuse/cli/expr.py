@@ -25,8 +25,8 @@ from affectfuse.cli import classify, expr_probe
 from affectfuse.cli.common import Sub, add_group, deprecated, print_json, run_group, score_summary
 
 HELP = "expression classes per frame (ABAW EXPR, Aff-Wild2 layout): train, evaluate, predict, submit, validate"
-SMOOTH_HELP = "temporal smoothing: none, mean:N or mode:N (default: the one chosen on validation and stored in " \
-              "the checkpoint)"
+SMOOTH_HELP = "temporal smoothing: none, mean:N or mode:N (default: the window or HMM decoder chosen on " \
+              "validation and stored in the checkpoint)"
 log = logging.getLogger(__name__)
 
 
@@ -113,7 +113,7 @@ def _item_checkpoint(args, verb: str):
 
 
 def _load(args):
-    """(model, checkpoint, info, face sets, audio set, (smoothing method, window)) of a frame checkpoint."""
+    """(model, checkpoint, info, face sets, audio set, smoothing spec) of a frame checkpoint."""
     from affectfuse.data.manifest_splits import checkpoint_sets
     from affectfuse.training.expr import load_checkpoint
     from affectfuse.training.temporal import describe, resolve_smoothing
@@ -123,7 +123,7 @@ def _load(args):
     face, audio = checkpoint_sets(args.checkpoint, info, args.features, args.audio)
     spec = resolve_smoothing(args.smooth, info.get("smoothing"))  # --smooth, else the one chosen on validation
     print(f"temporal smoothing: {describe(spec)}" + ("" if args.smooth else " (the checkpoint's)"), file=sys.stderr)
-    return model, ckpt, info, face, audio, (spec["method"], spec["window"])
+    return model, ckpt, info, face, audio, spec
 
 
 def _frame_data(args, info, face, audio, ids=None, n_frames=None, problems=None):

@@ -63,12 +63,13 @@ def _world(dims: dict[str, int]) -> dict:
     return world
 
 
-def sticky_labels(rng: np.random.Generator, n_frames: int) -> np.ndarray:
-    """(N,) hidden class per frame: runs of log-normal length, class from ``CLASS_PRIOR``, no repeats."""
+def sticky_labels(rng: np.random.Generator, n_frames: int, run_median: float = RUN_MEDIAN) -> np.ndarray:
+    """(N,) hidden class per frame: runs of log-normal length (median ``run_median`` frames), class from
+    ``CLASS_PRIOR``, no repeats."""
     out = np.empty(n_frames, np.int64)
     start, previous = 0, -1
     while start < n_frames:
-        length = max(5, int(round(rng.lognormal(np.log(RUN_MEDIAN), RUN_SIGMA))))
+        length = max(5, int(round(rng.lognormal(np.log(run_median), RUN_SIGMA))))
         prior = CLASS_PRIOR.copy()
         if previous >= 0:
             prior[previous] = 0.0
@@ -99,12 +100,13 @@ def _ar1(rng: np.random.Generator, n_frames: int, rank: int) -> np.ndarray:
     return out
 
 
-def _person(rng, world, hidden: np.ndarray, nuisance: np.ndarray, amplitude: float) -> dict[str, np.ndarray]:
+def _person(rng, world, hidden: np.ndarray, nuisance: np.ndarray, amplitude: float,
+            identity_amplitude: float = IDENTITY_AMPLITUDE) -> dict[str, np.ndarray]:
     """Feature set -> (N, D_s) float32 rows of one person (see the module doc)."""
     out = {}
     for name, w in world.items():
         dim = w["offset"].shape[0]
-        identity = rng.normal(0.0, IDENTITY_AMPLITUDE, dim)
+        identity = rng.normal(0.0, identity_amplitude, dim)
         x = (amplitude * w["classes"][hidden] + identity + NUISANCE_AMPLITUDE * nuisance @ w["nuisance"]
              + rng.standard_normal((len(hidden), dim)))
         out[name] = ((x + w["offset"]) * w["scale"]).astype(np.float32)
@@ -113,8 +115,10 @@ def _person(rng, world, hidden: np.ndarray, nuisance: np.ndarray, amplitude: flo
 
 def make_affwild2_people(n_media: int, seed: int = 0, frames: tuple[int, int] = (300, 900),
                          dims: dict[str, int] | None = None, amplitude: float = AMPLITUDE,
-                         two_person: float = 0.25) -> list[dict]:
+                         two_person: float = 0.25, run_median: float = RUN_MEDIAN,
+                         identity: float = IDENTITY_AMPLITUDE) -> list[dict]:
     """People of ``n_media`` media files (a share ``two_person`` of them with a ``_left`` and a ``_right``).
+    ``run_median``: median expression run in frames; ``identity``: std per dim of the per-person offset.
 
     Returns one dict per annotation id: ``id``, ``hidden`` (N,) true class, ``labels`` (N,) with -1 runs,
     ``face`` (N,) bool, ``features`` {set: (N, D_s) float32, zeros where no face}.
@@ -130,10 +134,10 @@ def make_affwild2_people(n_media: int, seed: int = 0, frames: tuple[int, int] = 
         nuisance = _ar1(rng, n, NUISANCE_RANK)          # shared by the people of one media file
         sides = ("_left", "_right") if rng.random() < two_person else ("",)
         for side in sides:
-            hidden = sticky_labels(rng, n)
+            hidden = sticky_labels(rng, n, run_median)
             labels = np.where(_runs(rng, n, UNLABELLED_RUNS, (30, 150)), EXPR_IGNORE, hidden)
             face = ~_runs(rng, n, FACELESS_RUNS, (3, 20))
-            feats = _person(rng, world, hidden, nuisance, amplitude)
+            feats = _person(rng, world, hidden, nuisance, amplitude, identity)
             for v in feats.values():
                 v[~face] = 0.0
             people.append({"id": f"video{seed}_{m:03d}{side}", "hidden": hidden, "labels": labels,
@@ -156,7 +160,8 @@ def to_expr_videos(people: list[dict]) -> list[ExprVideo]:
 
 def make_affwild2_dataset(out_dir: str | Path, n_train: int = 30, n_val: int = 15, seed: int = 0,
                           frames: tuple[int, int] = (300, 900), dims: dict[str, int] | None = None,
-                          amplitude: float = AMPLITUDE) -> dict[str, Path]:
+                          amplitude: float = AMPLITUDE, run_median: float = RUN_MEDIAN,
+                          identity: float = IDENTITY_AMPLITUDE) -> dict[str, Path]:
     """Write a planted set in the Aff-Wild2 layout (module doc); ``n_train`` / ``n_val`` media files (two-person
     ones give two annotation ids). Returns {"train": annotation folder, "val": ..., "features": [set folders]}."""
     from affectfuse.data.store import FeatureSet, FeatureSetMeta, VideoFeatures
@@ -164,12 +169,13 @@ def make_affwild2_dataset(out_dir: str | Path, n_train: int = 30, n_val: int = 1
 
     out = Path(out_dir)
     dims = dict(DEFAULT_DIMS if dims is None else dims)
-    people = make_affwild2_people(n_train + n_val, seed, frames, dims, amplitude)
+    people = make_affwild2_people(n_train + n_val, seed, frames, dims, amplitude, run_median=run_median,
+                                  identity=identity)
     media = sorted({p["id"].removesuffix("_left").removesuffix("_right") for p in people})
     train_media = set(media[:n_train])
     folders = {"train": out / "annotations" / "Train_Set", "val": out / "annotations" / "Validation_Set"}
     planted = {"generator": "affectfuse.data.synthetic_affwild2", "seed": seed, "amplitude": amplitude,
-               "world_seed": WORLD_SEED}
+               "run_median": run_median, "identity": identity, "world_seed": WORLD_SEED}
     sets = {name: FeatureSet.create(out / "features" / name, FeatureSetMeta(
         name=f"planted-{name}", dim=dim, rate=None, extractor="synthetic", modality="face",
         extra={"fps": FPS, "synthetic": planted})) for name, dim in dims.items()}
@@ -185,5 +191,6 @@ def make_affwild2_dataset(out_dir: str | Path, n_train: int = 30, n_val: int = 1
         fs.write_index()
     write_text_atomic(out / "README.txt", (
         f"Planted EXPR set in the Aff-Wild2 layout made by affectfuse.data.synthetic_affwild2 (seed={seed}, "
-        f"amplitude={amplitude}). How the signal is planted: that module's docstring.\n"))
+        f"amplitude={amplitude}, run_median={run_median}, identity={identity}). How the signal is planted: "
+        "that module's docstring.\n"))
     return {**folders, "features": [out / "features" / name for name in dims]}

@@ -3,7 +3,10 @@
 The checkpoint names the face feature sets it was trained on (their extractors), the fill policy for
 faceless frames and the window/stride; here those extractors run on the aligned crops of every frame
 with a face, features are stitched in the checkpoint's order, faceless frames are filled by the same
-policy, and the frame transformer's overlapping-window probabilities are averaged per frame.
+policy, and the frame transformer's overlapping-window probabilities are averaged per frame, then smoothed or
+decoded over the whole video as the checkpoint stores it (``info["smoothing"]``: the fixed window or the HMM
+decoder chosen on validation, :mod:`affectfuse.training.temporal`); a model trained on per-video centred
+frames centres this video's frames the same way (inside ``predict_video``).
 
 Letters: F frames with a face, T frames, D stitched feature dim, C checkpoint classes.
 """
@@ -21,6 +24,7 @@ class ExprCheckpointExpressions:
     def __init__(self, path: str, device: str = "cpu", random_weights: bool = False, precision: str = "fp32"):
         from affectfuse.features.registry import accepted_options, create_extractor
         from affectfuse.training.expr import load_checkpoint
+        from affectfuse.training.temporal import resolve_smoothing
         from affectfuse.weights import check_same_weights
 
         self.model, self.ckpt = load_checkpoint(path, device=device)
@@ -45,6 +49,7 @@ class ExprCheckpointExpressions:
         self.fill = info.get("fill", "ffill")
         cfg = self.ckpt.get("train_config") or {}
         self.window, self.stride = int(cfg.get("window", 64)), int(cfg.get("predict_stride", 16))
+        self.smoothing = resolve_smoothing(None, info.get("smoothing"))  # chosen on validation at training
         self.checkpoint_classes = list(info.get("class_names") or EXPR_CLASSES)
         unknown = [c for c in self.checkpoint_classes if c not in EXPR_CLASSES]
         if unknown:
@@ -70,17 +75,20 @@ class ExprCheckpointExpressions:
             return out
         values, valid = fill_faceless(features.astype(np.float32), found.astype(bool), self.fill)
         video = ExprVideo("video", values, valid, np.full(t, -1, np.int64), np.arange(1, t + 1), found.astype(bool))
-        probs = predict_video(self.model, video, self.window, self.stride, device=self.device)  # (T, C)
+        probs = predict_video(self.model, video, self.window, self.stride, device=self.device,
+                              smoothing=self.smoothing)  # (T, C)
         for j, name in enumerate(self.checkpoint_classes):
             out[:, EXPR_CLASSES.index(name)] = probs[:, j]
         return out
 
     def describe(self) -> dict:
+        from affectfuse.training.temporal import describe
         from affectfuse.weights import sha256_file
 
         return {"role": "face expressions", "name": self.name, "checkpoint": self.path,
                 "weights": {"path": self.path, "filename": self.path.rsplit("/", 1)[-1],
                             "sha256": sha256_file(self.path)},
                 "extractors": [ex.describe() for ex in self.extractors], "fill": self.fill,
-                "window": self.window, "stride": self.stride, "classes": list(self.class_names),
+                "window": self.window, "stride": self.stride, "smoothing": describe(self.smoothing),
+                "video_center": bool(self.model.config.video_center), "classes": list(self.class_names),
                 "random_weights": bool(self.random_weights)}

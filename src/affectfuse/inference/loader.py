@@ -124,13 +124,15 @@ class EriPredictor(_VideoMixin, _Predictor):
 
 
 class ExprPredictor(_VideoMixin, _Predictor):
-    """A per-frame EXPR checkpoint: :meth:`predict_video` runs it on a raw video's faces (frames as
-    ``VideoPrediction.to_pandas()``); on feature sets use ``affectfuse expr predict``."""
+    """A per-frame EXPR checkpoint: :meth:`predict` on feature sets, :meth:`predict_video` on a raw video's
+    faces (frames as ``VideoPrediction.to_pandas()``). Both apply the checkpoint's ``smoothing`` (the window or
+    HMM decoder chosen on validation; ``describe()["smoothing"]``)."""
 
     kind, _video_option = "expr", "expr_checkpoint"
 
     def __init__(self, path: Path, device: str = "cpu", ckpt: dict | None = None):
         from affectfuse.training.expr import load_checkpoint, model_from_payload
+        from affectfuse.training.temporal import resolve_smoothing
 
         self.path = Path(path)
         if ckpt is None:
@@ -141,6 +143,31 @@ class ExprPredictor(_VideoMixin, _Predictor):
         self.label_names = tuple(info.get("class_names") or self.ckpt.get("label_names") or ())
         self.scale = "probability in [0, 1] per class and frame"
         self.feature_sets = {d["name"]: d for d in info.get("feature_sets") or []}
+        self.smoothing = resolve_smoothing(None, info.get("smoothing"))
+
+    def describe(self) -> dict:
+        from affectfuse.training.temporal import describe
+
+        return {**super().describe(), "smoothing": describe(self.smoothing)}
+
+    def predict(self, features: Sequence[str | Path], ids: Sequence[str], smooth: str | None = None):
+        """``features``: the face feature-set folders it was trained on, in order; ``ids``: the videos. Returns
+        a DataFrame: index (``id``, ``frame``, 1-based), one column per class, after the stored smoothing
+        (``smooth``: ``none`` / ``mean:N`` / ``mode:N`` instead, as ``expr predict --smooth``)."""
+        import pandas as pd
+
+        from affectfuse.data.affwild2 import load_expr_videos
+        from affectfuse.data.manifest_splits import checkpoint_sets
+        from affectfuse.training.expr import predict_videos
+        from affectfuse.training.temporal import resolve_smoothing
+
+        info, cfg = self.ckpt["info"], self.ckpt["train_config"]
+        face, _ = checkpoint_sets(self.path, info, [str(f) for f in features])
+        videos = load_expr_videos(list(ids), face, None, info.get("fps"), info.get("fill", "ffill"))
+        spec = resolve_smoothing(smooth, info.get("smoothing")) if smooth else self.smoothing
+        probs = predict_videos(self.model, videos, cfg["window"], cfg["predict_stride"], smoothing=spec)
+        index = pd.MultiIndex.from_tuples([(v.id, int(f)) for v in videos for f in v.frames], names=["id", "frame"])
+        return pd.DataFrame(np.concatenate([probs[v.id] for v in videos]), index=index, columns=list(self.label_names))
 
 
 class ItemPredictor(_Predictor):

@@ -24,13 +24,18 @@ them on, see :class:`affectfuse.training.expr.ExprTrainConfig`):
   so the untrained model is the probe and training learns what context adds to it;
 - ``frame_dropout``: while training, this share of frames is shown as faceless (the learned no-face token),
   so the encoder learns to read a frame from its neighbours; ``input_noise``: Gaussian noise of this std
-  (in standardised units) on the inputs while training.
+  (in standardised units) on the inputs while training;
+- ``video_center``: every video's features minus ``n / (n + center_prior_frames)`` times the mean of its n
+  frames with features (:func:`center_video`), before everything else: a per-person offset (identity, camera)
+  is removed, shrunk towards none on short videos, whose mean is mostly their own expression. Applied to whole
+  videos by the callers (:func:`affectfuse.training.expr.predict_videos`), not inside a window.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -56,6 +61,8 @@ class ExprModelConfig:
     train_skip: bool = False  # False: the skip path keeps the probe's solution (not trained)
     frame_dropout: float = 0.0
     input_noise: float = 0.0
+    video_center: bool = False  # inputs are per-video centred (center_video) by whoever calls the model
+    center_prior_frames: float = 0.0  # shrinkage of the video mean: n / (n + this) of it is removed
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExprModelConfig":
@@ -144,6 +151,16 @@ class ExprTransformer(nn.Module):
         with torch.no_grad():
             self.skip.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
             self.skip.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+
+
+def center_video(features: np.ndarray, valid: np.ndarray, prior_frames: float = 0.0) -> np.ndarray:
+    """(N, D) features minus ``n / (n + prior_frames)`` x the mean of the n rows with features (``valid`` (N,)
+    bool); rows without features stay as they are (they are masked downstream)."""
+    n = int(valid.sum())
+    if n == 0:
+        return features
+    offset = features[valid].mean(axis=0, dtype=np.float64) * (n / (n + prior_frames))
+    return np.where(valid[:, None], features - offset, features).astype(np.float32)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -16,23 +16,25 @@ trained on (name, dim, extractor), fill policy and frame rate, metrics and versi
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from affectfuse.data.affwild2 import ExprVideo
-from affectfuse.data.windows import overlap_average, smooth_probabilities, window_starts
+from affectfuse.data.windows import overlap_average, window_starts
 from affectfuse.labels import EXPR_CLASSES
 from affectfuse.metrics.classification import classification_scores
-from affectfuse.models.expr import ExprModelConfig, ExprTransformer
+from affectfuse.models.expr import ExprModelConfig, ExprTransformer, center_video
+from affectfuse.models.expr_decoder import label_statistics
 from affectfuse.data.tasks import TaskSpec, task_from_labels
 from affectfuse.training.checkpoint import (SCHEMA, VERSION, checkpoint_payload, plain, read_checkpoint,
                                             write_checkpoint, write_history)
 from affectfuse.training.checkpoint_legacy import expr_feature_sets
 from affectfuse.training.engine import Engine, EngineConfig, Validation
-from affectfuse.training.frame_probe import compare_with_probe, frame_probe, probe_summary, start_at_probe
+from affectfuse.training.frame_probe import (choose_centring, compare_with_probe, frame_probe, probe_summary,
+                                            start_at_probe)
 from affectfuse.training.losses import WEIGHT_SCHEMES, FocalLoss, class_weights
 from affectfuse.training.resolver import check_choice, dump_yaml
 from affectfuse.training.resolver import from_dict as resolve_from_dict
@@ -73,10 +75,19 @@ class ExprTrainConfig:
     model: dict = field(default_factory=lambda: dict(FEW_VIDEO_MODEL), metadata={"schema": ExprModelConfig})
     probe: bool = True  # fit the per-frame logistic probe (reported; starts a probe_skip model)
     smoothing: str = "auto"  # validation smoothing: auto (chosen from a grid) | none | mean:N | mode:N
+    # auto: the HMM decoder over the frame posteriors (transitions from the training labels) is a candidate
+    # of the validation choice next to the fixed windows; none: windows only
+    decoder: str = "hmm"
+    # per-video centring of the inputs (models.expr.center_video): auto = on when the per-frame probe on
+    # centred frames beats the probe on raw frames on validation (both with their best window)
+    video_center: str = "auto"
+    center_prior_frames: float = 150.0  # shrinkage: a video of n frames has n / (n + 150) of its mean removed
 
     def validate(self) -> None:
         """Choices of the string fields (a ConfigError names the field)."""
         check_choice(self.class_weights, WEIGHT_SCHEMES, "class_weights", "EXPR training options")
+        check_choice(self.decoder, ("hmm", "none"), "decoder", "EXPR training options")
+        check_choice(self.video_center, ("auto", "on", "off"), "video_center", "EXPR training options")
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "EXPR training options") -> "ExprTrainConfig":
@@ -115,13 +126,18 @@ class _FrameBank:
 @torch.no_grad()
 def predict_videos(model: ExprTransformer, videos: list[ExprVideo], window: int, stride: int,
                    batch_size: int = 64, device: str = "cpu",
-                   smoothing: tuple[str, int] = ("none", 1)) -> dict[str, np.ndarray]:
+                   smoothing: dict | tuple[str, int] = ("none", 1)) -> dict[str, np.ndarray]:
     """id -> per-frame class probabilities (N, C) of each video, overlapping windows averaged, then
-    optionally smoothed (``(method, window)``, see :func:`smooth_probabilities`). Windows of all videos
-    share batches, so many short videos (or single images) cost one forward pass per batch."""
+    optionally smoothed or decoded (a spec of :mod:`affectfuse.training.temporal`, or ``(method, window)``).
+    Videos are centred first when the model says so (``video_center``). Windows of all videos share
+    batches, so many short videos (or single images) cost one forward pass per batch."""
+    from affectfuse.training.temporal import apply_smoothing, smoothing_spec
+
     if not videos:
         return {}
     model.eval()
+    if model.config.video_center:
+        videos = centred_videos(videos, model.config.center_prior_frames)
     bank = _FrameBank(videos)
     rows = bank.windows(window, stride)
     outputs = []
@@ -133,14 +149,21 @@ def predict_videos(model: ExprTransformer, videos: list[ExprVideo], window: int,
     out = {}
     for i, v in enumerate(videos):
         mine = rows[:, 0] == i
-        out[v.id] = smooth_probabilities(overlap_average(probs[mine], rows[mine, 1], v.n_frames), *smoothing)
-    return out
+        out[v.id] = overlap_average(probs[mine], rows[mine, 1], v.n_frames)
+    spec = smoothing if isinstance(smoothing, dict) else smoothing_spec(*smoothing)
+    return apply_smoothing(out, spec) if spec["method"] != "none" else out
+
+
+def centred_videos(videos: list[ExprVideo], prior_frames: float) -> list[ExprVideo]:
+    """Copies of ``videos`` with per-video centred features (:func:`affectfuse.models.expr.center_video`)."""
+    return [replace(v, features=center_video(v.features, v.valid, prior_frames)) for v in videos]
 
 
 def predict_video(model: ExprTransformer, video: ExprVideo, window: int, stride: int,
-                  batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """Per-frame class probabilities (N, C) of one video, overlapping windows averaged."""
-    return predict_videos(model, [video], window, stride, batch_size, device)[video.id]
+                  batch_size: int = 64, device: str = "cpu",
+                  smoothing: dict | tuple[str, int] = ("none", 1)) -> np.ndarray:
+    """Per-frame class probabilities (N, C) of one video, overlapping windows averaged, then ``smoothing``."""
+    return predict_videos(model, [video], window, stride, batch_size, device, smoothing)[video.id]
 
 
 def evaluate_probabilities(videos: list[ExprVideo], probs: dict[str, np.ndarray], class_names=EXPR_CLASSES) -> dict:
@@ -204,15 +227,21 @@ def train_expr(train: list[ExprVideo], val: list[ExprVideo], config: ExprTrainCo
     if len(dims) != 1:
         raise ValueError(f"videos have different feature dims {sorted(dims)}")
     audio_dim = int((info or {}).get("audio_dim", 0))
+    skip = bool(config.model.get("probe_skip", False))
+    probe = frame_probe(train, val, n_classes, config.seed) if config.probe or skip else None  # the baseline
+    centre, start_probe, centring = choose_centring(
+        train, val, config.video_center, config.center_prior_frames, probe, n_classes, config.seed,
+        lambda videos: centred_videos(videos, config.center_prior_frames))
     model_cfg = ExprModelConfig.from_dict({**config.model, "face_dim": dims.pop() - audio_dim,
-                                           "audio_dim": audio_dim, "n_classes": n_classes})
+                                           "audio_dim": audio_dim, "n_classes": n_classes, "video_center": centre,
+                                           "center_prior_frames": config.center_prior_frames})
     model = ExprTransformer(model_cfg)
-    probe = frame_probe(train, val, n_classes, config.seed) if config.probe or model_cfg.probe_skip else None
-    if probe is not None:
-        start_at_probe(model, probe)
+    if start_probe is not None:
+        start_at_probe(model, start_probe)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}  # a probe_skip model: the probe
     model = model.to(config.device)
-    bank = _FrameBank(train)
+    bank = _FrameBank(centred_videos(train, config.center_prior_frames) if centre else train)
+    stats = label_statistics([v.labels for v in train], n_classes) if config.decoder == "hmm" else None
     alpha = class_weights(bank.y.numpy(), n_classes, config.class_weights)
     criterion = FocalLoss(config.gamma, torch.from_numpy(alpha)).to(config.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -222,7 +251,7 @@ def train_expr(train: list[ExprVideo], val: list[ExprVideo], config: ExprTrainCo
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
     info = {**(info or {}), "class_names": list(class_names), "class_weights": alpha.tolist(),
-            "probe": probe_summary(probe)}
+            "probe": probe_summary(probe), "centring": centring}
     spec = task_from_labels("expr", "frame", "classification", class_names)
     run_dir = Path(run_dir) if run_dir is not None else None
     engine = Engine(model, optimizer, EngineConfig(
@@ -235,31 +264,38 @@ def train_expr(train: list[ExprVideo], val: list[ExprVideo], config: ExprTrainCo
         if resume:
             engine.resume(KIND)
         write_text_atomic(run_dir / "config.yaml", dump_yaml(config))
-    task = ExprTask(bank, bank.windows(config.window, config.stride), val, config, criterion, spec, info)
+    task = ExprTask(bank, bank.windows(config.window, config.stride), val, config, criterion, spec, info, stats)
     state = engine.run(task)
     best, best_state = engine.best_extra, engine.best_model_state()
     if best_state is None:
         raise ValueError(f"{run_dir}: the run holds no trained epoch (config epochs={config.epochs})")
     final = ExprTransformer(model_cfg)
     final.load_state_dict(best_state)
-    if model_cfg.probe_skip and best["macro_f1"] < probe["macro_f1"]:  # training lost to where it started
-        final, best, best_epoch = _keep_start(task, model_cfg, start, run_dir), task.scores, 0
-        state = {**state, "best_epoch": best_epoch}
+    if model_cfg.probe_skip and start_probe is not None:  # early stopping that counts the start (a probe)
+        kept = _keep_start(task, model_cfg, start, run_dir, best["macro_f1"])
+        if kept is not None:
+            final, best, state = kept, task.scores, {**state, "best_epoch": 0}
     versus = compare_with_probe(best, probe)
     if run_dir is not None:
         write_json_atomic(run_dir / "result.json", {"best_epoch": state["best_epoch"], "val": plain(best),
-                                                    "versus_probe": versus, "probe": probe_summary(probe)})
+                                                    "versus_probe": versus, "probe": probe_summary(probe),
+                                                    "centring": centring})
     return ExprRun(final.to(config.device).eval(), state["history"], best, state["best_epoch"],
                    best.get("smoothing"), versus)
 
 
-def _keep_start(task: "ExprTask", model_cfg: ExprModelConfig, start: dict, run_dir: Path | None) -> ExprTransformer:
-    """The untrained probe_skip model (= the per-frame probe) as the result, scored on validation (its scores
-    in ``task.scores``) and written as ``best.pt`` (epoch 0): early stopping that counts the start point."""
+def _keep_start(task: "ExprTask", model_cfg: ExprModelConfig, start: dict, run_dir: Path | None,
+                trained_f1: float) -> ExprTransformer | None:
+    """The untrained probe_skip model (= the per-frame probe it started from) when its validation macro F1
+    (with its own smoothing or decoder; scores left in ``task.scores``) beats ``trained_f1``, written as
+    ``best.pt`` (epoch 0); None when training did better."""
     model = ExprTransformer(model_cfg)
     model.load_state_dict(start)
     model = model.to(task.config.device).eval()
-    task.validate(model)
+    trained_scores = task.scores
+    if task.validate(model).score <= trained_f1:
+        task.scores = trained_scores
+        return None
     log.warning("EXPR training did not beat its start (the per-frame probe) on validation; best.pt is the start")
     if run_dir is not None:
         write_checkpoint(task.best_payload(model, 0, {}), run_dir / "best.pt")
@@ -271,9 +307,9 @@ class ExprTask:
     metric (macro F1, after the smoothing chosen on validation) and ``best.pt``."""
 
     def __init__(self, bank: _FrameBank, rows: np.ndarray, val: list[ExprVideo], config: ExprTrainConfig,
-                 criterion, spec: TaskSpec, info: dict):
+                 criterion, spec: TaskSpec, info: dict, label_stats: dict | None = None):
         self.bank, self.rows, self.val, self.config, self.criterion = bank, rows, val, config, criterion
-        self.spec, self.info, self.scores = spec, info, None
+        self.spec, self.info, self.scores, self.label_stats = spec, info, None, label_stats
 
     def train_epoch(self, engine: Engine, epoch: int) -> dict:
         cfg, losses = self.config, []
@@ -289,7 +325,7 @@ class ExprTask:
         cfg = self.config
         probs = predict_videos(model, self.val, cfg.window, cfg.predict_stride, device=cfg.device)
         scores = smoothed_scores([v.labels for v in self.val], [probs[v.id] for v in self.val],
-                                 list(self.spec.label_names), cfg.smoothing)
+                                 list(self.spec.label_names), cfg.smoothing, self.label_stats)
         self.scores = scores
         row = {"val_macro_f1": scores["macro_f1"], "val_uar": scores["uar"], "val_accuracy": scores["accuracy"],
                "val_unsmoothed_macro_f1": scores["unsmoothed_macro_f1"]}

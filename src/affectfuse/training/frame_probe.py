@@ -92,6 +92,29 @@ def frame_probe(train: list[ExprVideo], val: list[ExprVideo], n_classes: int, se
     return result
 
 
+def choose_centring(train: list[ExprVideo], val: list[ExprVideo], setting: str, prior_frames: float,
+                    probe: dict | None, n_classes: int, seed: int, centre) -> tuple[bool, dict | None, dict]:
+    """Whether the model reads per-video centred frames, and the probe it starts from.
+
+    ``setting``: ``"off"``, ``"on"`` or ``"auto"`` (on when the probe refitted on centred frames, ``centre``
+    (videos) -> centred copies, beats ``probe`` -- the one on raw frames -- on validation, both with their best
+    window; off without a raw probe to compare with). Returns (centre or not, the probe to start from: the
+    centred one when centring, else ``probe``; a JSON-ready summary {"setting", "on", "prior_frames",
+    "raw_probe", "centred_probe"} of validation macro F1).
+    """
+    summary = {"setting": setting, "on": False, "prior_frames": prior_frames,
+               "raw_probe": None if probe is None else round(probe["macro_f1"], 4), "centred_probe": None}
+    if setting == "off" or (setting == "auto" and probe is None):
+        return False, probe, summary
+    centred = frame_probe(centre(train), centre(val), n_classes, seed)
+    summary["centred_probe"] = round(centred["macro_f1"], 4)
+    on = setting == "on" or centred["macro_f1"] > probe["macro_f1"]
+    summary["on"] = on
+    log.info("per-video centring %s: probe on centred frames %.4f, on raw frames %s", "on" if on else "off",
+             centred["macro_f1"], summary["raw_probe"])
+    return on, (centred if on else probe), summary
+
+
 def start_at_probe(model, probe: dict) -> None:
     """Set a frame model's input statistics and per-frame linear path from a :func:`frame_probe` fit
     (models built with ``standardize`` / ``probe_skip``; the other parts are left alone)."""
@@ -102,6 +125,18 @@ def start_at_probe(model, probe: dict) -> None:
         if not model.config.standardize:
             raise ValueError("probe_skip needs standardize=True (the probe reads standardised frames)")
         model.set_skip(fit["coef"], fit["intercept"])
+
+
+def probe_probabilities(fit: dict, videos: list[ExprVideo]) -> dict[str, np.ndarray]:
+    """id -> (N, C) probabilities of a :func:`frame_probe` ``fit`` on ``videos`` (frames without features: the
+    mean frame), unsmoothed."""
+    out = {}
+    for v in videos:
+        z = np.where(v.valid[:, None], (v.features - fit["mean"]) / fit["std"], 0.0)
+        logits = z @ fit["coef"].T + fit["intercept"]
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        out[v.id] = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    return out
 
 
 def probe_summary(probe: dict | None) -> dict | None:
