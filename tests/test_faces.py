@@ -140,7 +140,7 @@ def test_area_resampling_equals_interpolate():
     """Pyramid levels and crops from the summed-area table equal F.interpolate(mode="area"), bit for bit."""
     from torch.nn import functional as F
 
-    from affectfuse.faces.mtcnn import _resample_frames, _resample_windows, _summed_area, _summed_area_torch
+    from affectfuse.faces.resample import _resample_frames, _resample_windows, _summed_area, _summed_area_torch
 
     images = np.random.default_rng(0).integers(0, 256, (2, 61, 97, 3), dtype=np.uint8)
     table = _summed_area(images, torch.device("cpu"))

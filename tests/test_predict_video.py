@@ -207,13 +207,8 @@ def test_checkpoint_trained_on_random_weight_features_refuses_real_ones(tmp_path
 def test_sparse_detection_interpolates_landmarks(face_video):
     """Detecting at 5 of 10 frames/s: in-between landmarks are interpolated and close to detected ones."""
     from affectfuse.faces import load_mtcnn
-    from affectfuse.inference.faces import interpolate, iter_faces_sparse
+    from affectfuse.inference.faces import iter_faces_sparse
 
-    times, found = np.array([0.0, 0.2, 0.4]), np.array([True, True, False])
-    vals = np.array([[0.0], [2.0], [9.0]])
-    assert interpolate(0.1, times, found, vals, 0.3)[0] == pytest.approx(1.0)
-    assert interpolate(0.3, times, found, vals, 0.3) is None  # a neighbour without the face
-    assert interpolate(0.2, times, found, vals, 0.3)[0] == 2.0
     det = load_mtcnn()
     dense = [b for b in iter_faces_sparse(face_video, det, detect_fps=None)]
     sparse = [b for b in iter_faces_sparse(face_video, det, detect_fps=5.0)]

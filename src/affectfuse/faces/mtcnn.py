@@ -31,9 +31,9 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from affectfuse.faces.nets import ONet, PNet, RNet
+from affectfuse.faces.resample import _resample_frames, _resample_windows, _summed_area
 from affectfuse.weights import WeightsSpec, describe_loaded, load_state_dict, recording
 
 MTCNN_WEIGHTS = WeightsSpec(
@@ -192,71 +192,6 @@ def _crop_windows(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.stack([x0, y0, b[:, 2].clamp(max=width), b[:, 3].clamp(max=height)], dim=1)
 
 
-def _summed_area(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(B, H, W, C) uint8 -> (B, H + 1, W + 1, C) integer table of sums over rows ``< i``, columns ``< j``.
-
-    Sums of whole pixel values are exact, so the area averages taken from the table (below) are what
-    ``F.interpolate(mode="area")`` computes, to the bit (while a window's sum stays under 2**24, i.e.
-    windows under 65,000 pixels), at a few reads per output pixel.
-    """
-    if device.type != "cpu":
-        return _summed_area_torch(torch.from_numpy(images).to(device))
-    n, height, width, channels = images.shape
-    table = np.zeros((n, height + 1, width + 1, channels), np.int32 if 255 * height * width < 2**31 else np.int64)
-    inner = table[:, 1:, 1:]
-    np.cumsum(images, axis=1, dtype=table.dtype, out=inner)  # numpy's integer cumsum is ~2x torch's on CPU
-    np.cumsum(inner, axis=2, out=inner)
-    return torch.from_numpy(table)
-
-
-def _summed_area_torch(images: torch.Tensor) -> torch.Tensor:
-    """:func:`_summed_area` of a (B, H, W, C) uint8 tensor, on its device."""
-    return F.pad(images.long().cumsum(1).cumsum(2), (0, 0, 1, 0, 1, 0))
-
-
-def _pool_bounds(start: torch.Tensor, length: torch.Tensor, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adaptive average pooling's input ranges: (K,) window starts and lengths -> (K, n_out) first and
-    end (exclusive) indices, ``floor(i * L / n)`` to ``ceil((i + 1) * L / n)``."""
-    i = torch.arange(n_out, device=start.device)
-    first = start[:, None] + (i * length[:, None]) // n_out
-    end = start[:, None] + ((i + 1) * length[:, None] + n_out - 1) // n_out
-    return first, end
-
-
-def _mean(sums: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """(K, h, w, C) window sums / heights (K|1, h) / widths (K|1, w) -> (K, C, h, w) float32 (channels-last
-    in memory). Divided by the height, then the width: the pooling kernel's order, hence its rounding."""
-    return (sums.float() / rows[:, :, None, None].float() / cols[:, None, :, None].float()).permute(0, 3, 1, 2)
-
-
-def _resample_frames(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Whole frames area-resampled to ``height x width``: (B, C, height, width) float32, channels-last in
-    memory like ``F.interpolate`` of the reference's channels-last frames (so P-Net runs the same kernels)."""
-    zero = torch.zeros(1, dtype=torch.long, device=table.device)
-    r0, r1 = _pool_bounds(zero, torch.full_like(zero, table.shape[1] - 1), height)  # (1, height)
-    c0, c1 = _pool_bounds(zero, torch.full_like(zero, table.shape[2] - 1), width)
-    rows = table.index_select(1, r1[0]) - table.index_select(1, r0[0])  # (B, height, W + 1, C)
-    sums = rows.index_select(2, c1[0]) - rows.index_select(2, c0[0])
-    return _mean(sums, r1 - r0, c1 - c0)
-
-
-def _resample_windows(table: torch.Tensor, idx: torch.Tensor, windows: torch.Tensor, size: int) -> torch.Tensor:
-    """Windows of frames area-resampled to ``size x size``, each equal to ``F.interpolate(mode="area")`` of it.
-
-    Args:
-        table: (B, H + 1, W + 1, C) from :func:`_summed_area`; idx: (K,) frame of each window;
-        windows: (K, 4) int64 non-empty half-open ``x0, y0, x1, y1``.
-
-    Returns:
-        (K, C, size, size) float32 pixel values, contiguous.
-    """
-    r0, r1 = _pool_bounds(windows[:, 1], windows[:, 3] - windows[:, 1], size)  # (K, size)
-    c0, c1 = _pool_bounds(windows[:, 0], windows[:, 2] - windows[:, 0], size)
-    k, top, bottom, left, right = idx[:, None, None], r0[:, :, None], r1[:, :, None], c0[:, None, :], c1[:, None, :]
-    sums = table[k, bottom, right] - table[k, top, right] - table[k, bottom, left] + table[k, top, left]
-    return _mean(sums, r1 - r0, c1 - c0).contiguous()
-
-
 def _in_chunks(net: nn.Module, crops: torch.Tensor, chunk: int = 512) -> tuple[torch.Tensor, ...]:
     """``net`` over (N, 3, S, S) crops, 512 at a time (R-Net activations of thousands of crops are ~GBs)."""
     outs = [net(crops[k:k + chunk]) for k in range(0, len(crops), chunk)]
@@ -378,7 +313,7 @@ class MTCNN(nn.Module):
         # the reference fails on a box wholly outside the image (its crop list gets out of step); drop it
         ok = (windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1])
         boxes, idx, windows = boxes[ok], idx[ok], windows[ok]
-        crops = _resample_windows(table, idx, windows, size)  # contiguous, as the reference's
+        crops = _resample_windows(table, idx, windows, size)  # (K, 3, S, S) channels-last
         return boxes, idx, (crops - 127.5) / 128.0
 
     def _refine(self, table, boxes, idx):

@@ -137,8 +137,8 @@ class VideoPredictor:
         return out
 
     def _faces(self, video: Path, timer: Timer, progress=None):
-        """Face batches of the main person; pass 1 (decode at detection size + detect + track) is timed as
-        ``detect``, pass 2 (decode at full size + landmark interpolation + align) as ``align``."""
+        """Face batches of the main person, one decoding pass (:mod:`affectfuse.faces.sparse`), timed as
+        ``decode``, ``detect`` (downscale + MTCNN + tracking) and ``align`` (interpolation + crops)."""
         from affectfuse.inference.faces import iter_faces_sparse
 
         o = self.options

@@ -177,7 +177,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         return info
 
 
-class _Sampler:
+class FrameSampler:
     """Chooses frames at a target rate from their timestamps (works with variable frame rate).
 
     The first frame at or after each grid time ``0, 1/fps, 2/fps, ...`` is kept; a frame is
@@ -198,6 +198,9 @@ class _Sampler:
         # next grid point strictly after t
         self.next_t = (math.floor(t / self.step + 1e-6) + 1) * self.step
         return True
+
+
+_Sampler = FrameSampler  # the former private name
 
 
 def _pack(images: list, numbers: list, times: list, scale: float) -> FrameBatch:
@@ -227,7 +230,7 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None, batch_size: i
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    sampler = _Sampler(fps)
+    sampler = FrameSampler(fps)
     with _open(path) as container:
         if not container.streams.video:
             raise MediaError(path, "no video stream (audio-only or data file); use read_audio for its sound")

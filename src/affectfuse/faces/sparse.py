@@ -1,0 +1,296 @@
+"""Faces of the main person in ONE decoding pass, detecting only some frames, on downscaled copies.
+
+Detection (MTCNN) is the costliest step of turning a video into face crops; a talking face moves little in
+1/8 s. So :func:`iter_faces_sparse`:
+
+1. decodes the video once, at full size (the crops come from the original pixels);
+2. picks the detection frames at ``detect_fps`` frames/s (the first frame at or after each ``k / detect_fps``,
+   the rule of :func:`affectfuse.media.iter_frames`; ``None``: every frame) and detects on copies downscaled
+   to ``detect_max_side`` (``cv2.INTER_AREA``), several frames per MTCNN call; the IoU tracker
+   (:mod:`affectfuse.faces.track`) links the faces;
+3. for a frame between two detection frames ``lo`` and ``hi`` (at most ``1.5 / detect_fps`` s apart) the
+   5 landmarks, box and score are linear in time between a face of ``lo`` and a face of ``hi`` of the same
+   person; before the first / after the last detection the nearest detection within half that gap is used.
+   Frames wait in a buffer until the next detection batch is done: at most :data:`FULL_BUFFER_PIXELS`
+   pixels of full frames whatever the video's length;
+4. cuts the crops the plans declare (:func:`affectfuse.faces.plan.crop_faces`) for every candidate person
+   of the frame and spills them to a temporary file, since the main person (most persistent x largest,
+   after stitching broken tracks) is known only at the end; then yields the main person's
+   :class:`~affectfuse.faces.FaceBatch` es in frame order. RAM stays flat (~100 bytes per frame); the spill
+   holds ``S * S * 3`` bytes per face and crop size (37 kB at 112 px).
+
+"Same person" between ``lo`` and ``hi``: the same raw track, or a track ending at ``lo`` and one starting
+(again) at ``hi`` that the end-of-video stitching joins into one chain. So the result equals detecting the
+detection frames alone, choosing the main person, then interpolating -- the former two-pass path -- up to
+the downscaling filter (OpenCV's area filter here, swscale's there).
+
+Letters: N analysed frames, R rows (candidate faces over all frames), S crop side.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from affectfuse.faces.pipeline import DETECT_PIXEL_BUDGET, FaceBatch, _batch_for, default_detector
+from affectfuse.faces.plan import crop_faces, crop_specs
+from affectfuse.faces.track import IoUTracker, select_main_track, merge_stats, stitch_tracks
+from affectfuse.media.decode import FrameSampler, MediaError, iter_frames, probe
+
+DETECT_FPS = 8.0  # detections per second of video (predict's and extract's default; docs/benchmarks.md)
+DETECT_MAX_SIDE = 320  # longer side of the detection copy, pixels
+FULL_BUFFER_PIXELS = 8_000_000  # full frames waiting for their next detection (~24 MB of uint8 RGB)
+DECODE_BATCH = 8  # frames per decoded batch: a waiting frame keeps its whole batch array alive
+
+
+@dataclass
+class _Detected:
+    """One detection frame: time (s), boxes (F, 4), scores (F,), landmarks (F, 5, 2), raw track ids (F,)."""
+
+    t: float
+    boxes: np.ndarray
+    scores: np.ndarray
+    marks: np.ndarray
+    ids: np.ndarray
+
+
+@dataclass
+class _Frame:
+    index: int  # position among the analysed frames
+    t: float
+    image: np.ndarray  # (H, W, 3) uint8, full size
+    detect: bool
+    result: _Detected | None = None
+
+
+class _Spill:
+    """Crops of one size appended to a temporary file; read back by row through a memory map."""
+
+    def __init__(self, size: int):
+        self.size, self.rows, self.file = size, 0, tempfile.TemporaryFile(prefix="affectfuse_crops_")
+
+    def append(self, crop: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(crop, np.uint8).tobytes())
+        self.rows += 1
+
+    def reader(self) -> np.ndarray:
+        """(R, S, S, 3) uint8, read-only."""
+        self.file.flush()
+        if self.rows == 0:
+            return np.zeros((0, self.size, self.size, 3), np.uint8)
+        return np.memmap(self.file, np.uint8, "r", shape=(self.rows, self.size, self.size, 3))
+
+
+class _Rows:
+    """Candidate faces: per row the frame index, the raw track ids at the two ends (a at ``lo``, b at ``hi``;
+    equal for a detected face), landmarks (5, 2), box (4,), score; crops in one spill per crop size."""
+
+    def __init__(self, specs):
+        self.specs = specs
+        self.frame, self.a, self.b, self.marks, self.boxes, self.scores = [], [], [], [], [], []
+        self.spills = {s: _Spill(s.size) for s in specs}
+
+    def add(self, frame: _Frame, a: int, b: int, marks, box, score) -> None:
+        self.frame.append(frame.index)
+        self.a.append(a)
+        self.b.append(b)
+        self.marks.append(np.asarray(marks, np.float32))
+        self.boxes.append(np.asarray(box, np.float32))
+        self.scores.append(float(score))
+        for s in self.specs:
+            self.spills[s].append(crop_faces(frame.image, marks, s)[0])
+
+    def close(self) -> None:
+        for spill in self.spills.values():
+            spill.file.close()
+
+
+def _candidates(t: float, lo: _Detected | None, hi: _Detected | None, max_gap: float):
+    """Faces (a, b, landmarks, box, score) that may be the main person's at time ``t`` between the
+    detections ``lo`` (at or before ``t``) and ``hi`` (after)."""
+    if lo is not None and hi is not None:
+        if hi.t - lo.t > max_gap:
+            return
+        w = (t - lo.t) / max(hi.t - lo.t, 1e-9)
+        lo_ids, hi_ids = set(lo.ids.tolist()), set(hi.ids.tolist())
+        for j, b in enumerate(hi.ids.tolist()):
+            pairs = [i for i, a in enumerate(lo.ids.tolist()) if a == b] if b in lo_ids else \
+                [i for i, a in enumerate(lo.ids.tolist()) if a not in hi_ids]  # a ends at lo, b (re)starts
+            for i in pairs:
+                yield (int(lo.ids[i]), b, (1 - w) * lo.marks[i] + w * hi.marks[j],
+                       (1 - w) * lo.boxes[i] + w * hi.boxes[j], (1 - w) * lo.scores[i] + w * hi.scores[j])
+        return
+    near = lo if lo is not None else hi
+    if near is not None and abs(near.t - t) <= max_gap / 2:
+        for i, a in enumerate(near.ids.tolist()):
+            yield a, a, near.marks[i], near.boxes[i], near.scores[i]
+
+
+class _Pass:
+    """The decoding pass's state: frames waiting for their next detection, the tracker, the rows."""
+
+    def __init__(self, detector, specs, detect_max_side, max_gap, det_batch, timer):
+        self.detector, self.detect_max_side, self.max_gap = detector, detect_max_side, max_gap
+        self.det_batch, self.timer = det_batch, timer
+        self.tracker = IoUTracker()
+        self.rows = _Rows(specs)
+        self.waiting: list[_Frame] = []
+        self.queued = 0  # detection frames waiting in ``self.waiting``
+        self.last: _Detected | None = None  # the latest detection already resolved
+        self.most_waiting = 0
+
+    def push(self, frame: _Frame) -> None:
+        self.waiting.append(frame)
+        self.most_waiting = max(self.most_waiting, len(self.waiting))
+        self.queued += frame.detect
+        if self.queued >= self.det_batch:
+            self._detect()
+            self._resolve(final=False)
+
+    def finish(self) -> None:
+        self._detect()
+        self._resolve(final=True)
+
+    def _detect(self) -> None:
+        todo = [f for f in self.waiting if f.detect and f.result is None]
+        if not todo:
+            return
+        start = time.perf_counter()
+        height, width = todo[0].image.shape[:2]
+        scale = min(1.0, self.detect_max_side / max(height, width)) if self.detect_max_side else 1.0
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = np.stack([f.image if scale == 1.0 else cv2.resize(f.image, size, interpolation=cv2.INTER_AREA)
+                          for f in todo])
+        for f, det in zip(todo, self.detector.detect(small)):
+            det = det.unscaled(scale)
+            f.result = _Detected(f.t, det.boxes, det.scores, det.landmarks, self.tracker.update(f.t, det.boxes))
+        self.queued = 0
+        self._time("detect", start)
+
+    def _resolve(self, final: bool) -> None:
+        """Cut the candidate faces of every waiting frame whose neighbouring detections are known."""
+        start = time.perf_counter()
+        done = 0
+        for k, frame in enumerate(self.waiting):
+            if frame.detect:
+                self.last = frame.result
+                found = _candidates(frame.t, frame.result, None, 0.0)
+            else:
+                hi = next((f.result for f in self.waiting[k + 1:] if f.detect), None)
+                if hi is None and not final:
+                    break
+                found = _candidates(frame.t, self.last, hi, self.max_gap)
+            for a, b, marks, box, score in found:
+                self.rows.add(frame, a, b, marks, box, score)
+            done += 1
+        del self.waiting[:done]
+        self._time("align", start)
+
+    def _time(self, stage: str, start: float) -> None:
+        if self.timer is not None:
+            self.timer.add(stage, time.perf_counter() - start)
+
+
+def _detection_batch(info, rate: float, detect_fps: float | None, detect_max_side, batch_size: int, detector) -> int:
+    """Detection frames per MTCNN call: the detector's pixel budget, and the full frames that wait meanwhile
+    within :data:`FULL_BUFFER_PIXELS`."""
+    side = max(info.width, info.height) or 1
+    scale = min(1.0, detect_max_side / side) if detect_max_side else 1.0
+    full = max(1, info.width * info.height)
+    budget = DETECT_PIXEL_BUDGET["cpu" if detector.device.type == "cpu" else "other"]
+    per_detection = math.ceil(rate / detect_fps) if detect_fps else 1
+    by_buffer = max(1, FULL_BUFFER_PIXELS // (full * per_detection))
+    return min(_batch_for(int(full * scale * scale), batch_size, budget), by_buffer)
+
+
+def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None = None, crops: Sequence = (),
+                      batch_size: int = 32, detect_max_side: int | None = DETECT_MAX_SIDE,
+                      detect_fps: float | None = DETECT_FPS, stitch_gap_s: float = 10.0, timer=None,
+                      progress=None) -> Iterator[FaceBatch]:
+    """The main person's faces in every analysed frame, one decoding pass (see the module doc).
+
+    Args:
+        path: video file.
+        detector: an :class:`~affectfuse.faces.MTCNN` (default: the pretrained one on CPU).
+        fps: analysed frames per second (``None``: every frame).
+        crops: the models' FacePlans (or CropSpecs); ``batch.crops[plan.crop]`` is (B, S, S, 3) uint8.
+        batch_size: frames per yielded batch.
+        detect_max_side: longer side of the detection copy (``None``: full size).
+        detect_fps: detections per second of video; ``None`` or a rate at or above the analysed one
+            detects every analysed frame.
+        stitch_gap_s: broken tracks within this many seconds may be joined (:func:`stitch_tracks`).
+        timer: optional, with ``add(stage, wall_s)``: stages ``decode``, ``detect`` (downscale + MTCNN +
+            tracking), ``align`` (interpolation + crops + spill).
+        progress: optional ``progress(done_s, total_s)`` after each decoded batch.
+
+    Raises:
+        MediaError: unreadable file, no video stream, zero frames.
+    """
+    info = probe(path)
+    if not info.has_video:
+        raise MediaError(path, "no video stream (audio-only file): no faces to find")
+    detector = detector or default_detector()
+    rate = fps or info.fps or 25.0
+    sparse = bool(detect_fps) and detect_fps < rate * 0.95
+    detect_fps = detect_fps if sparse else None
+    specs = crop_specs(crops)
+    state = _Pass(detector, specs, detect_max_side, 1.5 / detect_fps if sparse else 0.0,
+                  _detection_batch(info, rate, detect_fps, detect_max_side, batch_size, detector), timer)
+    sampler = FrameSampler(detect_fps)
+    numbers, times = [], []
+    try:
+        frames = iter_frames(path, fps=fps, batch_size=DECODE_BATCH)
+        while True:
+            start = time.perf_counter()
+            batch = next(frames, None)
+            state._time("decode", start)
+            if batch is None:
+                break
+            for num, t, image in zip(batch.frame_numbers, batch.timestamps, batch.images):
+                state.push(_Frame(len(numbers), float(t), image, sampler.keep(float(t))))
+                numbers.append(int(num))
+                times.append(float(t))
+            if progress is not None:
+                progress(times[-1], float(info.duration_s or times[-1]))
+        state.finish()
+        yield from _main_person(state, np.asarray(numbers, np.int64), np.asarray(times, np.float64), specs,
+                                batch_size, stitch_gap_s, str(path))
+    finally:
+        state.rows.close()
+
+
+def _main_person(state: _Pass, numbers: np.ndarray, times: np.ndarray, specs, batch_size: int,
+                 stitch_gap_s: float, source: str) -> Iterator[FaceBatch]:
+    """Pick the main person's row of every frame and yield :class:`FaceBatch` es in frame order."""
+    rows = state.rows
+    chain = stitch_tracks(state.tracker.stats, stitch_gap_s=stitch_gap_s)
+    main = select_main_track(merge_stats(state.tracker.stats, chain))
+    row_of = np.full(len(numbers), -1, np.int64)
+    for r in range(len(rows.frame) - 1, -1, -1):  # backwards, so the first valid row of a frame wins
+        if main is not None and chain[rows.a[r]] == main and chain[rows.b[r]] == main:
+            row_of[rows.frame[r]] = r
+    marks = np.asarray(rows.marks, np.float32).reshape(-1, 5, 2)
+    boxes = np.asarray(rows.boxes, np.float32).reshape(-1, 4)
+    scores = np.asarray(rows.scores, np.float32)
+    stored = {s: rows.spills[s].reader() for s in specs}
+    for lo in range(0, len(numbers), batch_size):
+        sel = row_of[lo:lo + batch_size]
+        ok = sel >= 0
+        n, picked = len(sel), sel[ok]
+        lm = np.full((n, 5, 2), np.nan, np.float32)
+        bx = np.full((n, 4), np.nan, np.float32)
+        sc = np.zeros(n, np.float32)
+        lm[ok], bx[ok], sc[ok] = marks[picked], boxes[picked], scores[picked]
+        cut = {}
+        for s in specs:
+            cut[s] = np.zeros((n, s.size, s.size, 3), np.uint8)
+            cut[s][ok] = stored[s][picked]
+        yield FaceBatch(numbers[lo:lo + batch_size], times[lo:lo + batch_size], ok,
+                        np.where(ok, main if main is not None else -1, -1).astype(np.int64), bx, lm, sc, cut, source)
