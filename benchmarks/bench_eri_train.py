@@ -1,32 +1,29 @@
-"""Benchmark: one training step of the paper's ERI model (d=256, audio 1024, visual 1536, A+V+AV).
+"""Benchmark: one training step of the paper's ERI model against this machine's peak, per precision.
 
-    python benchmarks/bench_eri_train.py            # 16,000 synthetic clips x 30 steps, batch 256
+    python benchmarks/bench_eri_train.py                 # fp32 and the precision `auto` picks here
+    python benchmarks/bench_eri_train.py --profile       # + where the step's CPU time goes (GEMM or not)
 
-Measures, in one run on this machine:
-- CPU seconds per step (this process, all threads; median of ``--steps`` timed steps after ``--warmup``),
-  so that other jobs on a shared machine do not count, and the epoch extrapolated
-  from it (ceil(clips / batch) steps); samples/s; the share of step time spent fetching a batch from
-  the in-memory feature tensors (index + cast), which must stay <= 5 %;
-- FLOPs of one training step (forward + backward) counted with torch.utils.flop_counter, the achieved
-  FLOP per CPU-second and its fraction of this machine's peak for the precision used (fp32, and bf16 for
-  the autocast variant), both measured in the same run by ``benchmarks/machine.py`` (2048^2 and 4096^2
-  ``torch.mm``, 5 repetitions each, CPU time, the same thread count);
-- peak resident memory (ru_maxrss) before and after training steps;
-- bf16 autocast and torch.compile: step time, and how far their losses/predictions drift from fp32
-  eager after the same steps on the same batches from the same initial weights.
+The step is the default recipe's, run by the training code itself: the paper's model (``eri_fusion``, d = 256,
+audio 1024 + visual 1536, A+V+AV, behind its input standardisation, probe-started path on), batch 256
+backwarded in micro-batches of 64 (``training.eri.backward_batch``) under the precision's autocast, then
+clipping, Adam and the EMA update (``training.step.apply_gradients``, what the engine calls). Per precision,
+in one run on this machine:
 
-Features are held in memory as bf16 by default (2.5 GB for 16,000 x 30 x 2,560; fp32 would take
-4.9 GB on a shared 23 GB machine) and cast to fp32 per batch; the cast is part of the measured
-data-loading time.
+- CPU seconds per step (this process, all its threads; median of ``--steps`` after ``--warmup``), so other
+  jobs on a shared machine do not count;
+- the step's FLOPs (forward + backward, ``torch.utils.flop_counter.FlopCounterMode``; the same count for
+  every precision), the achieved GFLOP per CPU-second and its **fraction of this machine's matmul peak for
+  that precision**, measured in the same run with the same thread count (``benchmarks/machine.py``);
+- with ``--profile``: the step's self CPU time per operator (``torch.profiler``), split into GEMM/convolution
+  kernels and the rest (optimizer, EMA, layer norm, softmax, elementwise, casts).
+
+The clips are synthetic (``make_eri_arrays``, in RAM; only their count per step matters here).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import math
-import resource
 import statistics
 import sys
 import time
@@ -34,170 +31,132 @@ from pathlib import Path
 
 import torch
 
-from affectfuse.data.sequences import SequenceData
+from affectfuse.data.sequences import from_arrays
 from affectfuse.data.synthetic import make_eri_arrays
 from affectfuse.labels import ERI_EMOTIONS
-from affectfuse.models.eri import ERIFusion, ERIFusionArgs, count_parameters
-from affectfuse.training.config import RunConfig
-from affectfuse.training.eri import eri_loss
+from affectfuse.models.eri import count_parameters
+from affectfuse.training.config import resolve_config
+from affectfuse.training.eri import backward_batch, build_model, model_args
+from affectfuse.training.precision import autocast, keep_heads_in_fp32, resolve_precision
+from affectfuse.training.step import apply_gradients
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine_info, peaks  # noqa: E402
 
-
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def make_data(clips: int, steps: int, storage: torch.dtype, chunk: int = 2000) -> SequenceData:
-    feats = {"audio": [], "visual": []}
-    labels = []
-    for i, start in enumerate(range(0, clips, chunk)):
-        f, y = make_eri_arrays(min(chunk, clips - start), steps=steps, seed=100 + i)
-        for k in feats:
-            feats[k].append(torch.from_numpy(f[k]).to(storage))
-        labels.append(torch.from_numpy(y))
-        del f
-    feats = {k: torch.cat(v) for k, v in feats.items()}
-    masks = {k: torch.ones(v.shape[:2], dtype=torch.bool) for k, v in feats.items()}
-    ids = [str(i) for i in range(clips)]
-    return SequenceData(ids, ids, feats, masks, torch.cat(labels), list(ERI_EMOTIONS))
+GEMM_OPS = ("addmm", "mm", "bmm", "baddbmm", "matmul", "linear", "convolution", "conv1d", "mkldnn", "_scaled_dot",
+            "flash_attention", "_efficient_attention")
 
 
-class Trainer:
-    """The recipe's step (loss, backward, clip, Adam, EMA) around a model, optionally autocast/compiled."""
+class Step:
+    """The recipe's optimisation step around one model: micro-batched backward, clip, Adam, EMA."""
 
-    def __init__(self, model, cfg, autocast: bool = False, compiled: bool = False):
+    def __init__(self, cfg, data, precision: str, optimizer: str):
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-        self.model = model
-        self.forward = torch.compile(model) if compiled else model
-        self.cfg = cfg
-        self.autocast = autocast
-        self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        torch.manual_seed(0)
+        self.tc, self.data, self.precision = cfg.train, data, precision
+        self.model, _ = build_model(cfg, model_args(cfg, data.dims(), data.labels.shape[1]), data)
+        if precision == "bf16":
+            keep_heads_in_fp32(self.model)
+        kw = {"foreach": True} if optimizer == "foreach" else {"fused": True} if optimizer == "fused" else {}
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.tc.lr, weight_decay=self.tc.weight_decay, **kw)
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.tc.ema_decay), use_buffers=True)
 
-    def step(self, feats, masks, labels) -> float:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.forward(feats, masks)
-        loss, _, _ = eri_loss(out, labels, self.cfg)
+    def __call__(self, index: torch.Tensor) -> float:
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
-        self.opt.step()
-        self.ema.update_parameters(self.model)
-        return float(loss.detach())
+        sums = backward_batch(self.model, self.data, index, self.tc, self.precision)
+        apply_gradients(self.model, self.opt, self.tc.clip_norm, self.ema)
+        return float(sums[0] / len(index))
 
 
-def time_steps(trainer: Trainer, data: SequenceData, batch: int, warmup: int, steps: int, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(data), generator=gen)
-    load_s, step_s, losses = [], [], []
-    for i in range(warmup + steps):
-        idx = perm[(i * batch) % len(data):][:batch]
-        t0 = time.process_time()
-        feats, masks, labels = data.batch(idx)
-        t1 = time.process_time()
-        losses.append(trainer.step(feats, masks, labels))
-        t2 = time.process_time()
-        if i == 0:
-            first_s = t2 - t0
-        if i >= warmup:
-            load_s.append(t1 - t0)
-            step_s.append(t2 - t0)
-    return {"step_s": statistics.median(step_s), "load_s": statistics.median(load_s), "losses": losses,
-            "first_step_s": first_s}
-
-
-def count_flops(model, data: SequenceData, batch: int, cfg) -> int:
+def count_flops(step: Step, index: torch.Tensor) -> int:
+    """FLOPs of one step's forward and backward passes (fp32; autocast does not change the count)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    feats, masks, labels = data.batch(torch.arange(batch))
+    step.model.zero_grad(set_to_none=True)
     with FlopCounterMode(display=False) as counter:
-        loss, _, _ = eri_loss(model(feats, masks), labels, cfg)
-        loss.backward()
-    model.zero_grad(set_to_none=True)
+        backward_batch(step.model, step.data, index, step.tc, "fp32")
+    step.model.zero_grad(set_to_none=True)
     return int(counter.get_total_flops())
+
+
+def time_steps(step: Step, batch: int, warmup: int, steps: int) -> dict:
+    perm = torch.randperm(len(step.data), generator=torch.Generator().manual_seed(0))
+    cpu, losses = [], []
+    for i in range(warmup + steps):
+        index = perm[(i * batch) % len(step.data):][:batch]
+        c0 = time.process_time()
+        losses.append(step(index))
+        if i >= warmup:
+            cpu.append(time.process_time() - c0)
+    return {"step_cpu_s": statistics.median(cpu), "all_cpu_s": [round(c, 3) for c in cpu],
+            "losses": [round(x, 6) for x in losses]}
+
+
+def profile_step(step: Step, index: torch.Tensor, top: int = 14) -> dict:
+    """Self CPU time of one step per operator: GEMM/convolution kernels vs the rest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step(index)
+    rows = [(e.key, e.self_cpu_time_total / 1e6) for e in prof.key_averages()]
+    total = sum(t for _, t in rows)
+    gemm = sum(t for k, t in rows if any(g in k for g in GEMM_OPS))
+    rows.sort(key=lambda r: -r[1])
+    return {"self_cpu_s": round(total, 3), "gemm_share": round(gemm / max(total, 1e-9), 3),
+            "top": [(k, round(t, 3), round(t / max(total, 1e-9), 3)) for k, t in rows[:top]]}
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--clips", type=int, default=16000)
-    p.add_argument("--seq-len", type=int, default=30)
+    p.add_argument("--clips", type=int, default=1024, help="synthetic clips in RAM (steps cycle over them)")
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--micro-batch", type=int, default=64)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--steps", type=int, default=2, help="timed steps of the main (batch 256) measurement")
-    p.add_argument("--variant-batch", type=int, default=32, help="batch of the torch.compile comparison")
-    p.add_argument("--bf16-batch", type=int, default=2,
-                   help="batch of the bf16 comparison (bf16 matmul is slow on CPUs without native bf16)")
-    p.add_argument("--variant-steps", type=int, default=2)
+    p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--storage", choices=["bf16", "fp32"], default="bf16")
-    p.add_argument("--variants", nargs="*", default=["bf16", "compile"], choices=["bf16", "compile"])
+    p.add_argument("--precisions", nargs="+", default=None, choices=["fp32", "bf16"],
+                   help="default: fp32 and the one train.precision=auto resolves to here")
+    p.add_argument("--optimizer", choices=["default", "foreach", "fused"], default="default",
+                   help="Adam's implementation (default: what training uses)")
+    p.add_argument("--profile", action="store_true")
     p.add_argument("--json", help="also write the results here")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    cfg = RunConfig().train
-    res = {"machine": describe(machine_info()), "threads": torch.get_num_threads(),
-           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "clips": a.clips, "seq_len": a.seq_len, "batch": a.batch}
+    chosen = resolve_precision("auto")
+    precisions = a.precisions or sorted({"fp32", chosen}, key=["fp32", "bf16"].index)
+    res = {"machine": describe(machine_info()), "threads": torch.get_num_threads(), "auto_precision": chosen,
+           "batch": a.batch, "micro_batch": a.micro_batch, "optimizer": a.optimizer}
+    print(res["machine"], flush=True)
+    feats, labels = make_eri_arrays(a.clips, steps=30, seed=0)
+    data = from_arrays(feats, labels, ERI_EMOTIONS)
+    del feats
+    cfg = resolve_config(None, [f"train.micro_batch={a.micro_batch}", f"train.batch_size={a.batch}"])
     pk = peaks(threads=a.threads)
-    res["fp32_matmul_peak_gflops"], res["bf16_matmul_peak_gflops"] = pk["fp32"]["gflops"], pk["bf16"]["gflops"]
-    rss0 = rss_mb()
-    t = time.perf_counter()
-    data = make_data(a.clips, a.seq_len, torch.bfloat16 if a.storage == "bf16" else torch.float32)
-    res["data_gen_s"] = time.perf_counter() - t
-    res["rss_after_data_mb"] = rss_mb()
-    res["data_mb"] = sum(v.numel() * v.element_size() for v in data.features.values()) / 2 ** 20
-    torch.manual_seed(0)
-    model = ERIFusion(ERIFusionArgs())
-    init = copy.deepcopy(model.state_dict())
-    res["parameters"] = count_parameters(model)
-    flops = count_flops(model, data, a.batch, cfg)
-    res["train_step_gflop"] = flops / 1e9
-    res["gflop_per_clip"] = flops / 1e9 / a.batch
-
-    steps_per_epoch = math.ceil(a.clips / a.batch)
-
-    def measure(name, batch, warmup, steps, autocast=False, compiled=False):
-        model.load_state_dict(init)
-        torch.manual_seed(1)
-        trainer = Trainer(model, cfg, autocast=autocast, compiled=compiled)
-        t = time.perf_counter()
-        r = time_steps(trainer, data, batch, warmup, steps)
-        r.update(variant=name, batch=batch, wall_s=time.perf_counter() - t, samples_per_s=batch / r["step_s"],
-                 load_fraction=r["load_s"] / r["step_s"], peak_rss_mb=rss_mb())
-        model.eval()  # the trained weights' predictions, fp32 eager (how far training drifted)
-        with torch.no_grad():
-            feats, masks, _ = data.batch(torch.arange(batch))
-            r["pred"] = model(feats, masks)["intensity"]
-        model.train()
-        return r
-
-    # 1. the paper configuration at the recipe's batch size, fp32 eager
-    main_run = measure("fp32 eager", a.batch, a.warmup, a.steps)
-    main_run.pop("pred")
-    main_run["epoch_s"] = main_run["step_s"] * steps_per_epoch
-    main_run["achieved_gflops"] = flops / main_run["step_s"] / 1e9
-    main_run["fraction_of_fp32_peak"] = main_run["achieved_gflops"] / res["fp32_matmul_peak_gflops"]
-    res["main"] = main_run
-    # 2. bf16 autocast and torch.compile against fp32 eager at the same (smaller) batch and batches
-    res["variants"] = []
-    for name in a.variants:
-        batch = a.bf16_batch if name == "bf16" else a.variant_batch
-        ref = measure("fp32 eager", batch, 1, a.variant_steps)
-        var = measure(name, batch, 1, a.variant_steps, autocast=name == "bf16", compiled=name == "compile")
-        var["speedup_vs_fp32"] = ref["step_s"] / var["step_s"]
-        peak = res["bf16_matmul_peak_gflops" if name == "bf16" else "fp32_matmul_peak_gflops"]
-        var["fraction_of_its_peak"] = flops / a.batch * batch / var["step_s"] / 1e9 / peak
-        var["max_abs_pred_diff_vs_fp32"] = float((var.pop("pred") - ref.pop("pred")).abs().max())
-        var["max_abs_loss_diff_vs_fp32"] = max(abs(x - y) for x, y in zip(var["losses"], ref["losses"]))
-        res["variants"] += [ref, var]
-    res["rss_before_data_mb"] = rss0
-    print(json.dumps(res, indent=1, default=float))
+    res["peak_gflops"] = {d: round(v["gflops"], 1) for d, v in pk.items()}
+    flops = None
+    res["runs"] = {}
+    for precision in precisions:
+        step = Step(cfg, data, precision, a.optimizer)
+        if flops is None:
+            flops = count_flops(step, torch.arange(a.batch))
+            res.update(parameters=count_parameters(step.model), step_gflop=round(flops / 1e9, 1))
+        r = time_steps(step, a.batch, a.warmup, a.steps)
+        r["gflops_per_cpu_s"] = round(flops / r["step_cpu_s"] / 1e9, 1)
+        r["fraction_of_peak"] = round(r["gflops_per_cpu_s"] / res["peak_gflops"][precision], 3)
+        r["clips_per_cpu_s"] = round(a.batch / r["step_cpu_s"], 1)
+        if a.profile:
+            r["profile"] = profile_step(step, torch.arange(a.batch))
+        res["runs"][precision] = r
+        print(json.dumps({precision: r}), flush=True)
+    end = peaks(threads=a.threads)
+    res["peak_gflops_end"] = {d: round(v["gflops"], 1) for d, v in end.items()}
+    if "fp32" in res["runs"] and "bf16" in res["runs"]:
+        res["bf16_speedup_per_cpu_s"] = round(res["runs"]["fp32"]["step_cpu_s"] / res["runs"]["bf16"]["step_cpu_s"], 2)
+    res["machine_end"] = describe(machine_info())
+    print(json.dumps(res, indent=1))
     if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(res, fh, indent=1, default=float)
+        Path(a.json).write_text(json.dumps(res, indent=1))
     return res
 
 

@@ -1,7 +1,7 @@
 """Benchmark: ERI training's peak memory, CPU time and data-loading share, rows in RAM vs read from disk, in one run.
 
     python benchmarks/bench_eri_train_memory.py [--videos 16000] [--audio-dim 1024] [--visual-dim 1536]
-        [--epochs 1] [--ways disk ram] [--micro-batch 64]
+        [--epochs 1] [--ways disk ram] [--micro-batch 64] [--precision auto|fp32|bf16]
 
 Writes a synthetic set (`affectfuse synth`: 60 % train, 20 % val, 20 % test; 30 steps per modality), then
 trains the default recipe on it as a user would (`affectfuse eri train`), each way in its own process:
@@ -14,7 +14,8 @@ trains the default recipe on it as a user would (`affectfuse eri train`), each w
 Per run: peak RSS (ru_maxrss of the child, from wait4), user + sys CPU seconds, wall seconds, the validation
 score; from hooks on the data layer inside the child: seconds spent building the fixed-length sequences
 (cache write included), and seconds (wall and CPU) in ``SequenceData.batch`` -- every batch the training loop
-and validation read -- as a share of the training time (``fit``). The synthetic set's own making is a
+and validation read -- as a share of the training time (``fit``); seconds in the two ridge fits on pooled
+statistics (the probe reported beside the model and the start of the probe-started path). The synthetic set's own making is a
 separate process, reported apart. Machine, CPU flags, load average and date are printed with the figures.
 """
 
@@ -41,7 +42,7 @@ def child_train(mark_path: str, cli_args: list[str]) -> int:
     from affectfuse.training import eri
 
     marks = {"load_s": 0.0, "batch_wall_s": 0.0, "batch_cpu_s": 0.0, "batches": 0, "fit_wall_s": 0.0,
-             "fit_cpu_s": 0.0}
+             "fit_cpu_s": 0.0, "probes_wall_s": 0.0, "probes_cpu_s": 0.0}
 
     def timed(fn, wall_key, cpu_key=None, count=None):
         def wrapper(*a, **k):
@@ -59,6 +60,8 @@ def child_train(mark_path: str, cli_args: list[str]) -> int:
     sequences.load_sequences = timed(sequences.load_sequences, "load_s")
     sequences.SequenceData.batch = timed(sequences.SequenceData.batch, "batch_wall_s", "batch_cpu_s", "batches")
     eri.fit = timed(eri.fit, "fit_wall_s", "fit_cpu_s")
+    eri.ridge_probe = timed(eri.ridge_probe, "probes_wall_s", "probes_cpu_s")
+    eri.init_pooled_skip = timed(eri.init_pooled_skip, "probes_wall_s", "probes_cpu_s")
     from affectfuse.cli import main
 
     try:
@@ -67,25 +70,30 @@ def child_train(mark_path: str, cli_args: list[str]) -> int:
         Path(mark_path).write_text(json.dumps(marks))
 
 
-def train_once(data: Path, out: Path, way: str, epochs: int, micro_batch: int) -> dict:
+def train_once(data: Path, out: Path, way: str, epochs: int, micro_batch: int, precision: str | None) -> dict:
     """One `affectfuse eri train` child process: its kernel accounting and the data layer's timings."""
     mark = out.with_suffix(".marks.json")
     cmd = [sys.executable, __file__, "--child-train", str(mark), "--", "--table", str(data / "data_info.csv"),
            "--features", f"audio={data / 'features' / 'audio'}", f"visual={data / 'features' / 'visual'}",
            "--out", str(out), "--set", f"train.max_epochs={epochs}", f"train.micro_batch={micro_batch}",
            "train.progress=false", "train.tensorboard=false", "train.threads=1"]
+    if precision:
+        cmd.append(f"train.precision={precision}")
     env = dict(os.environ, AFFECTFUSE_SEQUENCES_IN_RAM_MB=IN_RAM[way], OMP_NUM_THREADS="1")
     with tempfile.TemporaryFile("w+") as stdout:
         r = run_cpu(cmd, env=env, stdout=stdout)
         stdout.seek(0)
         result = json.loads(stdout.read().strip().splitlines()[-1])
     m = json.loads(mark.read_text())
+    run = json.loads((out / "result.json").read_text())
     return {"way": way, "peak_rss_gb": round(r["maxrss_mb"] / 1024, 3), "cpu_s": round(r["cpu"], 1),
             "wall_s": round(r["wall"], 1), "sequences_s": round(m["load_s"], 1), "fit_wall_s": round(m["fit_wall_s"], 1),
             "batches": m["batches"], "batch_wall_s": round(m["batch_wall_s"], 2), "batch_cpu_s": round(m["batch_cpu_s"], 2),
             "data_share_wall": round(m["batch_wall_s"] / max(m["fit_wall_s"], 1e-9), 4),
             "data_share_cpu": round(m["batch_cpu_s"] / max(m["fit_cpu_s"], 1e-9), 4),
-            "val_mean_pearson": result.get("best_val_mean_pearson")}
+            "probes_wall_s": round(m["probes_wall_s"], 1), "probes_cpu_s": round(m["probes_cpu_s"], 1),
+            "val_mean_pearson": result.get("best_val_mean_pearson"), "precision": run.get("precision"),
+            "probe_val_mean_pearson": (run.get("probe") or {}).get("val_mean_pearson")}
 
 
 def main(argv=None) -> int:
@@ -99,6 +107,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--micro-batch", type=int, default=64)
     p.add_argument("--ways", nargs="+", choices=sorted(IN_RAM), default=["disk", "ram"])
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                   help="train.precision (default: the recipe's, auto)")
     p.add_argument("--tmp", type=Path, default=None, help="folder for the synthetic set (default: system temp)")
     args = p.parse_args(argv)
     report = {"machine_before": machine_info(), "videos": args.videos,
@@ -114,7 +124,8 @@ def main(argv=None) -> int:
         print(json.dumps({"synth": report["synth"], "features_gb": report["features_gb"]}), flush=True)
         report["runs"] = []
         for way in args.ways:
-            report["runs"].append(train_once(data, Path(tmp) / f"run_{way}", way, args.epochs, args.micro_batch))
+            report["runs"].append(train_once(data, Path(tmp) / f"run_{way}", way, args.epochs, args.micro_batch,
+                                              args.precision))
             print(json.dumps(report["runs"][-1]), flush=True)
         report["cache_gb"] = round(sum(f.stat().st_size for f in data.glob("features/*/.sequences/*/*.npy")) / 1e9, 2)
     report["machine_after"] = machine_info()

@@ -69,6 +69,11 @@ class TrainConfig:
 
     ``stop_after``: end this invocation after that many epochs, leaving a resumable run (for
     time-limited cluster jobs; the tests use it to simulate a killed run).
+
+    ``precision``: ``auto`` (bf16 autocast for the trunk's forward where the CPU or GPU has bf16 units,
+    fp32 otherwise), ``fp32`` or ``bf16``; heads, losses, optimizer state and EMA stay fp32 either way
+    (:mod:`affectfuse.training.precision`). The precision used is recorded in ``result.json`` and in the
+    checkpoints' ``info``.
     """
 
     alpha: float = 1.0
@@ -94,6 +99,7 @@ class TrainConfig:
     stop_after: int = 0
     progress: bool = True
     tensorboard: bool = True
+    precision: str = "auto"
 
 
 @dataclass
@@ -113,7 +119,7 @@ class RunConfig:
 
 
 CHOICES = {"train.class_target": ("row_max", "multi_hot"), "train.ema_timing": ("after_step", "before_step"),
-           "data.sequence_mode": ("truncate", "resample")}
+           "data.sequence_mode": ("truncate", "resample"), "train.precision": ("auto", "fp32", "bf16")}
 
 
 def shipped_recipes() -> list[str]:
@@ -184,7 +190,8 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 
 
 # Fields added after configs were first saved, with the value that reproduces a run saved without them.
-BEFORE_FIELD = {("model", "pooled_skip"): False, ("data", "standardize"): False, ("train", "micro_batch"): 0}
+BEFORE_FIELD = {("model", "pooled_skip"): False, ("data", "standardize"): False, ("train", "micro_batch"): 0,
+                ("train", "precision"): "fp32"}
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -35,6 +35,7 @@ from affectfuse.training.checkpoint import checkpoint_payload, model_from_checkp
 from affectfuse.training.config import RunConfig
 from affectfuse.training.engine import STATE_KEYS as ENGINE_STATE_KEYS
 from affectfuse.training.engine import Engine, EngineConfig, Validation, early_stopping_update  # noqa: F401
+from affectfuse.training.precision import autocast, keep_heads_in_fp32, resolve_precision
 from affectfuse.training.probes import init_pooled_skip, ridge_probe
 from affectfuse.utils import write_json_atomic
 
@@ -97,15 +98,19 @@ def model_args(cfg: RunConfig, dims: dict[str, int], num_outputs: int) -> ERIArc
                       interaction=interaction)
 
 
-def backward_batch(model: torch.nn.Module, data: SequenceData, index: torch.Tensor, tc) -> np.ndarray:
+def backward_batch(model: torch.nn.Module, data: SequenceData, index: torch.Tensor, tc,
+                   precision: str = "fp32") -> np.ndarray:
     """Backward one batch's loss in parts of ``tc.micro_batch`` videos (0 = whole), each weighted by its
     share, so the gradients are the whole batch's while activations are held for one part at a time.
-    Returns the batch's [loss, mse, ce] summed over videos."""
+    The forward runs under ``precision``'s autocast (:mod:`affectfuse.training.precision`), the loss in
+    fp32. Returns the batch's [loss, mse, ce] summed over videos."""
     sums = np.zeros(3)
     part = tc.micro_batch if tc.micro_batch > 0 else len(index)
     for start in range(0, len(index), part):
         feats, masks, labels = data.batch(index[start:start + part])
-        loss, mse, ce = eri_loss(model(feats, masks), labels, tc)
+        with autocast(precision):
+            out = model(feats, masks)
+        loss, mse, ce = eri_loss(out, labels, tc)
         (loss * (len(labels) / len(index))).backward()
         sums += np.array([float(loss.detach()), mse, ce]) * len(labels)
     return sums
@@ -124,6 +129,7 @@ class FitResult:
     history: list[dict]
     checkpoint: dict
     probe: dict | None = None
+    precision: str = "fp32"
 
 
 def _val_metrics(pred: np.ndarray, data: SequenceData) -> dict:
@@ -140,8 +146,10 @@ class ERITask:
     """The engine's entry for per-video regression (ERI): shuffled batches backwarded in micro-batches,
     the metric the task spec names (mean Pearson) on validation, ``best.pt`` and ``val_predictions.csv``."""
 
-    def __init__(self, train: SequenceData, val: SequenceData, tc, spec: TaskSpec, meta: dict, run_dir):
+    def __init__(self, train: SequenceData, val: SequenceData, tc, spec: TaskSpec, meta: dict, run_dir,
+                 precision: str = "fp32"):
         self.train, self.val, self.tc, self.spec, self.meta, self.run_dir = train, val, tc, spec, meta, run_dir
+        self.precision = precision
         self.best: dict | None = None
         self.best_pred: np.ndarray | None = None
 
@@ -151,7 +159,7 @@ class ERITask:
         perm = torch.randperm(n, generator=engine.generator)
         for start in range(0, n, tc.batch_size):
             engine.optimizer.zero_grad(set_to_none=True)
-            sums += backward_batch(engine.model, self.train, perm[start:start + tc.batch_size], tc)
+            sums += backward_batch(engine.model, self.train, perm[start:start + tc.batch_size], tc, self.precision)
             engine.step()
         lr = engine.optimizer.param_groups[0]["lr"]  # the epoch's rate (the schedule steps after it)
         return {"lr": float(lr), "train_loss": float(sums[0] / n), "train_mse": float(sums[1] / n),
@@ -173,7 +181,8 @@ class ERITask:
             _write_val_predictions(self.run_dir / "val_predictions.csv", self.val, pred, epoch)
 
 
-def _meta(cfg: RunConfig, args, norm, probe, spec: TaskSpec, train: SequenceData, feature_meta) -> dict:
+def _meta(cfg: RunConfig, args, norm, probe, spec: TaskSpec, train: SequenceData, feature_meta,
+          precision: str = "fp32") -> dict:
     """The schema's fields of an ERI checkpoint (see training.checkpoint), weights left out."""
     config = cfg.to_dict()
     meta = checkpoint_payload(
@@ -181,6 +190,7 @@ def _meta(cfg: RunConfig, args, norm, probe, spec: TaskSpec, train: SequenceData
         train_config=config, input_norm=norm,
         feature_sets={k: (feature_meta or {}).get(k, {"name": k, "dim": d}) for k, d in args.input_dims.items()},
         data={"seq_len": cfg.data.seq_len, "sequence_mode": cfg.data.sequence_mode}, config=config,
+        info={"precision": precision},
         **({"probe": probe} if probe else {}))
     meta["label_names"] = list(train.label_names)
     for key in ("state_dict", "epoch", "metrics"):
@@ -202,12 +212,15 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
     seed_everything(tc.seed)
     args = model_args(cfg, train.dims(), train.labels.shape[1])
     model, norm = build_model(cfg, args, train)
+    precision = resolve_precision(tc.precision)
+    if precision == "bf16":
+        keep_heads_in_fp32(model)
     probe = ridge_probe(train, val, list(args.input_dims)) if tc.probe else None
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True) if tc.ema else None
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.step_size, tc.gamma) if tc.step_size > 0 else None
     spec = TaskSpec.from_dict(task) if task else task_from_labels("eri", "video", "regression", train.label_names)
-    meta = _meta(cfg, args, norm, probe, spec, train, feature_meta)
+    meta = _meta(cfg, args, norm, probe, spec, train, feature_meta, precision)
     engine = Engine(model, optimizer, EngineConfig(
         max_epochs=tc.max_epochs, patience=tc.patience, min_delta=tc.min_delta, mode=spec.mode,
         clip_norm=tc.clip_norm, ema_before_step=tc.ema_timing == "before_step", stop_after=tc.stop_after,
@@ -215,7 +228,7 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
         scheduler=scheduler, ema=ema, generator=torch.Generator().manual_seed(tc.seed), run_dir=run_dir)
     if resume:
         engine.resume("eri")
-    job = ERITask(train, val, tc, spec, meta, run_dir)
+    job = ERITask(train, val, tc, spec, meta, run_dir, precision)
     state = engine.run(job)
     best_payload, val_pred_best = job.best, job.best_pred
     if best_payload is None and run_dir is not None and (run_dir / "best.pt").is_file():
@@ -223,13 +236,14 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
     if val_pred_best is None and best_payload is not None:
         val_pred_best = predict(model_from_checkpoint(best_payload), val, tc.batch_size)
     result = FitResult(state["best"], state["best_epoch"], state["epoch"], state["finished"], val_pred_best,
-                       state["history"], best_payload or {}, probe)
+                       state["history"], best_payload or {}, probe, precision)
     beats = _report_probe(state["best"], probe)
     if run_dir is not None:
         write_json_atomic(run_dir / "result.json", {
             "best_val_mean_pearson": state["best"], "best_epoch": state["best_epoch"], "epochs": state["epoch"],
             "finished": state["finished"], "label_names": list(train.label_names),
-            "best_metrics": (best_payload or {}).get("metrics"), "probe": probe, "beats_probe": beats})
+            "best_metrics": (best_payload or {}).get("metrics"), "probe": probe, "beats_probe": beats,
+            "precision": precision})
     return result
 
 

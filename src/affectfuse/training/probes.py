@@ -22,19 +22,13 @@ def ridge_probe(train: SequenceData, val: SequenceData, modalities: list[str], n
 
     Returns {"kind", "pooling", "modalities", "alpha", "val_mean_pearson", "per_emotion": {name: r}}.
     """
-    from sklearn.linear_model import RidgeCV
-    from sklearn.preprocessing import StandardScaler
-
     from affectfuse.metrics.regression import eri_metrics
 
-    x_train = pooled_statistics(train, modalities, norm)
-    x_val = pooled_statistics(val, modalities, norm)
-    scaler = StandardScaler().fit(x_train)
-    ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(scaler.transform(x_train), train.labels.numpy())
-    pred = np.clip(ridge.predict(scaler.transform(x_val)), 0.0, 1.0)
+    fit = ridge_loo(pooled_statistics(train, modalities, norm), train.labels.numpy())
+    pred = np.clip(ridge_predict(fit, pooled_statistics(val, modalities, norm)), 0.0, 1.0)
     m = eri_metrics(val.labels.numpy(), pred, val.label_names)
     return {"kind": "ridge", "pooling": "mean+std over valid rows", "modalities": list(modalities),
-            "alpha": float(ridge.alpha_), "val_mean_pearson": float(m["mean_pearson"]),
+            "alpha": fit["alpha"], "val_mean_pearson": float(m["mean_pearson"]),
             "per_emotion": {k: float(v) for k, v in m["pearson"].items()}}
 
 
@@ -46,21 +40,86 @@ def init_pooled_skip(model, train: SequenceData, modalities: list[str], norm: di
     their standardisation is folded into the weights. Returns the chosen ridge penalty.
     """
     import torch
-    from sklearn.linear_model import RidgeCV
 
     x = pooled_statistics(train, modalities, norm)                        # (N, P)
     y = np.clip(train.labels.numpy(), LOGIT_CLIP, 1 - LOGIT_CLIP)
-    mu, sd = x.mean(0), x.std(0)
-    sd = usable_std(mu, sd)
-    ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit((x - mu) / sd, np.log(y / (1 - y)))
-    weight = ridge.coef_ / sd                                             # (K, P)
-    bias = ridge.intercept_ - weight @ mu                                 # (K,)
+    fit = ridge_loo(x, np.log(y / (1 - y)))
+    weight = fit["coef"] / fit["scale"]                                   # (K, P)
+    bias = fit["intercept"] - weight @ fit["mean"]                        # (K,)
     with torch.no_grad():
         model.skip.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
         model.skip.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
         model.intensity_head.weight.mul_(0.1)
         model.intensity_head.bias.zero_()
-    return float(ridge.alpha_)
+    return fit["alpha"]
+
+
+def ridge_loo(x: np.ndarray, y: np.ndarray, alphas=RIDGE_ALPHAS, chunk: int = 1024) -> dict:
+    """Ridge regression of ``y`` (N, K) on standardised ``x`` (N, P), the penalty chosen from ``alphas`` by
+    exact leave-one-out error (mean over videos and targets; the first alpha on ties), intercept unpenalised:
+    what ``StandardScaler`` + ``RidgeCV(alphas)`` give, without their float64 copies of ``x``.
+
+    ``x`` stays as given (float32 is fine); float64 is used only for P x P (or N x N when N < P) matrices
+    and chunks of ``chunk`` rows. With Z the standardised, centred ``x`` and Z^T Z = V diag(e) V^T, the hat
+    matrix is 11^T / N + Q diag(1 / (e + alpha)) Q^T with Q = Z V, so every alpha's leave-one-out residuals
+    (y - y_hat) / (1 - h) come from one eigendecomposition (N < P: the same from Z Z^T). Returns {"alpha", "coef" (K, P) on the
+    standardised features, "intercept" (K,), "mean" (P,), "scale" (P,), "loo_mse" {alpha: error}}.
+    """
+    import scipy.linalg
+
+    y = np.asarray(y, np.float64)
+    y = y[:, None] if y.ndim == 1 else y
+    n = len(x)
+    mean, scale = _column_moments(x, chunk)
+    y_mean = y.mean(0)
+    y_c = y - y_mean
+
+    def z_rows(start):                                                     # (c, P) float64, standardised
+        return (np.asarray(x[start:start + chunk], np.float64) - mean) / scale
+
+    dual = n < x.shape[1]
+    if dual:                                                               # Z Z^T: (N, N)
+        z_all = np.concatenate([z_rows(s) for s in range(0, n, chunk)]) if n else np.zeros((0, x.shape[1]))
+        gram = z_all @ z_all.T
+    else:                                                                  # Z^T Z: (P, P)
+        gram = np.zeros((x.shape[1], x.shape[1]))
+        for s in range(0, n, chunk):
+            z = z_rows(s)
+            gram += z.T @ z
+    # gram is symmetric: its transpose is the Fortran-ordered array LAPACK overwrites in place (no copy)
+    e, vecs = scipy.linalg.eigh(gram.T, overwrite_a=True, check_finite=False, driver="evr")
+    del gram
+    e = np.clip(e, 0.0, None)
+    zty = vecs.T @ y_c if dual else vecs.T @ sum(z_rows(s).T @ y_c[s:s + chunk] for s in range(0, n, chunk))
+    # hat = Q diag(w) Q^T: Q = U (orthonormal) with w = e / (e + alpha), or Q = Z V (Q^T Q = diag(e)) with 1 / (e + alpha)
+    shrink = [(e if dual else 1.0) / (e + a) for a in alphas]             # per alpha: (R,)
+    sq_err = np.zeros(len(alphas))
+    for s in range(0, n, chunk):
+        q = vecs[s:s + chunk] if dual else z_rows(s) @ vecs                # (c, R)
+        q2 = q * q
+        for i, f in enumerate(shrink):
+            h = 1.0 / n + q2 @ f                                           # (c,) leverages
+            resid = (y_c[s:s + chunk] - q @ (f[:, None] * zty)) / (1.0 - h)[:, None]
+            sq_err[i] += float((resid ** 2).sum())
+    best = int(np.argmin(sq_err))
+    alpha = float(alphas[best])
+    direction = vecs @ (zty / (e + alpha)[:, None])                        # (R, K)
+    coef = (z_all.T @ direction if dual else direction).T                  # (K, P)
+    return {"alpha": alpha, "coef": coef, "intercept": y_mean, "mean": mean, "scale": scale,
+            "loo_mse": {float(a): float(v / y.size) for a, v in zip(alphas, sq_err)}}
+
+
+def ridge_predict(fit: dict, x: np.ndarray) -> np.ndarray:
+    """(N, K) predictions of a :func:`ridge_loo` fit on ``x`` (N, P)."""
+    return ((np.asarray(x, np.float64) - fit["mean"]) / fit["scale"]) @ fit["coef"].T + fit["intercept"]
+
+
+def _column_moments(x: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population std (float64, (P,)) of ``x``'s columns, chunk by chunk; constant columns scale 1."""
+    n = max(len(x), 1)
+    mean = sum(np.asarray(x[s:s + chunk], np.float64).sum(0) for s in range(0, len(x), chunk)) / n
+    var = sum(((np.asarray(x[s:s + chunk], np.float64) - mean) ** 2).sum(0) for s in range(0, len(x), chunk)) / n
+    return mean, usable_std(mean, np.sqrt(var))
 
 
 # -- classes: logistic regression on pooled item statistics ---------------------------------------------
