@@ -12,6 +12,9 @@
         the probe-level table of the temporal levers (cheap: no transformer): per planted set, one fold of a
         3-fold GroupKFold over media files; the per-frame probe on raw and on per-video centred frames, each
         with its best window and with the HMM decoder (both chosen on the fold's validation videos).
+    python scripts/expr_planted.py clips --seeds 21 22
+        what per-video centring (raw, and shrinkage priors 0 / 50 / 150 / 300 frames) costs on short clips of one
+        expression: the probe fitted on long planted videos, each 60-90-frame clip classified by its mean frame.
     python scripts/expr_planted.py tune --seeds 0 1 2 --media 30 60 --folds 3 --config NAME KEY=VALUE ...
         cross-validation across videos (GroupKFold over media files, ``_left``/``_right`` together) of
         training configs on planted sets of several seeds and sizes; prints one JSON line per fold and a
@@ -181,6 +184,31 @@ def levers(args) -> None:
         print(f"| {gen} | {seed} | " + " | ".join(cells) + " |", flush=True)
 
 
+def clips(args) -> None:
+    """What centring costs on short one-expression clips: the probe fitted on long planted videos (centred with
+    each prior, or raw), its C and window chosen on long validation videos, then each 2-3 s clip (60-90 frames,
+    one expression) classified by its mean frame probability."""
+    from affectfuse.data.synthetic_affwild2 import make_affwild2_people, to_expr_videos
+    from affectfuse.metrics.classification import classification_scores
+    from affectfuse.training.expr import centred_videos
+    from affectfuse.training.frame_probe import frame_probe, probe_probabilities
+
+    print("| seed | centring prior (frames) | validation: probe + best window | clips: accuracy | clips: macro F1 |")
+    print("|---|---|---|---|---|")
+    for seed in args.seeds:
+        train = to_expr_videos(make_affwild2_people(30, seed=seed))
+        val = to_expr_videos(make_affwild2_people(15, seed=seed + 100))
+        short = to_expr_videos(make_affwild2_people(60, seed=seed + 200, frames=(60, 90), run_median=1000.0))
+        truth = np.array([np.bincount(v.labels[v.labels >= 0], minlength=8).argmax() for v in short])
+        for prior in [None, *args.priors]:
+            prep = (lambda vs: vs) if prior is None else (lambda vs, k=prior: centred_videos(vs, k))
+            probe = frame_probe(prep(train), prep(val), 8)
+            probs = probe_probabilities(probe["fit"], prep(short))
+            scores = classification_scores(truth, np.array([probs[v.id].mean(0).argmax() for v in short]), 8)
+            print(f"| {seed} | {'raw' if prior is None else f'{prior:g}'} | {probe['macro_f1']:.3f} | "
+                  f"{scores['accuracy']:.3f} | {scores['macro_f1']:.3f} |", flush=True)
+
+
 def main() -> None:
     from affectfuse.data.synthetic_affwild2 import AMPLITUDE, IDENTITY_AMPLITUDE, RUN_MEDIAN
 
@@ -198,6 +226,9 @@ def main() -> None:
         p.add_argument("--run-median", type=float, default=RUN_MEDIAN, help="median expression run, frames")
         p.add_argument("--identity", type=float, default=IDENTITY_AMPLITUDE, help="per-person offset std per dim")
         p.add_argument("--amplitude", type=float, default=AMPLITUDE, help="class signal per frame")
+    k = sub.add_parser("clips")
+    k.add_argument("--seeds", type=int, nargs="+", default=[21, 22])
+    k.add_argument("--priors", type=float, nargs="+", default=[0.0, 50.0, 150.0, 300.0])
     t = sub.add_parser("tune")
     t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     t.add_argument("--media", type=int, nargs="+", default=[30, 60])
@@ -205,7 +236,7 @@ def main() -> None:
     t.add_argument("--max-folds", type=int, default=1, help="folds run per set (the rest skipped, for time)")
     t.add_argument("--config", nargs="+", action="append", default=[], metavar="NAME [KEY=VALUE ...]")
     args = parser.parse_args()
-    {"check": check, "tune": tune, "levers": levers}[args.mode](args)
+    {"check": check, "tune": tune, "levers": levers, "clips": clips}[args.mode](args)
 
 
 if __name__ == "__main__":

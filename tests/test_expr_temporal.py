@@ -82,17 +82,18 @@ def _last_json(capsys):
     return json.loads([ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")][-1])
 
 
-def test_default_model_not_worse_than_its_probe_and_evaluate_applies_the_stored_window(tmp_path, capsys):
+def test_default_model_beats_its_probe_and_evaluate_load_and_predict_apply_the_stored_smoothing(tmp_path, capsys):
     """Default ``expr train`` (no --set but fewer epochs) on a small planted set: validation macro F1 with the
-    smoothing chosen on validation >= the per-frame probe with its best window; the checkpoint stores the
-    smoothing and ``expr evaluate`` applies it unless --smooth says otherwise."""
+    smoothing / decoder chosen on validation beats the per-frame probe with its best window; the checkpoint
+    stores the smoothing and ``expr evaluate``, ``load()``'s predictor and the raw-video path apply it unless
+    --smooth says otherwise."""
     paths = make_affwild2_dataset(tmp_path / "set", n_train=8, n_val=4, seed=0, frames=(200, 300))
     run = tmp_path / "run"
     assert main(["expr", "train", "--features", *map(str, paths["features"]), "--annotations", str(paths["train"]),
                  "--val-annotations", str(paths["val"]), "--set", "epochs=4", "--out", str(run)]) == 0
     result = json.loads((run / "result.json").read_text())
     versus = result["versus_probe"]
-    assert versus["model"] >= versus["probe"] > 0.2, versus
+    assert versus["model"] >= versus["probe"] + 0.03 and versus["probe"] > 0.2, versus  # 0.31 vs 0.23 when written
     model, ckpt = load_checkpoint(run / "best.pt")
     stored = ckpt["info"]["smoothing"]
     assert stored == result["val"]["smoothing"] and ckpt["info"]["probe"]["macro_f1"] == pytest.approx(versus["probe"], abs=1e-4)
