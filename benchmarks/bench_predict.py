@@ -6,8 +6,8 @@ hits every configuration alike:
 
 - **ours**: this working tree's ``affectfuse predict VIDEO`` with its defaults (1 intra-op thread);
 - **ours, 2 threads**: the same with ``AFFECTFUSE_THREADS=2`` (the default before issue 16);
-- **today's path**: the code of ``--baseline`` (a commit, unpacked with ``git archive`` into a temporary
-  folder and put first on ``PYTHONPATH``) with 1 thread (its own default was 2, as in the row above);
+- **earlier paths**: the code of each ``--baseline`` commit (unpacked with ``git archive`` into a temporary
+  folder and put first on ``PYTHONPATH``) with 1 thread (503cae6's own default was 2, as in the row above);
 - **naive**: this tree with every frame detected at full size (``--detect-fps 0 --detect-max-side 0``).
 
 Each process also records its start-up: CPU seconds (``getrusage``) and wall seconds from the launch to
@@ -24,7 +24,7 @@ version fills it and is reported apart as "first run, no bytecode".
 Usage::
 
     python benchmarks/bench_predict.py [--video ../shared/data/media/talking_face_pexels.mp4] [--rounds 3]
-        [--baseline 503cae6] [--json OUT.json]
+        [--baseline 503cae6 [COMMIT ...]] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -74,12 +74,14 @@ def child_predict(mark_path: str, cli_args: list[str]) -> int:
 
 def child_stages(video: str, out_path: str) -> int:
     """Each stage of the default path alone, 1 thread, CPU seconds (process_time)."""
+    import cv2
     import numpy as np
     import torch
 
     from affectfuse.faces import align_face, load_mtcnn
     from affectfuse.features.registry import create_extractor
-    from affectfuse.media import iter_frames, probe
+    from affectfuse.media import iter_frames
+    from affectfuse.media.decode import FrameSampler
 
     torch.set_num_threads(1)
     out: dict = {}
@@ -90,25 +92,29 @@ def child_stages(video: str, out_path: str) -> int:
         out[name] = time.process_time() - c0
         return result
 
-    info = probe(video)
-    small = timed("decode at 320 px", lambda: list(iter_frames(video, batch_size=32, max_side=320)))
-    full = timed("decode at full size", lambda: list(iter_frames(video, batch_size=32)))
+    timed("decode at 320 px (the former pass 1)", lambda: list(iter_frames(video, batch_size=8, max_side=320)))
+    full = timed("decode at full size (the one pass)", lambda: list(iter_frames(video, batch_size=8)))
+    frames = np.concatenate([b.images for b in full])
+    times = np.concatenate([b.timestamps for b in full])
+    sampler = FrameSampler(8.0)
+    picked = frames[[sampler.keep(float(t)) for t in times]]
+    h, w = frames.shape[1:3]
+    scale = 320 / max(h, w)
+    small = timed("downscale the detection frames (cv2 area)", lambda: np.stack(
+        [cv2.resize(f, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) for f in picked]))
     det = load_mtcnn(min_face_size=20.0)
-    every = max(1, int(round(info.fps / 8.0)))
-    imgs = np.concatenate([b.images for b in small])
-    found = timed("MTCNN at 320 px, 8 frames/s", lambda: [d for k in range(0, len(imgs[::every]), 32)
-                                                          for d in det.detect(imgs[::every][k:k + 32])])
-    timed("MTCNN at 320 px, every frame", lambda: [d for k in range(0, len(imgs), 32) for d in det.detect(imgs[k:k + 32])])
-    frames = np.concatenate([b.images for b in full])[::every]
-    scale = small[0].scale
-    crops = timed("align (detected frames)", lambda: [align_face(f, d.landmarks[0] / scale, 112, "mtcnn_box")
-                                                      for f, d in zip(frames, found) if len(d)])
+    found = timed("MTCNN at 320 px, 8 frames/s", lambda: [d for k in range(0, len(small), 8)
+                                                          for d in det.detect(small[k:k + 8])])
+    lm = [d.landmarks[0] / scale for d in found if len(d)]
+    marks = np.stack([lm[min(k * len(lm) // len(frames), len(lm) - 1)] for k in range(len(frames))])
+    crops = timed("align (every frame)", lambda: np.stack([align_face(f, m, 112, "mtcnn_box")
+                                                           for f, m in zip(frames, marks)]))
     net = create_extractor("faceexpressionnet")
-    crops = np.stack(crops)
-    timed("FaceExpressionNet (detected frames' crops)", lambda: [net.predict_abaw(crops[k:k + 64])
-                                                                 for k in range(0, len(crops), 64)])
-    Path(out_path).write_text(json.dumps({"frames": sum(len(b) for b in full), "detected_frames": len(frames),
-                                          "faces": len(crops), "cpu_s": out}))
+    net.predict_abaw(crops[:32])
+    timed("FaceExpressionNet (every frame's crop, batches of 32)",
+          lambda: [net.predict_abaw(crops[k:k + 32]) for k in range(0, len(crops), 32)])
+    Path(out_path).write_text(json.dumps({"frames": len(frames), "detected_frames": len(picked),
+                                          "faces": len(lm), "cpu_s": out}))
     return 0
 
 
@@ -140,16 +146,16 @@ def _run(config: dict, video: Path, tmp: Path, env0: dict) -> dict:
     return r
 
 
-def measure(video: Path, rounds: int, baseline: str | None, tmp: Path, src: str,
+def measure(video: Path, rounds: int, baselines: list[str], tmp: Path, src: str,
             keep: tuple = ("ours", "threads2", "today", "naive")) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "OMP_NUM_THREADS")}
     env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
     configs = {"ours (1 thread, the default)": {"threads": 1, "src": src}}
     if "threads2" in keep:
         configs["ours, 2 threads"] = {"threads": 2, "src": src}
-    if baseline and "today" in keep:
+    for baseline in baselines if "today" in keep else []:
         old = _code_folder(baseline, tmp)
-        configs[f"today's path ({baseline}), 1 thread"] = {"threads": 1, "src": old}
+        configs[f"earlier path ({baseline}), 1 thread"] = {"threads": 1, "src": old}
     if "naive" in keep:
         configs["naive: every frame detected at full size, 1 thread"] = {"threads": 1, "src": src, "args": NAIVE}
     first = {}
@@ -179,11 +185,11 @@ def report(result: dict, duration_s: float) -> None:
     print(f"video: {result['video']} ({duration_s:.1f} s); {result['rounds']} rounds; load average during the "
           f"runs {min(result['load_average_samples']):.2f}-{max(result['load_average_samples']):.2f}")
     print("\nmedian over rounds | CPU s (user+sys) | start-up CPU s (share) | start-up wall s | wall s | "
-          "x real time (wall) | peak RSS MB | detect / align / face model / report (timer, wall s)")
+          "x real time (wall) | peak RSS MB | decode / detect / align / face model / report (timer, wall s)")
     for name, rows in result["runs"].items():
         cpu, st = _median(rows, "cpu"), _median(rows, "startup_cpu")
         timer = {k: statistics.median(r["timer"].get(k, 0.0) for r in rows)
-                 for k in ("detect", "align", "face_model", "report")}
+                 for k in ("decode", "detect", "align", "face_model", "report")}
         each = ", ".join(f"{r['cpu']:.2f}" for r in rows)
         print(f"{name} | {cpu:.2f} (runs {each}) | {st:.2f} ({st / cpu:.0%}) | "
               f"{_median(rows, 'startup_wall'):.2f} | {_median(rows, 'wall'):.2f} | "
@@ -204,7 +210,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of every configuration (default 3)")
-    parser.add_argument("--baseline", default=BASELINE, help=f"commit of today's path (default {BASELINE}; '' = none)")
+    parser.add_argument("--baseline", nargs="*", default=[BASELINE],
+                        help=f"commits of earlier paths to run alike (default {BASELINE}, issue 16's start)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--configs", nargs="+", default=["threads2", "today", "naive"],
                         choices=["threads2", "today", "naive"], help="what to run beside ours (default: all)")
@@ -219,7 +226,7 @@ def main(argv=None) -> int:
 
     result = {"machine": machine_info(), "video": str(args.video), "rounds": args.rounds}
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
-        result.update(measure(args.video, args.rounds, args.baseline or None, Path(tmp), str(args.src.resolve()),
+        result.update(measure(args.video, args.rounds, args.baseline, Path(tmp), str(args.src.resolve()),
                               ("ours", *args.configs)))
     result["machine_end"] = machine_info()
     report(result, probe(args.video).duration_s)

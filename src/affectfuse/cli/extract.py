@@ -20,6 +20,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "see `python -c 'import affectfuse.features as f; print(f.list_extractors())'`")
     p.add_argument("--out", required=True, help="FEATS_ROOT: one folder per extractor is written here")
     p.add_argument("--fps", type=float, default=5.0, help="face frames sampled per second (0 = every frame)")
+    from affectfuse.faces.sparse import DETECT_FPS, DETECT_MAX_SIDE  # numpy only: the parser stays light
+
+    p.add_argument("--detect-fps", type=float, default=DETECT_FPS,
+                   help=f"videos: detect faces at this many frames/s and interpolate landmarks in between (default "
+                        f"{DETECT_FPS:g}; 0 = every sampled frame; docs/benchmarks.md)")
+    p.add_argument("--detect-max-side", type=int, default=DETECT_MAX_SIDE,
+                   help=f"videos: detect on copies downscaled to this longer side in pixels; crops come from the "
+                        f"full frames (default {DETECT_MAX_SIDE}; 0 = full size)")
     p.add_argument("--frame-rate", type=float, default=30.0,
                    help="frame rate of frame folders (cropped_aligned/<video>/00001.jpg ...), for their timestamps")
     p.add_argument("--window", type=float, default=1.0, help="audio window in seconds (default 1.0)")
@@ -95,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         report = extract(items, extractors, args.out, fps=args.fps or None, batch_size=args.batch_size,
                          workers=args.workers, keep=args.keep, progress=not args.no_progress,
                          frame_rate=args.frame_rate, strict=args.strict, crop_cache=None if args.no_crop_cache else (
-                             args.crop_cache or default_cache_dir()))
+                             args.crop_cache or default_cache_dir()),
+                         detect_fps=args.detect_fps or None, detect_max_side=args.detect_max_side or None)
     print(report_line(report, len(items)))
     return 0 if report.ok else 1
 

@@ -36,13 +36,13 @@ import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-import cv2
 import numpy as np
 
-from affectfuse.faces.pipeline import DETECT_PIXEL_BUDGET, FaceBatch, _batch_for, default_detector
 from affectfuse.faces.plan import crop_faces, crop_specs
-from affectfuse.faces.track import IoUTracker, select_main_track, merge_stats, stitch_tracks
-from affectfuse.media.decode import FrameSampler, MediaError, iter_frames, probe
+from affectfuse.faces.track import IoUTracker, merge_stats, select_main_track, stitch_tracks
+
+# cv2, torch (through the detector's module) and av are imported where used, so that the CLI's parser can read
+# the defaults below without them
 
 DETECT_FPS = 8.0  # detections per second of video (predict's and extract's default; docs/benchmarks.md)
 DETECT_MAX_SIDE = 320  # longer side of the detection copy, pixels
@@ -162,6 +162,8 @@ class _Pass:
         todo = [f for f in self.waiting if f.detect and f.result is None]
         if not todo:
             return
+        import cv2
+
         start = time.perf_counter()
         height, width = todo[0].image.shape[:2]
         scale = min(1.0, self.detect_max_side / max(height, width)) if self.detect_max_side else 1.0
@@ -201,6 +203,8 @@ class _Pass:
 def _detection_batch(info, rate: float, detect_fps: float | None, detect_max_side, batch_size: int, detector) -> int:
     """Detection frames per MTCNN call: the detector's pixel budget, and the full frames that wait meanwhile
     within :data:`FULL_BUFFER_PIXELS`."""
+    from affectfuse.faces.pipeline import DETECT_PIXEL_BUDGET, _batch_for
+
     side = max(info.width, info.height) or 1
     scale = min(1.0, detect_max_side / side) if detect_max_side else 1.0
     full = max(1, info.width * info.height)
@@ -213,7 +217,7 @@ def _detection_batch(info, rate: float, detect_fps: float | None, detect_max_sid
 def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None = None, crops: Sequence = (),
                       batch_size: int = 32, detect_max_side: int | None = DETECT_MAX_SIDE,
                       detect_fps: float | None = DETECT_FPS, stitch_gap_s: float = 10.0, timer=None,
-                      progress=None) -> Iterator[FaceBatch]:
+                      progress=None) -> Iterator:
     """The main person's faces in every analysed frame, one decoding pass (see the module doc).
 
     Args:
@@ -233,6 +237,9 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
     Raises:
         MediaError: unreadable file, no video stream, zero frames.
     """
+    from affectfuse.faces.pipeline import default_detector
+    from affectfuse.media.decode import FrameSampler, MediaError, iter_frames, probe
+
     info = probe(path)
     if not info.has_video:
         raise MediaError(path, "no video stream (audio-only file): no faces to find")
@@ -267,8 +274,10 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
 
 
 def _main_person(state: _Pass, numbers: np.ndarray, times: np.ndarray, specs, batch_size: int,
-                 stitch_gap_s: float, source: str) -> Iterator[FaceBatch]:
+                 stitch_gap_s: float, source: str) -> Iterator:
     """Pick the main person's row of every frame and yield :class:`FaceBatch` es in frame order."""
+    from affectfuse.faces.pipeline import FaceBatch
+
     rows = state.rows
     chain = stitch_tracks(state.tracker.stats, stitch_gap_s=stitch_gap_s)
     main = select_main_track(merge_stats(state.tracker.stats, chain))

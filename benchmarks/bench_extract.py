@@ -1,0 +1,174 @@
+"""Extraction pipeline (decode + detect + align + features) against the face network alone, in one run.
+
+For each extractor and analysed frame rate, on a real clip, in this process with 1 intra-op thread, CPU
+seconds (``time.process_time``: user + sys of this process; a job waiting for a core on a loaded machine is
+not charged):
+
+- **backbone only**: the extractor on the already cut crops of the found faces, batches of ``--batch-size``
+  (extract's default 32), after one warm-up batch;
+- **decode side**: :func:`affectfuse.features.pipeline.decode_video` -- what an ``extract --workers N`` worker
+  process does per video: decode, detect, track, interpolate, cut the crops; per path: **ours** (the defaults:
+  detection at 8 frames/s on 320-px copies, one decoding pass) and **naive** (every sampled frame detected at
+  full size, ``--detect-fps 0 --detect-max-side 0``: the path of ``extract`` before issue 16);
+- **pipeline**: the whole :func:`affectfuse.features.pipeline.extract` of the clip in this process
+  (``workers=0``): decode side + networks + writing the feature file.
+
+Throughput (analysed frames per CPU-second) is counted two ways, both printed:
+
+- **1 core**: everything in one process, one after the other: pipeline vs backbone only;
+- **2 cores** (``extract --workers 1``: decoding in a worker process, the networks in the main one, on the
+  next video while the worker decodes the one after): a two-stage pipeline runs at its slower stage, so
+  ``frames / max(decode side, pipeline - decode side)`` against ``frames / backbone only``. This is computed
+  from the CPU seconds measured here, because wall time on a shared, loaded machine measures the queue.
+
+Detection quality next to it: frames with the face found and the box IoU of the main face against MTCNN at
+full size on every analysed frame.
+
+Usage::
+
+    python benchmarks/bench_extract.py [--video ../shared/data/media/talking_face_pexels.mp4]
+        [--runs "faceexpressionnet:5" "faceexpressionnet:0" "posterv2:5"] [--json OUT.json]
+
+``NAME:FPS``: extractor (POSTER V2 with random weights: speed only) and analysed frames/s (0 = every frame).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, machine_info  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_VIDEO = ROOT.parent / "shared" / "data" / "media" / "talking_face_pexels.mp4"
+PATHS = {"ours": {}, "naive": {"detect_fps": None, "detect_max_side": None}}
+RANDOM = {"posterv2", "posterv2-vit"}  # no pretrained file offline: random weights (speed is the same)
+
+
+def _cpu(fn):
+    start = time.process_time()
+    out = fn()
+    return time.process_time() - start, out
+
+
+def _box_quality(video, fps, decoded, detector) -> dict:
+    """Faces found and IoU of the main face's box against MTCNN at full size on every analysed frame."""
+    import numpy as np
+
+    from affectfuse.faces import iter_faces
+    from affectfuse.faces.track import box_iou
+
+    ref = list(iter_faces(video, fps=fps, detector=detector, detect_max_side=None))
+    ref_found = np.concatenate([b.found for b in ref])
+    ref_boxes = np.concatenate([b.boxes for b in ref])
+    found, boxes = decoded["found"], decoded["boxes"]
+    both = ref_found & found
+    iou = [float(box_iou(ref_boxes[i:i + 1], boxes[i:i + 1])[0, 0]) for i in np.flatnonzero(both)]
+    return {"frames": int(len(found)), "found": int(found.sum()), "found_full_size": int(ref_found.sum()),
+            "iou_median": float(np.median(iou)) if iou else None, "iou_min": float(np.min(iou)) if iou else None}
+
+
+def _decode_side(video, fps, path_opts, ext, detector) -> tuple[float, dict]:
+    """CPU s of extract's per-video work unit for one extractor, and its faces."""
+    import numpy as np
+
+    from affectfuse.faces.sparse import iter_faces_sparse
+    from affectfuse.features.decoding import decode_plan, decode_video
+    from affectfuse.features.inputs import MediaItem
+
+    plan = decode_plan({ext.name: ext}, [ext.name], fps=fps, **path_opts)
+    cpu, out = _cpu(lambda: decode_video(MediaItem(video.stem, str(video)), plan, detector))
+    if out.face_error:
+        raise SystemExit(out.face_error)
+    opts = {"detect_fps": plan.detect_fps, "detect_max_side": plan.detect_max_side}
+    boxes = np.concatenate([b.boxes for b in iter_faces_sparse(video, detector, fps=fps, **opts)])
+    return cpu, {"found": out.found, "boxes": boxes, "crops": out.crops[ext.input.crop]}
+
+
+def measure(video: Path, runs: list[str], batch_size: int) -> list[dict]:
+    import torch
+
+    from affectfuse.faces import load_mtcnn
+    from affectfuse.features.build import build_extractors
+    from affectfuse.features.pipeline import extract
+    from affectfuse.features.inputs import MediaItem
+
+    torch.set_num_threads(1)
+    detector = load_mtcnn()
+    rows = []
+    for spec in runs:
+        name, _, rate = spec.partition(":")
+        fps = (float(rate) or None) if rate else 5.0
+        ext = build_extractors([name], random_weights=name in RANDOM)[0]
+        row = {"extractor": name, "fps": fps, "random_weights": name in RANDOM}
+        for label, opts in PATHS.items():
+            cpu, faces = _decode_side(video, fps, opts, ext, detector)
+            row[f"decode_side_{label}"] = cpu
+            row[f"quality_{label}"] = _box_quality(video, fps, faces, detector)
+            if label == "ours":
+                crops, row["frames"] = faces["crops"], int(len(faces["found"]))
+        row["faces"] = int(len(crops))
+        ext(crops[:batch_size])  # warm-up
+        row["backbone"], _ = _cpu(lambda: [ext(crops[k:k + batch_size]) for k in range(0, len(crops), batch_size)])
+        for label, opts in PATHS.items():
+            with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
+                cpu, report = _cpu(lambda: extract([MediaItem(video.stem, str(video))], [ext], tmp, fps=fps,
+                                                   batch_size=batch_size, progress=False, **opts))
+            if not report.ok:
+                raise SystemExit(f"extract failed: {report.failures}")
+            row[f"pipeline_{label}"] = cpu
+        rows.append(row)
+        print(json.dumps(row, default=str), flush=True)
+    return rows
+
+
+def report(rows: list[dict], result: dict) -> None:
+    print(f"\nmachine: {describe(result['machine'])}")
+    print(f"video: {result['video']}; load average {result['load_start']:.2f} at the start, {result['load_end']:.2f} "
+          f"at the end; {result['started']} - {result['ended']} UTC; 1 intra-op thread; CPU seconds")
+    print("\nextractor | analysed fps | path | frames (faces) | ms CPU per frame: decode side / networks+write / "
+          "backbone only | 1 core: pipeline vs backbone | 2 cores: pipeline vs backbone | found (full size) | "
+          "IoU median (min)")
+    for r in rows:
+        n = r["frames"]
+        for label in PATHS:
+            dec, pipe, back = r[f"decode_side_{label}"], r[f"pipeline_{label}"], r["backbone"]
+            rest = max(pipe - dec, 1e-9)
+            q = r[f"quality_{label}"]
+            print(f"{r['extractor']}{' (random weights)' if r['random_weights'] else ''} | "
+                  f"{r['fps'] or 'every frame'} | {label} | {n} ({r['faces']}) | "
+                  f"{1000 * dec / n:.1f} / {1000 * rest / n:.1f} / {1000 * back / n:.1f} | "
+                  f"{back / pipe:.0%} | {back / max(dec, rest):.0%} | {q['found']} ({q['found_full_size']}) | "
+                  f"{q['iou_median']:.3f} ({q['iou_min']:.3f})")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
+    parser.add_argument("--runs", nargs="+", default=["faceexpressionnet:5", "faceexpressionnet:0", "posterv2:5"],
+                        help="NAME:FPS pairs (FPS 0 = every frame; default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if not args.video.is_file():
+        raise SystemExit(f"{args.video}: benchmark video not found (../shared/data/media)")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    stamp = lambda: time.strftime("%Y-%m-%d %H:%M", time.gmtime())  # noqa: E731
+    result = {"machine": machine_info(), "video": str(args.video), "load_start": os.getloadavg()[0],
+              "started": stamp()}
+    rows = measure(args.video, args.runs, args.batch_size)
+    result.update(rows=rows, load_end=os.getloadavg()[0], ended=stamp())
+    report(rows, result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

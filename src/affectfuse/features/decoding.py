@@ -1,0 +1,233 @@
+"""The per-video work unit of extraction: one decoding pass over a video for a :class:`DecodePlan` (audio
+windows per audio extractor, the face crops the face extractors declare), in this process or in worker
+processes (:func:`iter_decoded`); :mod:`affectfuse.features.pipeline` batches the results across videos.
+
+Faces of a video (``keep="main"``) come from :func:`affectfuse.faces.sparse.iter_faces_sparse`: one decoding
+pass, detection at ``detect_fps`` frames/s on copies downscaled to ``detect_max_side``, landmarks
+interpolated in between -- ``predict``'s path, so both cut the same crops. ``keep="all"`` detects every
+sampled frame (:func:`affectfuse.faces.iter_faces`, at ``detect_max_side``).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from affectfuse.faces.crop_cache import CropCache
+from affectfuse.faces.sparse import DETECT_FPS, DETECT_MAX_SIDE
+from affectfuse.features.base import Extractor
+from affectfuse.features.inputs import MediaItem, is_still_input
+from affectfuse.features.windows import audio_windows
+
+
+@dataclass(frozen=True)
+class AudioPlan:
+    sample_rate: int
+    window_s: float
+    hop_s: float
+    min_samples: int = 1
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """What one decoding pass must produce (picklable; sent to worker processes)."""
+
+    audio: dict[str, AudioPlan] = field(default_factory=dict)  # audio extractor name -> windows
+    faces: tuple = ()  # the CropSpecs the face extractors' plans declare (affectfuse.faces.plan); empty = no face pass
+    fps: float | None = 5.0
+    batch_size: int = 32
+    keep: str = "main"
+    frame_rate: float = 30.0  # frame folders: timestamps (k - 1) / frame_rate (s); images carry no clock
+    strict: bool = False  # a file read short of its declared duration fails instead of a warning
+    crop_cache: str | None = None  # photos: face-crop cache folder shared with finetune (None: no cache)
+    detect_fps: float | None = DETECT_FPS  # videos: detections per second (None: every sampled frame)
+    detect_max_side: int | None = DETECT_MAX_SIDE  # videos: longer side of the detection copy (None: full size)
+
+
+@dataclass
+class DecodedVideo:
+    """Everything the extractors need from one video.
+
+    ``audio[name] = (starts (T,) s, T windows)``; faces: ``frame_numbers (F,)``, ``timestamps (F,)`` s,
+    ``found (F,)`` bool and ``crops[CropSpec] = (n_found, S, S, 3) uint8`` for the found rows.
+    ``errors[name]`` holds why an extractor failed on this video (unreadable file ...); ``skips[name]`` why
+    it does not apply ("no audio", "no video": a skip, not a failure); ``warnings``
+    says when decoding read less than the container declares (:class:`affectfuse.media.coverage.Coverage`).
+    """
+
+    item: MediaItem
+    audio: dict[str, tuple[np.ndarray, list[np.ndarray]]] = field(default_factory=dict)
+    timestamps: np.ndarray | None = None
+    found: np.ndarray | None = None
+    crops: dict = field(default_factory=dict)  # CropSpec -> (n_found, S, S, 3) uint8
+    errors: dict[str, str] = field(default_factory=dict)
+    face_error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    skips: dict[str, str] = field(default_factory=dict)
+    face_skip: str | None = None
+
+
+def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVideo:
+    """One decoding pass over ``item`` for ``plan``; per-stream errors are recorded, not raised."""
+    from affectfuse.media import MediaError, probe, read_audio
+
+    out = DecodedVideo(item)
+    if is_still_input(Path(item.path)):  # an image or a frame folder: faces only
+        out.skips = {name: "no audio (image input)" for name in plan.audio}
+        return _faces_into(out, plan, detector)
+    try:
+        info = probe(item.path)
+    except MediaError as exc:
+        out.face_error = str(exc)
+        out.errors = {name: str(exc) for name in plan.audio}
+        return out
+    rates = sorted({p.sample_rate for p in plan.audio.values()})
+    audio_s = None  # seconds of audio decoded
+    for rate in rates:  # audio decoded once per sample rate (normally one)
+        names = [n for n, p in plan.audio.items() if p.sample_rate == rate]
+        try:
+            audio = read_audio(item.path, sample_rate=rate) if info.has_audio else None
+        except MediaError as exc:
+            out.errors.update({n: str(exc) for n in names})
+            continue
+        if audio is not None and audio_s is None:
+            audio_s = len(audio) / rate
+        for name in names:
+            p = plan.audio[name]
+            if audio is None:
+                out.skips[name] = "no audio (the file has no audio track)"
+                continue
+            starts, chunks = audio_windows(audio, rate, p.window_s, p.hop_s, p.min_samples)
+            if not chunks:
+                out.errors[name] = (f"{item.path}: audio of {len(audio) / rate:.3f} s is shorter than "
+                                    f"{p.min_samples} samples, the least '{name}' can analyse")
+                continue
+            out.audio[name] = (starts, chunks)
+    if plan.faces and not info.has_video:
+        out.face_skip = "no video (audio-only file)"
+        return _check_coverage(out, info, plan, audio_s)
+    return _check_coverage(_faces_into(out, plan, detector), info, plan, audio_s)
+
+
+def _check_coverage(out: DecodedVideo, info, plan: DecodePlan, audio_s: float | None) -> DecodedVideo:
+    """Decoded extent vs the container's duration: ``out.warnings``; with ``plan.strict`` an error for every
+    extractor instead (a truncated file is then not extracted in part)."""
+    from affectfuse.media.coverage import Coverage
+
+    video_s = None
+    if out.timestamps is not None and len(out.timestamps):
+        video_s = float(out.timestamps[-1]) + 1.0 / (plan.fps or info.fps or 25.0)
+    out.warnings = Coverage(info.duration_s, video_s, None, None, audio_s).warnings()
+    if out.warnings and plan.strict:
+        msg = f"{out.item.path}: " + "; ".join(out.warnings) + " (--strict)"
+        out.audio, out.errors = {}, {n: msg for n in plan.audio}
+        out.face_error = msg if plan.faces else None
+    return out
+
+
+def _faces_into(out: DecodedVideo, plan: DecodePlan, detector) -> DecodedVideo:
+    """Add the face crops of ``out.item`` when the plan asks for any; a failure becomes ``face_error``."""
+    from affectfuse.media import MediaError
+
+    if plan.faces:
+        path = out.item.path
+        try:
+            _decode_faces(out.item, plan, detector, out)
+        except (MediaError, ValueError, RuntimeError) as exc:
+            out.face_error = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+    return out
+
+
+def _decode_faces(item: MediaItem, plan: DecodePlan, detector, out: DecodedVideo) -> None:
+    """Detect + track, then cut every declared crop (:func:`affectfuse.faces.plan.crop_faces`), one decoding pass.
+
+    Videos: the main person by :func:`affectfuse.faces.sparse.iter_faces_sparse` (``keep="all"``: every face of
+    every sampled frame by :func:`affectfuse.faces.iter_faces`). Images and frame folders go through
+    :func:`affectfuse.faces.iter_face_images` (every image; a numbered folder's crops are taken as aligned,
+    frame numbers from the names)."""
+    from affectfuse.faces import iter_face_images, iter_faces
+    from affectfuse.faces.sparse import iter_faces_sparse
+
+    if is_still_input(Path(item.path)):
+        batches = iter_face_images(item.path, crops=plan.faces, batch_size=plan.batch_size, keep=plan.keep,
+                                   detector=detector, fps=plan.frame_rate,
+                                   crop_cache=CropCache(plan.crop_cache) if plan.crop_cache else None)
+    elif plan.keep == "main":
+        batches = iter_faces_sparse(item.path, detector, fps=plan.fps, crops=plan.faces, batch_size=plan.batch_size,
+                                    detect_max_side=plan.detect_max_side, detect_fps=plan.detect_fps)
+    else:
+        batches = iter_faces(item.path, fps=plan.fps, crops=plan.faces, batch_size=plan.batch_size, keep=plan.keep,
+                             detector=detector, detect_max_side=plan.detect_max_side)
+    times, found, crops = [], [], {spec: [] for spec in plan.faces}
+    for batch in batches:
+        times.append(batch.timestamps)
+        found.append(batch.found)
+        for spec in plan.faces:
+            crops[spec].append(batch.crops[spec][batch.found])  # only faces go to the networks
+    out.timestamps = np.concatenate(times) if times else np.zeros(0)
+    out.found = np.concatenate(found) if found else np.zeros(0, bool)
+    out.crops = {k: (np.concatenate(v) if v else np.zeros((0, k.size, k.size, 3), np.uint8)) for k, v in crops.items()}
+    if len(out.found) == 0:
+        raise ValueError("no frames decoded")
+
+
+def _safe_decode(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVideo:
+    try:
+        return decode_video(item, plan, detector)
+    except Exception as exc:  # an unexpected decoder failure must not stop the other videos
+        msg = f"{item.path}: {type(exc).__name__}: {exc}"
+        return DecodedVideo(item, errors={n: msg for n in plan.audio}, face_error=msg if plan.faces else None)
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def iter_decoded(jobs: Iterable[tuple[MediaItem, DecodePlan]], workers: int = 0,
+                 detector=None) -> Iterator[DecodedVideo]:
+    """Decode videos in order: in this process (``workers=0``) or in ``workers`` processes, with at most
+    ``2 * workers`` videos in flight (memory stays bounded however many videos there are)."""
+    if workers <= 0:
+        for item, plan in jobs:
+            yield _safe_decode(item, plan, detector)
+        return
+    import multiprocessing
+
+    pending = []
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init) as pool:
+        for item, plan in jobs:
+            pending.append((item, plan, pool.submit(_safe_decode, item, plan)))
+            while len(pending) >= 2 * workers:
+                yield _result(*pending.pop(0))
+        while pending:
+            yield _result(*pending.pop(0))
+
+
+def _result(item: MediaItem, plan: DecodePlan, future) -> DecodedVideo:
+    try:
+        return future.result()
+    except Exception as exc:  # the worker process died (out of memory, segfault in a decoder ...)
+        msg = f"{item.path}: worker failed: {type(exc).__name__}: {exc}"
+        return DecodedVideo(item, errors={n: msg for n in plan.audio}, face_error=msg if plan.faces else None)
+
+
+def decode_plan(by_name: dict[str, Extractor], missing: Sequence[str], fps: float | None = 5.0,
+                batch_size: int = 32, keep: str = "main", frame_rate: float = 30.0, strict: bool = False,
+                crop_cache: str | None = None, detect_fps: float | None = DETECT_FPS,
+                detect_max_side: int | None = DETECT_MAX_SIDE) -> DecodePlan:
+    """The :class:`DecodePlan` serving the extractors named ``missing`` (audio windows, the face crops they declare)."""
+    from affectfuse.faces.plan import crop_specs
+
+    audio = {n: AudioPlan(by_name[n].input.sample_rate, by_name[n].input.window_s, by_name[n].input.hop_s,
+                          int(getattr(by_name[n], "min_window_samples", 1)))
+             for n in missing if by_name[n].modality == "audio"}
+    faces = crop_specs(by_name[n].input for n in missing if by_name[n].modality == "face")
+    return DecodePlan(audio, faces, fps, batch_size, keep, frame_rate, strict, crop_cache, detect_fps,
+                      detect_max_side)
