@@ -160,10 +160,12 @@ class FaceExpressionExtractor(TorchFaceExtractor):
 
 
 def face_expression_net(weights=None, random_weights: bool = False, device: str = "cpu",
-                        fast: bool = True, precision: str = "fp32", batch_size: int = 64,
+                        fast: bool = True, precision: str = "fp32", batch_size: int = 16,
                         tta: str = "none") -> FaceExpressionExtractor:
     """Factory of ``faceexpressionnet`` (registry). ``weights``: a path overriding the shipped file; ``tta``:
-    test-time augmentation (:mod:`affectfuse.features.tta`)."""
+    test-time augmentation (:mod:`affectfuse.features.tta`). ``batch_size``: crops per forward pass; 16 because
+    the network's activations then stay in the caches (fp32 channels-last, 1 thread: 2.3 ms CPU per crop at 16,
+    3.5-3.7 at 32, 3.9-4.9 at 64; docs/benchmarks.md)."""
     model = FaceExpressionNet()
     if not random_weights:
         state, path = resolve_state(FACE_EXPRESSION_WEIGHTS, weights)

@@ -23,13 +23,14 @@ class FaceApiExpressions:
 
     frame_wise = True  # ``finish`` needs no other frame: predict streams its rows
 
-    def __init__(self, device: str = "cpu", random_weights: bool = False, batch_size: int = 64,
+    def __init__(self, device: str = "cpu", random_weights: bool = False, batch_size: int | None = None,
                  precision: str = "fp32"):
         from affectfuse.features.faceapi import FACEAPI_CLASSES, FACEAPI_TO_ABAW
         from affectfuse.features.registry import create_extractor
 
+        sized = {} if batch_size is None else {"batch_size": batch_size}  # None: the network's own (cache-sized)
         self.extractor = create_extractor("faceexpressionnet", device=device, random_weights=random_weights,
-                                          batch_size=batch_size, precision=precision)
+                                          precision=precision, **sized)
         self.name = "faceexpressionnet"
         self.face_plans = (self.extractor.input,)
         self.class_names = tuple(c for c in EXPR_CLASSES if c in set(FACEAPI_TO_ABAW[k] for k in FACEAPI_CLASSES))
