@@ -76,7 +76,7 @@ def tune(args) -> None:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     print("| config | runs | model macro F1 | probe (best window) | model - probe (min) | model >= probe | "
-          "kept the start (= probe) |")
+          "kept the start (epoch 0) |")
     print("|---|---|---|---|---|---|---|")
     for name, _ in configs:
         mine = [r for r in rows if r["config"] == name]

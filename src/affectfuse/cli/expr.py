@@ -65,6 +65,7 @@ def add_train(t) -> None:
 def run_train(args) -> int:
     """The frame transformer on Aff-Wild2 annotation folders (:func:`affectfuse.api.train`)."""
     from affectfuse.api import train
+    from affectfuse.training.temporal import describe
 
     if args.manifest:
         deprecated("expr train --manifest", "classify train --manifest")
@@ -79,7 +80,7 @@ def run_train(args) -> int:
                 out=args.out, config=args.config, overrides=args.set, audio=args.audio, fps=args.fps,
                 fill=args.fill or "ffill", resume=args.resume, progress=True)
     print_json({"best_epoch": res["best_epoch"], "checkpoint": res["checkpoint"], **score_summary(res["val"]),
-                "smoothing": res["val"].get("smoothing"), "versus_probe": res.get("versus_probe")})
+                "smoothing": describe(res["val"].get("smoothing")), "versus_probe": res.get("versus_probe")})
     return 0
 
 
