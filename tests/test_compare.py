@@ -25,7 +25,7 @@ def test_compare_equals_opensmile_and_measures_what_it_names():
     import opensmile
 
     ext = create_extractor("compare-2016")
-    assert (ext.name, ext.dim, ext.modality, ext.weights, ext.rate) == ("compare-2016", 6373, "audio", None, 2.0)
+    assert (ext.name, ext.dim, ext.modality, ext.weights, ext.rate) == ("compare-2016", 6373, "audio", None, 0.5)
     smile = opensmile.Smile(feature_set=opensmile.FeatureSet.ComParE_2016,
                             feature_level=opensmile.FeatureLevel.Functionals)
     assert ext.describe()["columns"] == list(smile.feature_names)
@@ -48,18 +48,23 @@ def test_compare_windows_of_different_lengths_and_silence():
     assert out[2, col("pcm_RMSenergy_sma_amean")] == 0 and out[2, col("F0final_sma_amean")] == 0  # silence: no F0
 
 
-def test_extract_writes_compare_rows_and_names_a_corrupt_file(tmp_path):
-    from affectfuse.api import extract
+def test_extract_default_windows_per_extractor_and_a_corrupt_file_named(tmp_path):
+    """``affectfuse extract`` without --window / --hop: each extractor's own windows (ComParE: a 2 s file is
+    one row, the whole utterance; eGeMAPS: 1 s every 0.5 s, 4 rows); a corrupt file fails by name."""
+    from affectfuse.cli import main
     from affectfuse.data.store import FeatureSet
 
     root = tmp_path / "in"
     root.mkdir()
     _write_wav(root / "tone.wav", _tone(220.0, 2.0))
     (root / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage")
-    report = extract(root, "compare-2016", tmp_path / "feats", window_s=2.0, hop_s=2.0)
-    assert report.written["compare-2016"] == ["tone"]
-    assert len(report.failures) == 1 and "broken.wav" in str(report.failures[0])
-    fs = FeatureSet.open(tmp_path / "feats" / "compare-2016")
-    assert fs.meta.dim == 6373 and fs.meta.extra["feature_set"] == "ComParE_2016"
-    rows = fs.read("tone")
-    assert rows.values.shape == (1, 6373) and np.isfinite(rows.values).all()  # a 2 s file in 2 s windows: one row, the whole utterance
+    out = tmp_path / "feats"
+    assert main(["extract", str(root), "--extractors", "compare-2016,egemaps", "--out", str(out),
+                 "--no-progress"]) == 1  # the corrupt file fails
+    assert "broken.wav" in (out / "failures.csv").read_text()
+    compare, egemaps = FeatureSet.open(out / "compare-2016"), FeatureSet.open(out / "egemaps")
+    assert compare.meta.dim == 6373 and compare.meta.extra["feature_set"] == "ComParE_2016"
+    assert compare.meta.extra["input"]["window_s"] == 4.0 and compare.ids() == ["tone"]
+    rows = compare.read("tone")
+    assert rows.values.shape == (1, 6373) and np.isfinite(rows.values).all()
+    np.testing.assert_allclose(egemaps.read("tone").timestamps, [0.0, 0.5, 1.0, 1.5])

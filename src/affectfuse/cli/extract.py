@@ -30,8 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"full frames (default {DETECT_MAX_SIDE}; 0 = full size)")
     p.add_argument("--frame-rate", type=float, default=30.0,
                    help="frame rate of frame folders (cropped_aligned/<video>/00001.jpg ...), for their timestamps")
-    p.add_argument("--window", type=float, default=1.0, help="audio window in seconds (default 1.0)")
-    p.add_argument("--hop", type=float, default=0.5, help="audio hop in seconds (default 0.5)")
+    p.add_argument("--window", type=float, default=None,
+                   help="audio window in seconds (default: each extractor's own: 1.0 for deepspectrum and egemaps, "
+                        "4.0 for compare-2016, whose functionals describe a whole short utterance; docs/speech.md)")
+    p.add_argument("--hop", type=float, default=None,
+                   help="audio hop in seconds (default: each extractor's own: 0.5 for deepspectrum and egemaps, "
+                        "2.0 for compare-2016)")
     p.add_argument("--sample-rate", type=int, default=16000, help="audio is resampled to this rate (Hz)")
     p.add_argument("--batch-size", type=int, default=32, help="inputs per network call, filled across videos")
     p.add_argument("--workers", type=int, default=0, help="decoding processes (0 = decode in this process)")
