@@ -1,0 +1,116 @@
+"""EmoDB speech emotion, leave one speaker out, with affectfuse's default commands (docs/speech.md).
+
+The one command behind docs/speech.md's headline figure. It runs, as a user would:
+
+1. a manifest from the file names (``path,label,group``: speaker = first two characters, emotion = 6th);
+2. ``affectfuse extract <emodb>/wav --extractors <the sets' extractors> --out <out>/feats`` (no window options:
+   each extractor's defaults; resumable, files already there are skipped);
+3. ``affectfuse classify cv --manifest <out>/emodb.csv --features <out>/feats/<set> ... --out <out>/cv_<sets>``
+   for every feature-set combination asked for (default: ``compare-2016``, the documented one);
+
+then prints one table row per combination: the default model's and its built-in probe's UAR and macro F1
+(pooled out-of-speaker predictions), the per-speaker UAR of the model, and the extraction CPU-seconds per file
+(user + sys of the ``extract`` process; blank when the features were already there).
+
+    python scripts/emodb_loso.py --out /tmp/emodb_loso
+    python scripts/emodb_loso.py --out /tmp/emodb_loso --sets compare-2016 egemaps compare-2016+egemaps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EMOTIONS = dict(W="anger", L="boredom", E="disgust", A="fear", F="happiness", T="sadness", N="neutral")
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "emodb"
+
+
+def write_manifest(wav_dir: Path, path: Path) -> int:
+    """``path,label,group`` rows for every ``SSTTTEV.wav`` in ``wav_dir``; returns the number of files."""
+    files = sorted(wav_dir.resolve().glob("*.wav"))
+    if not files:
+        raise FileNotFoundError(f"{wav_dir}: no .wav files (EmoDB expected)")
+    rows = ["path,label,group"] + [f"{p},{EMOTIONS[p.name[5]]},{p.name[:2]}" for p in files]
+    path.write_text("\n".join(rows) + "\n")
+    return len(files)
+
+
+def child_cpu_s() -> float:
+    """User + sys CPU seconds of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(cmd: list[str], log: Path) -> float:
+    """Run ``cmd`` (echoed), its output to ``log``; returns its CPU seconds. Fails loudly with the log's tail."""
+    print("$ " + " ".join(cmd), flush=True)
+    before = child_cpu_s()
+    with open(log, "w") as fh:
+        rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    if rc != 0:
+        raise SystemExit(f"{cmd[1]} {cmd[2]} exited {rc}; see {log}:\n" + "".join(open(log).readlines()[-20:]))
+    return child_cpu_s() - before
+
+
+def extract(wav_dir: Path, extractors: list[str], feats: Path, n_files: int, out: Path) -> dict[str, float | None]:
+    """Extract what is missing; CPU-s per file of each extractor run here (None: the features were there)."""
+    cost = {}
+    for name in extractors:  # one process per extractor, so each one's cost is its own
+        done = len(list((feats / name).glob("*.npz"))) if (feats / name).is_dir() else 0
+        if done >= n_files:
+            cost[name] = None
+            continue
+        cpu = run(["affectfuse", "extract", str(wav_dir), "--extractors", name, "--out", str(feats), "--no-progress"],
+                  out / f"extract_{name}.log")
+        cost[name] = cpu / n_files if done == 0 else None
+    return cost
+
+
+def table_row(sets: str, cv: dict, cost: dict) -> str:
+    per_speaker = " ".join(f"{f['held_out'][0]} {f['model_uar']:.3f}" for f in cv["folds"])
+    cpu = [cost.get(s) for s in sets.split("+")]
+    cpu_text = "" if any(c is None for c in cpu) else f"{sum(cpu):.3f}"
+    m, p = cv["model"], cv["probe"]
+    return (f"| {sets} | {m['uar']:.3f} | {m['macro_f1']:.3f} | {p['uar']:.3f} | {p['macro_f1']:.3f} | "
+            f"{per_speaker} | {cpu_text} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, type=Path, help="work folder (manifest, feats/, cv_*/, logs)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the EmoDB folder with wav/ (default ../shared/data/emodb)")
+    ap.add_argument("--sets", nargs="+", default=["compare-2016"],
+                    help="feature-set combinations to score, '+' between sets (default: compare-2016)")
+    args = ap.parse_args(argv)
+    wav_dir = args.data / "wav"
+    args.out.mkdir(parents=True, exist_ok=True)
+    manifest = args.out / "emodb.csv"
+    n_files = write_manifest(wav_dir, manifest)
+    feats = args.out / "feats"
+    extractors = list(dict.fromkeys(s for combo in args.sets for s in combo.split("+")))
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    cost = extract(wav_dir, extractors, feats, n_files, args.out)
+    rows = []
+    for combo in args.sets:
+        name = combo.replace("+", "_")
+        run(["affectfuse", "classify", "cv", "--manifest", str(manifest), "--features",
+             *[str(feats / s) for s in combo.split("+")], "--out", str(args.out / f"cv_{name}")],
+            args.out / f"cv_{name}.log")
+        rows.append(table_row(combo, json.loads((args.out / f"cv_{name}" / "cv.json").read_text()), cost))
+    print(f"\nEmoDB, {n_files} files, leave one speaker out, default commands; started {started}, "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
+    print("| feature sets | model UAR | model macro F1 | probe UAR | probe macro F1 | per-speaker model UAR | "
+          "extract CPU-s / file |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
