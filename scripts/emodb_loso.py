@@ -14,6 +14,10 @@ then prints one table row per combination: the default model's and its built-in 
 
     python scripts/emodb_loso.py --out /tmp/emodb_loso
     python scripts/emodb_loso.py --out /tmp/emodb_loso --sets compare-2016 egemaps compare-2016+egemaps
+    python scripts/emodb_loso.py --out /tmp/emodb_w2 --window 2 --hop 2 --sets egemaps   # not the defaults
+
+``--window`` / ``--hop`` are passed to ``affectfuse extract`` (every extractor then uses them); ``--feats`` reuses
+feature sets extracted before (an extractor whose folder holds every file is not run again).
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ def run(cmd: list[str], log: Path) -> float:
     return child_cpu_s() - before
 
 
-def extract(wav_dir: Path, extractors: list[str], feats: Path, n_files: int, out: Path) -> dict[str, float | None]:
+def extract(wav_dir: Path, extractors: list[str], feats: Path, n_files: int, out: Path,
+            options: list[str]) -> dict[str, float | None]:
     """Extract what is missing; CPU-s per file of each extractor run here (None: the features were there)."""
     cost = {}
     for name in extractors:  # one process per extractor, so each one's cost is its own
@@ -66,8 +71,8 @@ def extract(wav_dir: Path, extractors: list[str], feats: Path, n_files: int, out
         if done >= n_files:
             cost[name] = None
             continue
-        cpu = run(["affectfuse", "extract", str(wav_dir), "--extractors", name, "--out", str(feats), "--no-progress"],
-                  out / f"extract_{name}.log")
+        cpu = run(["affectfuse", "extract", str(wav_dir), "--extractors", name, "--out", str(feats), "--no-progress",
+                   *options], out / f"extract_{name}.log")
         cost[name] = cpu / n_files if done == 0 else None
     return cost
 
@@ -84,18 +89,24 @@ def table_row(sets: str, cv: dict, cost: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="work folder (manifest, feats/, cv_*/, logs)")
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the EmoDB folder with wav/ (default ../shared/data/emodb)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                    help="the EmoDB folder with wav/ (default ../shared/data/emodb)")
     ap.add_argument("--sets", nargs="+", default=["compare-2016"],
                     help="feature-set combinations to score, '+' between sets (default: compare-2016)")
+    ap.add_argument("--window", type=float, help="audio window (s) for extract (default: each extractor's own)")
+    ap.add_argument("--hop", type=float, help="audio hop (s) for extract (default: each extractor's own)")
+    ap.add_argument("--feats", type=Path, help="feature-set root to use / fill (default <out>/feats)")
     args = ap.parse_args(argv)
     wav_dir = args.data / "wav"
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = args.out / "emodb.csv"
     n_files = write_manifest(wav_dir, manifest)
-    feats = args.out / "feats"
+    feats = args.feats or args.out / "feats"
+    options = [*(["--window", f"{args.window:g}"] if args.window else []),
+               *(["--hop", f"{args.hop:g}"] if args.hop else [])]
     extractors = list(dict.fromkeys(s for combo in args.sets for s in combo.split("+")))
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    cost = extract(wav_dir, extractors, feats, n_files, args.out)
+    cost = extract(wav_dir, extractors, feats, n_files, args.out, options)
     rows = []
     for combo in args.sets:
         name = combo.replace("+", "_")
@@ -103,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
              *[str(feats / s) for s in combo.split("+")], "--out", str(args.out / f"cv_{name}")],
             args.out / f"cv_{name}.log")
         rows.append(table_row(combo, json.loads((args.out / f"cv_{name}" / "cv.json").read_text()), cost))
-    print(f"\nEmoDB, {n_files} files, leave one speaker out, default commands; started {started}, "
+    print(f"\nEmoDB, {n_files} files, leave one speaker out, extract {' '.join(options) or 'with its defaults'}, "
+          f"classify cv with its defaults; features in {feats}; started {started}, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
     print("| feature sets | model UAR | model macro F1 | probe UAR | probe macro F1 | per-speaker model UAR | "
           "extract CPU-s / file |")
