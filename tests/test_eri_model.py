@@ -127,3 +127,36 @@ def test_fix_length_truncate_pad_and_resample():
     np.testing.assert_array_equal(fix_length(values, mask, 8, "resample")[0], fix_length(values, mask, 8)[0])
     with pytest.raises(ValueError, match="unknown sequence mode"):
         fix_length(values, mask, 3, "stretch")
+
+
+def test_burst_pooling_reads_the_sign_and_size_of_a_short_burst_and_ignores_invalid_steps():
+    from affectfuse.models.blocks import BurstPooling
+
+    pool = BurstPooling(2, tau=0.1)
+    scores = 0.05 * torch.randn(3, 30, 2, generator=torch.Generator().manual_seed(0))
+    scores[0, 7, 0], scores[0, 20, 1] = 4.0, -4.0                     # one burst up, one down
+    scores[2] = 1.5                                                   # constant: nothing stands out
+    mask = torch.ones(3, 30, dtype=torch.bool)
+    mask[1, 10:] = False
+    scores[1, 12] = 100.0                                             # an invalid step must not count
+    out = pool(scores, mask)
+    assert out[0, 0] > 3.5 and out[0, 1] < -3.5
+    assert out[1].abs().max() < 0.2 and out[2].abs().max() < 1e-6
+    wide = BurstPooling(2, tau=1e4)(scores, mask)                     # high temperature: the mean, burst 0
+    assert wide.abs().max() < 0.01
+    assert torch.isfinite(pool(scores, torch.zeros(3, 30, dtype=torch.bool))).all()
+
+
+def test_burst_path_starts_at_zero_and_old_checkpoints_rebuild_without_it():
+    model = _model("A+V+AV", pooled_skip=True).eval()
+    feats, masks = _inputs(b=4)
+    assert model.burst is not None and torch.equal(model.burst_gain, torch.zeros(2, 7))
+    args = model.args.to_dict()
+    del args["burst_pooling"]                                         # a checkpoint written before the field
+    old = create_eri_model("eri_fusion", args)
+    assert old.burst is None
+    missing, unexpected = old.load_state_dict(model.state_dict(), strict=False)
+    assert not missing and set(unexpected) == {k for k in model.state_dict() if k.startswith("burst")}
+    old.eval()
+    torch.testing.assert_close(old(feats, masks)["intensity"], model(feats, masks)["intensity"])
+    assert _model("A+V+AV", pooled_skip=False).burst is None          # the burst reads the probe's path

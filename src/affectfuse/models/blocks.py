@@ -120,3 +120,28 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     w = mask.unsqueeze(-1).to(x.dtype)
     return (x * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
 
+
+
+class BurstPooling(nn.Module):
+    """A signed burst statistic of per-step scores, for finding a short event in time that a mean dilutes.
+
+    scores ``s`` (B, T, K) (one series per output, e.g. the probe's projection of each step), mask (B, T):
+        d_t   = s_t - mean_t s                           # deviation from the video's mean
+        a_t   = softmax_t(|d_t| / (std_t d * tau_k))     # attention on the steps furthest from the mean
+        burst = sum_t a_t d_t                            # (B, K): the signed size of the largest excursion
+    ``tau`` (learned, per output) is the temperature: large -> uniform weights (burst -> 0), small -> the
+    single most extreme step. Dividing by the video's own std makes the weights independent of the
+    scores' units. Invalid steps get no weight; a video with < 2 valid steps gives 0.
+    """
+
+    def __init__(self, outputs: int, tau: float = 0.5):
+        super().__init__()
+        self.log_tau = nn.Parameter(torch.full((outputs,), math.log(tau)))
+
+    def forward(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        w = mask.unsqueeze(-1).to(scores.dtype)                                   # (B, T, 1)
+        d = (scores - masked_mean(scores, mask).unsqueeze(1)) * w                 # (B, T, K)
+        spread = ((d ** 2).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1.0)).sqrt()
+        logits = d.abs() / (spread.clamp(min=1e-6) * self.log_tau.exp().to(scores.dtype))
+        logits = logits.masked_fill(~mask.unsqueeze(-1), -1e4)
+        return (torch.softmax(logits, dim=1) * d).sum(1)                          # (B, K)

@@ -10,7 +10,10 @@ Interaction (when enabled, >= 2 modalities):
     g_av = masked mean over time             # (B, 3 M d)
 g_cat = [g_audio, g_visual]                  # (B, 3 M d)
 z = [P_av(g_av), P_cat(g_cat)]               # projections to ``proj_dim`` each
-intensity = sigmoid(W_r z)  (B, K) in [0, 1];  logits = W_c z  (B, K)
+intensity = sigmoid(W_r z + skip)  (B, K) in [0, 1];  logits = W_c z  (B, K)
+Probe-started path (``pooled_skip``; started at the ridge probe by training):
+    skip = S [mean_t f_m, std_t f_m]_m + sum_m c * G_m * burst_m(f_m S_m^T)      # (B, K)
+    S_m = the columns of S on modality m's means; burst (``burst_pooling``): see BurstPooling
 
 Modality sets of the paper's Table 1: A (audio only), V (visual only), A+V (no interaction), A+V+AV.
 """
@@ -23,7 +26,7 @@ import torch
 from torch import nn
 
 from affectfuse.data.moments import masked_mean_std
-from affectfuse.models.blocks import TCN, ConcatAttentionBlock, SinusoidalPositions, masked_mean
+from affectfuse.models.blocks import TCN, BurstPooling, ConcatAttentionBlock, SinusoidalPositions, masked_mean
 from affectfuse.models.eri_args import ERIArchitecture
 from affectfuse.models.eri_authors import ERIAuthors
 
@@ -36,6 +39,9 @@ class ERIFusionArgs(ERIArchitecture):
     ``pooled_skip``: add a linear path from pooled statistics (per-video mean and std over valid rows of
     each modality) to the intensity logits, which training starts at the ridge probe's solution (see
     :func:`affectfuse.training.probes.init_pooled_skip`), so the network learns what the probe misses.
+    ``burst_pooling`` (a field of :class:`ERIArchitecture`, used with ``pooled_skip``): the path also reads
+    each modality's per-step projections on the probe's mean weights through :class:`BurstPooling`, with
+    gains that start at 0 (the untrained model is still the probe).
     """
 
     input_dims: dict[str, int] = field(default_factory=lambda: {"audio": 1024, "visual": 1536})
@@ -88,6 +94,10 @@ class ERIFusion(nn.Module):
         self.class_head = nn.Linear(fused, args.num_outputs)
         pooled_dim = 2 * sum(args.input_dims.values())
         self.skip = nn.Linear(pooled_dim, args.num_outputs) if args.pooled_skip else None
+        self.burst = None
+        if args.pooled_skip and args.burst_pooling:
+            self.burst = nn.ModuleDict({k: BurstPooling(args.num_outputs) for k in self.modalities})
+            self.burst_gain = nn.Parameter(torch.zeros(m, args.num_outputs))   # (M, K), x BURST_GAIN_SCALE
 
     def forward(self, features: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         missing = [k for k in self.modalities if k not in features]
@@ -118,12 +128,36 @@ class ERIFusion(nn.Module):
         intensity_logits = self.intensity_head(z)
         if self.skip is not None:
             intensity_logits = intensity_logits + self.skip(torch.cat(pooled, dim=-1))
+        if self.burst is not None:
+            intensity_logits = intensity_logits + self._burst_logits(features, masks)
         return {"intensity": torch.sigmoid(intensity_logits), "logits": self.class_head(z)}
 
+    def _burst_logits(self, features: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, K) burst terms of the probe-started path: each modality's steps projected on the path's
+        weights for its means (the probe's direction per emotion), pooled by :class:`BurstPooling`."""
+        out, start = 0.0, 0
+        with torch.autocast(features[self.modalities[0]].device.type, enabled=False):   # fp32: scores differ
+            for i, k in enumerate(self.modalities):                                   # by a few % at most
+                f, mask = features[k].float(), masks[k].bool()          # (B, T, D_m), (B, T)
+                dim = f.shape[-1]
+                weight = self.skip.weight[:, start:start + dim]         # (K, D_m): the mean columns
+                start += 2 * dim                                        # then the std columns
+                scores = (f * mask.unsqueeze(-1).float()) @ weight.t()  # (B, T, K)
+                out = out + BURST_GAIN_SCALE * self.burst_gain[i] * self.burst[k](scores, mask)
+        return out
+
+
+# Adam moves each parameter by about ``lr`` per step whatever its scale; the burst gains are stored divided
+# by this factor so that at the default lr (1e-4) a few hundred steps can move them by O(1) (an equalised
+# learning rate, Karras et al. 2018), as the path needs with a few hundred training videos.
+BURST_GAIN_SCALE = 30.0
 
 # -- registry -----------------------------------------------------------------------------------
 # name -> model class; each class names its argument dataclass as ``Args``.
 ERI_MODELS: dict[str, type[nn.Module]] = {"eri_fusion": ERIFusion, "eri_authors": ERIAuthors}
+
+# Arguments added after checkpoints were first written, with the value that rebuilds such a checkpoint's model.
+LEGACY_ARGS = {"eri_fusion": {"burst_pooling": False}}
 
 # Modality sets of the paper's Table 1, by the short names used in configs and tables.
 MODALITY_ALIASES = {"A": "audio", "V": "visual"}
@@ -144,7 +178,7 @@ def create_eri_model(name: str, args: dict | ERIArchitecture) -> nn.Module:
     """Build a registered model from its name and argument dict (as stored in a checkpoint)."""
     args_class = eri_model_args_class(name)
     if isinstance(args, dict):
-        args = args_class(**args)
+        args = args_class(**{**LEGACY_ARGS.get(name, {}), **args})
     return ERI_MODELS[name](args)
 
 

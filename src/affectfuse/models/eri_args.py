@@ -14,6 +14,8 @@ class ERIArchitecture:
     argument class may override them (the authors' model: 5 TCN levels, feed-forward 512, see
     :mod:`affectfuse.models.eri_authors`). ``ff_dim`` is the feed-forward width of the transformer layers
     (PyTorch's default, 2048, here; the authors use 512); ``proj_dim`` the width of each projection.
+    ``burst_pooling`` (``eri_fusion`` with its probe-started path only; the authors' model ignores it): the
+    path also pools a burst statistic over time (:class:`~affectfuse.models.blocks.BurstPooling`).
     """
 
     d_model: int = 256
@@ -27,6 +29,7 @@ class ERIArchitecture:
     tcn_levels: int = 2
     tcn_kernel: int = 3
     tcn_dropout: float = 0.1
+    burst_pooling: bool = True
 
     def to_dict(self) -> dict:
         """Plain fields (as stored in checkpoints)."""
