@@ -188,3 +188,39 @@ def test_hmm_decoder_learns_stickiness_and_batches_like_one_by_one():
     assert np.allclose(apply_smoothing(noisy[3], spec), decode(noisy[3], np.array(spec["transitions"]), spec["scale"]))
     with pytest.raises(ValueError, match="transitions"):
         smoothing_spec("hmm", scale=0.5)
+
+
+def test_auto_centring_is_decided_by_the_probes_on_validation():
+    """``auto`` keeps centring when the probe on centred frames wins validation, drops it when that probe loses
+    (a 'centring' that wipes the signal), ``on`` / ``off`` are not decided; the start probe follows the choice."""
+    from dataclasses import replace
+
+    from affectfuse.training.frame_probe import choose_centring
+
+    videos = to_expr_videos(make_affwild2_people(9, seed=8, frames=(150, 200)))
+    train, val = videos[:-3], videos[-3:]
+    raw = frame_probe(train, val, 8)
+    centre = lambda vs: centred_videos(vs, 150.0)  # noqa: E731
+    on, start, summary = choose_centring(train, val, "auto", 150.0, raw, 8, 0, centre)
+    assert on and summary["centred_probe"] > summary["raw_probe"] == round(raw["macro_f1"], 4)  # identity removed
+    assert start is not raw and summary["centred_probe"] == round(start["macro_f1"], 4)
+    wipe = lambda vs: [replace(v, features=np.random.default_rng(0).standard_normal(v.features.shape)  # noqa: E731
+                                .astype(np.float32)) for v in vs]
+    on, start, summary = choose_centring(train, val, "auto", 150.0, raw, 8, 0, wipe)
+    assert not on and start is raw and summary["centred_probe"] < summary["raw_probe"]
+    assert choose_centring(train, val, "on", 150.0, raw, 8, 0, wipe)[0]
+    on, start, summary = choose_centring(train, val, "off", 150.0, raw, 8, 0, wipe)
+    assert not on and start is raw and summary["centred_probe"] is None
+
+
+def test_video_center_on_off_read_as_yaml_are_accepted(tmp_path):
+    """YAML 1.1 reads an unquoted on / off as true / false: ``--set video_center=off`` and a recipe's
+    ``video_center: on`` still mean off / on; other values are errors naming the field."""
+    from affectfuse.training.resolver import ConfigError, resolve_dataclass
+
+    assert [resolve_dataclass(ExprTrainConfig, overrides=[f"video_center={v}"]).video_center
+            for v in ("off", "on", "auto", "false")] == ["off", "on", "auto", "off"]
+    (tmp_path / "r.yaml").write_text("video_center: on\n")
+    assert resolve_dataclass(ExprTrainConfig, files=tmp_path / "r.yaml").video_center == "on"
+    with pytest.raises(ConfigError, match="video_center"):
+        resolve_dataclass(ExprTrainConfig, overrides=["video_center=sometimes"])

@@ -80,13 +80,15 @@ class ExprTrainConfig:
     decoder: str = "hmm"
     # per-video centring of the inputs (models.expr.center_video): auto = on when the per-frame probe on
     # centred frames beats the probe on raw frames on validation (both with their best window)
-    video_center: str = "auto"
+    video_center: str | bool = "auto"  # bool: YAML 1.1 reads an unquoted on / off as true / false (validate)
     center_prior_frames: float = 150.0  # shrinkage: a video of n frames has n / (n + 150) of its mean removed
 
     def validate(self) -> None:
         """Choices of the string fields (a ConfigError names the field)."""
         check_choice(self.class_weights, WEIGHT_SCHEMES, "class_weights", "EXPR training options")
         check_choice(self.decoder, ("hmm", "none"), "decoder", "EXPR training options")
+        if isinstance(self.video_center, bool):   # --set video_center=off arrives as False
+            self.video_center = "on" if self.video_center else "off"
         check_choice(self.video_center, ("auto", "on", "off"), "video_center", "EXPR training options")
 
     @classmethod
