@@ -64,12 +64,54 @@ def child_predict(mark_path: str, cli_args: list[str]) -> int:
         return original(image, rotation)
 
     decode.apply_rotation = first_frame
+    timers = _hook_timers()
     from affectfuse.cli import main
 
     try:
         return main(["predict", *cli_args])
     finally:
-        Path(mark_path).write_text(json.dumps(mark))
+        stages: dict = {}
+        for t in timers:  # a deep copy (VideoPrediction.save's) holds the stages before it too: the most
+            for k, v in getattr(t, "cpu_seconds", {}).items():
+                stages[k] = max(stages.get(k, 0.0), v)
+        Path(mark_path).write_text(json.dumps(dict(mark, stage_cpu=stages)))
+
+
+def _hook_timers() -> list:
+    """Every ``affectfuse.inference.video.Timer`` used in this process (deep copies included); each has
+    ``cpu_seconds`` per stage (CPU seconds of the process while the stage ran). Older code's Timer counts
+    wall seconds only: its ``with timer(stage)`` blocks are given CPU seconds here, its
+    ``timer.add(stage, wall)`` calls none."""
+    import contextlib
+
+    try:
+        from affectfuse.inference import video
+    except ImportError:
+        return []
+    made: list = []
+    cls, init, call = video.Timer, video.Timer.__init__, video.Timer.__call__
+    native = "cpu_seconds" in cls().__dict__
+
+    def keep(self, *a, **k):
+        init(self, *a, **k)
+        if not native:
+            self.cpu_seconds = {}
+        made.append(self)
+
+    @contextlib.contextmanager
+    def timed(self, stage):
+        if not any(t is self for t in made):
+            made.append(self)
+        cpu = time.process_time()
+        try:
+            with call(self, stage):
+                yield
+        finally:
+            if not native:
+                self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + time.process_time() - cpu
+
+    cls.__init__, cls.__call__ = keep, timed
+    return made
 
 
 def child_stages(video: str, out_path: str) -> int:
@@ -140,6 +182,7 @@ def _run(config: dict, video: Path, tmp: Path, env0: dict) -> dict:
     m = json.loads(mark.read_text())
     summary = json.loads((out / video.stem / "summary.json").read_text())
     r.update(startup_cpu=m["cpu"], startup_wall=m["time"] - launched, timer=summary.get("timings_s", {}),
+             stage_cpu=m.get("stage_cpu", {}),
              frames=summary["media"]["analysed_frames"], faces=summary["expressions"]["face_found_frames"],
              top_emotion=summary.get("top_emotion"))
     r.pop("stderr_tail", None)
@@ -180,6 +223,28 @@ def _median(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
+STAGES = {"decode": ("decode",), "detect": ("detect",), "align": ("align",), "face model": ("face_model",),
+          "voice": ("audio_decode", "voice_features", "voice_model"), "report": ("report",)}
+
+
+def _stage_table(runs: dict) -> None:
+    """Per-stage CPU seconds of the whole command (median over rounds): start-up (launch to the first
+    decoded frame), the pipeline timer's stages, and the rest (exit, the unnamed glue between stages)."""
+    print("\nper stage, CPU s (median over rounds) | start-up | " + " | ".join(STAGES) + " | rest | total")
+    for name, rows in runs.items():
+        cells, known = [], []
+        for keys in STAGES.values():
+            vals = [sum(r["stage_cpu"][k] for k in keys if k in r["stage_cpu"]) if any(
+                k in r["stage_cpu"] for k in keys) else None for r in rows]
+            v = None if None in vals else statistics.median(vals)
+            cells.append("n/a" if v is None else f"{v:.2f}")
+            known.append(vals)
+        rest = [r["cpu"] - r["startup_cpu"] - sum(k[i] or 0.0 for k in known) for i, r in enumerate(rows)]
+        print(f"{name} | {_median(rows, 'startup_cpu'):.2f} | " + " | ".join(cells) +
+              f" | {statistics.median(rest):.2f} | {_median(rows, 'cpu'):.2f}")
+    print("(n/a: that code's timer counts the stage in wall seconds only; its CPU falls into 'rest')")
+
+
 def report(result: dict, duration_s: float) -> None:
     print(f"machine: {describe(result['machine'])}")
     print(f"video: {result['video']} ({duration_s:.1f} s); {result['rounds']} rounds; load average during the "
@@ -195,6 +260,7 @@ def report(result: dict, duration_s: float) -> None:
               f"{_median(rows, 'startup_wall'):.2f} | {_median(rows, 'wall'):.2f} | "
               f"{_median(rows, 'wall') / duration_s:.2f} | {_median(rows, 'maxrss_mb'):.0f} | "
               + " / ".join(f"{v:.2f}" for v in timer.values()))
+    _stage_table(result["runs"])
     for name, r in result["first_run_no_bytecode"].items():
         print(f"first run of {name}'s code, bytecode compiled on the way: {r['cpu']:.2f} CPU s, start-up {r['startup_cpu']:.2f}")
     s = result["stages_alone"]

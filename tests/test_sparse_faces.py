@@ -74,6 +74,85 @@ def test_frame_buffer_is_bounded_whatever_the_length():
     state.rows.close()
 
 
+def test_tracked_scales_find_what_the_whole_pyramid_finds(shared_data):
+    """single_face.mp4 at 8 frames/s on 320 px copies, in detection batches of 6: the tracked-scales search
+    finds the face in every frame the whole pyramid does, with the same box and landmarks."""
+    import cv2
+
+    from affectfuse.faces import load_mtcnn
+    from affectfuse.faces.sparse import detect_tracked
+    from affectfuse.faces.track import box_iou
+    from affectfuse.media import iter_frames
+
+    frames = np.concatenate([b.images for b in iter_frames(shared_data / "media" / "single_face.mp4", fps=8.0)])
+    h, w = frames.shape[1:3]
+    small = np.stack([cv2.resize(f, (320, round(320 * h / w)), interpolation=cv2.INTER_AREA) for f in frames])
+    det = load_mtcnn()
+    for k in range(0, len(small), 6):
+        whole, tracked = det.detect(small[k:k + 6]), detect_tracked(det, small[k:k + 6])
+        assert [len(d) for d in tracked] == [len(d) for d in whole]
+        for a, b in zip(whole, tracked):
+            if len(a):
+                assert box_iou(a.boxes[:1], b.boxes[:1])[0, 0] > 0.98
+                assert np.abs(a.landmarks[0] - b.landmarks[0]).max() < 1.0
+
+
+class _ShrinkingDetector(_FakeDetector):
+    """A 40-px face in the first frame; searched only for large faces (``smallest``), the 3rd frame shows none."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def detect(self, images, smallest=None):
+        self.calls.append((len(images), smallest))
+        out = super().detect(images)
+        if smallest is not None and len(images) > 2:
+            out[1] = Detections.empty()  # the 3rd frame of the batch: its face got small
+        return out
+
+
+def test_tracked_scales_search_again_where_a_face_is_lost():
+    """The first frame over the whole pyramid, the others for faces >= half its smallest (20 px); a frame
+    with fewer faces than the first is detected again over the whole pyramid; no face at first: no limit."""
+    from affectfuse.faces.sparse import detect_tracked
+
+    det = _ShrinkingDetector()
+    found = detect_tracked(det, np.zeros((4, 80, 80, 3), np.uint8))
+    assert [len(d) for d in found] == [1, 1, 1, 1]
+    assert det.calls == [(1, None), (3, 20.5), (1, None)]  # the box (20, 20, 60, 60) is 41 whole pixels wide
+
+    class _Nobody(_FakeDetector):
+        def detect(self, images, smallest=None):
+            assert smallest is None
+            return [Detections.empty() for _ in images]
+
+    assert [len(d) for d in detect_tracked(_Nobody(), np.zeros((3, 80, 80, 3), np.uint8))] == [0, 0, 0]
+
+
+def test_stages_are_timed_in_wall_and_cpu_seconds():
+    """The pass gives its timer every stage's wall and CPU seconds (predict's per-stage CPU figures):
+    Timer keeps both, and a stage that only sleeps costs wall time, not CPU time."""
+    import time
+
+    from affectfuse.faces.sparse import _Frame, _Pass
+    from affectfuse.inference.video import Timer
+
+    timer = Timer()
+    state = _Pass(_FakeDetector(), (SPEC,), None, max_gap=0.2, det_batch=4, timer=timer)
+    for k in range(40):
+        state.push(_Frame(k, k / 30.0, np.zeros((80, 80, 3), np.uint8), detect=k % 3 == 0))
+    state.finish()
+    state.rows.close()
+    assert set(timer.seconds) == set(timer.cpu_seconds) == {"detect", "align"}
+    assert all(v >= 0 for v in timer.cpu_seconds.values())
+    with timer("sleep"):
+        time.sleep(0.05)
+    assert timer.seconds["sleep"] >= 0.05 and timer.cpu_seconds["sleep"] < 0.04
+    timer.add("extra", 1.0)  # a caller without CPU seconds: wall only
+    assert "extra" in timer.seconds and "extra" not in timer.cpu_seconds
+
+
 def test_sparse_detection_finds_the_same_faces_as_detecting_every_frame(shared_data):
     """talking_face_pexels.mp4, first 5 s by 5 frames/s in extract's way: detecting at 2.5 frames/s finds the
     face wherever detecting every sampled frame does, with the same landmarks to a few pixels."""

@@ -224,9 +224,13 @@ class MTCNN(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def scales(self, height: int, width: int) -> list[float]:
+    def scales(self, height: int, width: int, smallest: float | None = None) -> list[float]:
         """Pyramid scales: the first maps ``min_face_size`` to P-Net's 12 px window; the last keeps the
-        shorter side >= 12 px (products taken in the reference's order, so the same levels come out)."""
+        shorter side >= 12 px (products taken in the reference's order, so the same levels come out).
+
+        ``smallest``: faces smaller than this many pixels are not looked for: the levels whose 12 px window
+        covers less are dropped (the others are the same levels as without it; at least the last is kept).
+        """
         scale = 12.0 / self.min_face_size
         side = min(height, width) * scale
         out = []
@@ -234,16 +238,20 @@ class MTCNN(nn.Module):
             out.append(scale)
             scale *= self.factor
             side *= self.factor
+        if smallest is not None and smallest > self.min_face_size:
+            out = [s for s in out if 12.0 / s >= smallest] or out[-1:]
         return out
 
     @torch.inference_mode()
-    def detect(self, images, max_side: int | None = None) -> list[Detections]:
+    def detect(self, images, max_side: int | None = None, smallest: float | None = None) -> list[Detections]:
         """Detect faces in a batch.
 
         Args:
             images: (B, H, W, 3) or (H, W, 3) uint8 RGB array, or a list of (H, W, 3) arrays
                 (sizes may differ; equal sizes are batched together).
             max_side: overrides the module's ``max_side`` for this call.
+            smallest: look only for faces at least this many pixels wide (of the image as detected, after
+                ``max_side``): fewer pyramid levels (:meth:`scales`); ``None``: down to ``min_face_size``.
 
         Returns:
             One :class:`Detections` per image, in input order.
@@ -251,17 +259,18 @@ class MTCNN(nn.Module):
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = images[None]
         if isinstance(images, np.ndarray):
-            return self._detect_same_size(images, max_side)
+            return self._detect_same_size(images, max_side, smallest)
         out: list[Detections | None] = [None] * len(images)
         groups: dict[tuple, list[int]] = {}
         for k, img in enumerate(images):
             groups.setdefault(np.asarray(img).shape, []).append(k)
         for ks in groups.values():
-            for k, det in zip(ks, self._detect_same_size(np.stack([np.asarray(images[k]) for k in ks]), max_side)):
+            for k, det in zip(ks, self._detect_same_size(np.stack([np.asarray(images[k]) for k in ks]), max_side,
+                                                        smallest)):
                 out[k] = det
         return out  # type: ignore[return-value]
 
-    def _detect_same_size(self, images: np.ndarray, max_side: int | None) -> list[Detections]:
+    def _detect_same_size(self, images: np.ndarray, max_side: int | None, smallest=None) -> list[Detections]:
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"expected (B, H, W, 3) RGB images, got shape {images.shape}")
         if images.dtype != np.uint8:
@@ -276,7 +285,7 @@ class MTCNN(nn.Module):
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             images = np.stack([cv2.resize(img, size, interpolation=cv2.INTER_AREA) for img in images])
         table = _summed_area(np.ascontiguousarray(images), self.device)  # (B, H + 1, W + 1, 3): all resampling reads it
-        boxes, idx = self._propose(table)  # (K, 4), (K,)
+        boxes, idx = self._propose(table, smallest)  # (K, 4), (K,)
         boxes, idx = self._refine(table, boxes, idx)
         boxes, scores, marks, idx = (t.cpu().numpy() for t in self._output(table, boxes, idx))
         out = []
@@ -286,11 +295,11 @@ class MTCNN(nn.Module):
             out.append(Detections(boxes[sel], scores[sel], marks[sel]).unscaled(scale))
         return out
 
-    def _propose(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _propose(self, table: torch.Tensor, smallest=None) -> tuple[torch.Tensor, torch.Tensor]:
         """P-Net over the pyramid of all frames at once -> squared candidate boxes (K, 4), frame ids (K,)."""
         height, width = table.shape[1] - 1, table.shape[2] - 1
         found = []
-        for s in self.scales(height, width):
+        for s in self.scales(height, width, smallest):
             # each level is area-resampled from the full image, to the reference's size int(side * s + 1)
             level = _resample_frames(table, int(height * s + 1), int(width * s + 1))
             prob, offsets = self.pnet((level - 127.5) / 128.0)  # (B, h, w), (B, 4, h, w)

@@ -7,7 +7,9 @@ Detection (MTCNN) is the costliest step of turning a video into face crops; a ta
 2. picks the detection frames at ``detect_fps`` frames/s (the first frame at or after each ``k / detect_fps``,
    the rule of :func:`affectfuse.media.iter_frames`; ``None``: every frame) and detects on copies downscaled
    to ``detect_max_side`` (``cv2.INTER_AREA``), several frames per MTCNN call; the IoU tracker
-   (:mod:`affectfuse.faces.track`) links the faces;
+   (:mod:`affectfuse.faces.track`) links the faces; with ``tracked_scales`` (on at a ``detect_max_side``)
+   the first frame of each detection batch is searched over the whole MTCNN pyramid and the others only
+   for faces at least half as large as the smallest found in it (:func:`detect_tracked`);
 3. for a frame between two detection frames ``lo`` and ``hi`` (at most ``1.5 / detect_fps`` s apart) the
    5 landmarks, box and score are linear in time between a face of ``lo`` and a face of ``hi`` of the same
    person; before the first / after the last detection the nearest detection within half that gap is used.
@@ -22,7 +24,8 @@ Detection (MTCNN) is the costliest step of turning a video into face crops; a ta
 "Same person" between ``lo`` and ``hi``: the same raw track, or a track ending at ``lo`` and one starting
 (again) at ``hi`` that the end-of-video stitching joins into one chain. So the result equals detecting the
 detection frames alone, choosing the main person, then interpolating -- the former two-pass path -- up to
-the downscaling filter (OpenCV's area filter here, swscale's there).
+the downscaling filter (OpenCV's area filter here, swscale's there) and, with tracked scales, the pyramid
+levels left out.
 
 Letters: N analysed frames, R rows (candidate faces over all frames), S crop side.
 """
@@ -48,6 +51,7 @@ DETECT_FPS = 8.0  # detections per second of video (predict's and extract's defa
 DETECT_MAX_SIDE = 320  # longer side of the detection copy, pixels
 FULL_BUFFER_PIXELS = 8_000_000  # full frames waiting for their next detection (~24 MB of uint8 RGB)
 DECODE_BATCH = 8  # frames per decoded batch: a waiting frame keeps its whole batch array alive
+TRACKED_SMALLEST = 0.5  # tracked scales: look for faces down to this fraction of the smallest one found
 
 
 @dataclass
@@ -136,9 +140,9 @@ def _candidates(t: float, lo: _Detected | None, hi: _Detected | None, max_gap: f
 class _Pass:
     """The decoding pass's state: frames waiting for their next detection, the tracker, the rows."""
 
-    def __init__(self, detector, specs, detect_max_side, max_gap, det_batch, timer):
+    def __init__(self, detector, specs, detect_max_side, max_gap, det_batch, timer, tracked_scales=False):
         self.detector, self.detect_max_side, self.max_gap = detector, detect_max_side, max_gap
-        self.det_batch, self.timer = det_batch, timer
+        self.det_batch, self.timer, self.tracked_scales = det_batch, timer, tracked_scales
         self.tracker = IoUTracker()
         self.rows = _Rows(specs)
         self.waiting: list[_Frame] = []
@@ -164,13 +168,14 @@ class _Pass:
             return
         import cv2
 
-        start = time.perf_counter()
+        start = _now()
         height, width = todo[0].image.shape[:2]
         scale = min(1.0, self.detect_max_side / max(height, width)) if self.detect_max_side else 1.0
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         small = np.stack([f.image if scale == 1.0 else cv2.resize(f.image, size, interpolation=cv2.INTER_AREA)
                           for f in todo])
-        for f, det in zip(todo, self.detector.detect(small)):
+        found = detect_tracked(self.detector, small) if self.tracked_scales else self.detector.detect(small)
+        for f, det in zip(todo, found):
             det = det.unscaled(scale)
             f.result = _Detected(f.t, det.boxes, det.scores, det.landmarks, self.tracker.update(f.t, det.boxes))
         self.queued = 0
@@ -178,7 +183,7 @@ class _Pass:
 
     def _resolve(self, final: bool) -> None:
         """Cut the candidate faces of every waiting frame whose neighbouring detections are known."""
-        start = time.perf_counter()
+        start = _now()
         done = 0
         for k, frame in enumerate(self.waiting):
             if frame.detect:
@@ -195,9 +200,36 @@ class _Pass:
         del self.waiting[:done]
         self._time("align", start)
 
-    def _time(self, stage: str, start: float) -> None:
+    def _time(self, stage: str, start: tuple[float, float]) -> None:
         if self.timer is not None:
-            self.timer.add(stage, time.perf_counter() - start)
+            wall, cpu = _now()
+            self.timer.add(stage, wall - start[0], cpu - start[1])
+
+
+def detect_tracked(detector, images: np.ndarray) -> list:
+    """Detections of (B, H, W, 3) frames close in time, with fewer pyramid levels where the faces are known.
+
+    The first frame is searched over the whole pyramid; the others only for faces at least
+    :data:`TRACKED_SMALLEST` x the smallest face side found in the first (MTCNN's small-face levels are
+    most of its cost: P-Net on the largest levels and R-Net on their many candidates). A frame where this
+    finds fewer faces than the first is searched again over the whole pyramid, and so is every frame when
+    the first has no face: a face that shrinks, leaves or turns away is looked for as before.
+    """
+    first = detector.detect(images[:1])
+    if len(images) == 1 or len(first[0]) == 0:
+        return first + (detector.detect(images[1:]) if len(images) > 1 else [])
+    boxes = first[0].boxes
+    side = float(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).min()) + 1.0  # whole pixels
+    rest = detector.detect(images[1:], smallest=TRACKED_SMALLEST * side)
+    again = [k for k, d in enumerate(rest) if len(d) < len(first[0])]
+    for k, d in zip(again, detector.detect(images[1:][again]) if again else []):
+        rest[k] = d
+    return first + rest
+
+
+def _now() -> tuple[float, float]:
+    """(wall, CPU) clocks in seconds: ``time.perf_counter()``, ``time.process_time()``."""
+    return time.perf_counter(), time.process_time()
 
 
 def _detection_batch(info, rate: float, detect_fps: float | None, detect_max_side, batch_size: int, detector) -> int:
@@ -217,7 +249,7 @@ def _detection_batch(info, rate: float, detect_fps: float | None, detect_max_sid
 def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None = None, crops: Sequence = (),
                       batch_size: int = 32, detect_max_side: int | None = DETECT_MAX_SIDE,
                       detect_fps: float | None = DETECT_FPS, stitch_gap_s: float = 10.0, timer=None,
-                      progress=None) -> Iterator:
+                      progress=None, tracked_scales: bool | None = None) -> Iterator:
     """The main person's faces in every analysed frame, one decoding pass (see the module doc).
 
     Args:
@@ -230,9 +262,12 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
         detect_fps: detections per second of video; ``None`` or a rate at or above the analysed one
             detects every analysed frame.
         stitch_gap_s: broken tracks within this many seconds may be joined (:func:`stitch_tracks`).
-        timer: optional, with ``add(stage, wall_s)``: stages ``decode``, ``detect`` (downscale + MTCNN +
+        timer: optional, with ``add(stage, wall_s, cpu_s)``: stages ``decode``, ``detect`` (downscale + MTCNN +
             tracking), ``align`` (interpolation + crops + spill).
         progress: optional ``progress(done_s, total_s)`` after each decoded batch.
+        tracked_scales: detect with fewer pyramid levels where the faces are known
+            (:func:`detect_tracked`); ``None``: on with ``detect_max_side`` (the fast path), off at full size
+            (the reference path it is measured against).
 
     Raises:
         MediaError: unreadable file, no video stream, zero frames.
@@ -248,14 +283,16 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
     sparse = bool(detect_fps) and detect_fps < rate * 0.95
     detect_fps = detect_fps if sparse else None
     specs = crop_specs(crops)
+    tracked_scales = bool(detect_max_side) if tracked_scales is None else tracked_scales
     state = _Pass(detector, specs, detect_max_side, 1.5 / detect_fps if sparse else 0.0,
-                  _detection_batch(info, rate, detect_fps, detect_max_side, batch_size, detector), timer)
+                  _detection_batch(info, rate, detect_fps, detect_max_side, batch_size, detector), timer,
+                  tracked_scales)
     sampler = FrameSampler(detect_fps)
     numbers, times = [], []
     try:
         frames = iter_frames(path, fps=fps, batch_size=DECODE_BATCH)
         while True:
-            start = time.perf_counter()
+            start = _now()
             batch = next(frames, None)
             state._time("decode", start)
             if batch is None:

@@ -50,21 +50,26 @@ def sample_clip_path() -> Path:
 
 
 class Timer:
-    """Accumulates wall-clock seconds per named stage: ``with timer("detect"): ...``."""
+    """Accumulates wall-clock seconds per named stage (``seconds``; what ``summary.json`` ``timings_s``
+    shows) and the process's CPU seconds, user + sys, per stage (``cpu_seconds``: on a loaded machine
+    wall time measures the queue, CPU time the work): ``with timer("detect"): ...``."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+            self.add(stage, time.perf_counter() - start, time.process_time() - cpu)
 
-    def add(self, stage: str, seconds: float) -> None:
+    def add(self, stage: str, seconds: float, cpu_seconds: float | None = None) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+        if cpu_seconds is not None:
+            self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + cpu_seconds
 
     def rounded(self) -> dict[str, float]:
         return {k: round(v, 3) for k, v in self.seconds.items()}
