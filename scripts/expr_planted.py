@@ -162,8 +162,8 @@ def levers(args) -> None:
     from affectfuse.training.temporal import choose_smoothing
 
     print("| generator | seed | probe per frame | probe + best window | probe + HMM | centred probe + best window | "
-          "centred probe + HMM |")
-    print("|---|---|---|---|---|---|---|")
+          "centred probe + HMM |" + "".join(f" centred probe + HMM, runs x{r:g} |" for r in args.run_scales or []))
+    print("|---|---|---|---|---|---|---|" + "---|" * len(args.run_scales or []))
     for seed in args.seeds:
         videos = to_expr_videos(make_affwild2_people(args.media, seed=seed, **_generator(args)))
         groups = np.array([_media(v.id) for v in videos])
@@ -180,6 +180,11 @@ def levers(args) -> None:
             cells += ([f"{probe['unsmoothed_macro_f1']:.3f}"] if not centre else []) + [
                 f"{probe['macro_f1']:.3f} ({probe['smoothing']['method']}:{probe['smoothing']['window']})",
                 f"{hmm['macro_f1']:.3f}"]
+        if args.run_scales:   # the centred probe + HMM, best emission scale per run-length multiplier
+            scores = choose_smoothing([v.labels for v in b], [probs[v.id] for v in b], grid=(("none", 1),),
+                                      label_stats=stats, run_scales=args.run_scales)["scores"]
+            cells += [f"{max(f for k, f in scores.items() if k.endswith(f'runs x{r:g})')):.3f}"
+                      for r in args.run_scales]
         gen = ", ".join(f"{k} {v:g}" for k, v in _generator(args).items())
         print(f"| {gen} | {seed} | " + " | ".join(cells) + " |", flush=True)
 
@@ -222,6 +227,7 @@ def main() -> None:
     v.add_argument("--seeds", type=int, nargs="+", default=[10, 11])
     v.add_argument("--media", type=int, default=45)
     v.add_argument("--prior", type=float, default=150.0, help="centring shrinkage, frames")
+    v.add_argument("--run-scales", type=float, nargs="+", help="also: the centred probe + HMM per run multiplier")
     for p in (c, v):
         p.add_argument("--run-median", type=float, default=RUN_MEDIAN, help="median expression run, frames")
         p.add_argument("--identity", type=float, default=IDENTITY_AMPLITUDE, help="per-person offset std per dim")

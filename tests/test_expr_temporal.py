@@ -18,7 +18,8 @@ from affectfuse.training.frame_probe import frame_probe
 from affectfuse.inference.expr import ExprCheckpointExpressions
 from affectfuse.labels import EXPR_CLASSES
 from affectfuse.models.expr_decoder import decode, forward_backward, label_statistics, transition_matrix
-from affectfuse.training.temporal import apply_smoothing, choose_smoothing, describe, resolve_smoothing, smoothing_spec
+from affectfuse.training.temporal import (HMM_SCALES, apply_smoothing, choose_smoothing, describe, resolve_smoothing,
+                                         smoothing_spec)
 
 
 @pytest.fixture(autouse=True)
@@ -183,6 +184,8 @@ def test_hmm_decoder_learns_stickiness_and_batches_like_one_by_one():
             assert np.allclose(batched[g * 3 + i], alone, atol=1e-5) and np.allclose(alone.sum(1), 1, atol=1e-5)
     chosen = choose_smoothing(labels[3:], noisy[3:], label_stats=label_statistics(labels[:3], 8))
     windows = choose_smoothing(labels[3:], noisy[3:])
+    other = choose_smoothing(labels[3:], noisy[3:], label_stats=label_statistics(labels[:3], 8), run_scales=(3.0,))
+    assert {k for k in other["scores"] if k.startswith("hmm")} == {f"hmm(scale {s:g}, runs x3)" for s in HMM_SCALES}
     assert chosen["method"] == "hmm" and chosen["macro_f1"] > windows["macro_f1"] + 0.02, (chosen["macro_f1"], windows)
     spec = resolve_smoothing(None, {k: chosen[k] for k in ("method", "window", "scale", "run_scale", "transitions")})
     assert np.allclose(apply_smoothing(noisy[3], spec), decode(noisy[3], np.array(spec["transitions"]), spec["scale"]))

@@ -90,7 +90,7 @@ def macro_f1_of(labels: list[np.ndarray], probs: list[np.ndarray], n_classes: in
 
 
 def choose_smoothing(labels: list[np.ndarray], probs: list[np.ndarray], grid=SMOOTHING_GRID,
-                     label_stats: dict | None = None) -> dict:
+                     label_stats: dict | None = None, run_scales=HMM_RUN_SCALES) -> dict:
     """Pick the smoothing with the best validation macro F1.
 
     Args:
@@ -100,6 +100,7 @@ def choose_smoothing(labels: list[np.ndarray], probs: list[np.ndarray], grid=SMO
         label_stats: the training labels' run statistics (:func:`~affectfuse.models.expr_decoder.label_statistics`):
             when given, the HMM decoders of :data:`HMM_SCALES` x :data:`HMM_RUN_SCALES` are candidates too
             (after the windows, so a window wins a tie).
+        run_scales: the HMM's run-length multipliers (``scripts/expr_planted.py levers --run-scales`` tries others).
 
     Returns ``{"method", "window", (hmm: "scale", "run_scale", "transitions"), "macro_f1", "unsmoothed_macro_f1",
     "scores": {"mean:9": F1, ...}}``.
@@ -112,7 +113,7 @@ def choose_smoothing(labels: list[np.ndarray], probs: list[np.ndarray], grid=SMO
     for spec in specs:
         scores[describe(spec)] = macro_f1_of(labels, [apply_smoothing(p, spec) for p in probs], n_classes)
     if label_stats is not None:
-        hmms = [hmm_spec(label_stats, s, r) for r in HMM_RUN_SCALES for s in HMM_SCALES]
+        hmms = [hmm_spec(label_stats, s, r) for r in run_scales for s in HMM_SCALES]
         decoded = forward_backward(probs, [np.asarray(h["transitions"]) for h in hmms], [h["scale"] for h in hmms])
         for g, spec in enumerate(hmms):
             specs.append(spec)
