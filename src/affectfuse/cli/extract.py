@@ -15,8 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="one or more: folders of videos / audio / image files and frame folders (recursive), "
                         "media files, frame folders, or CSVs (column 'path' [+ 'id'], or ABAW5 data_info.csv "
                         "with File_ID)")
-    p.add_argument("--extractors", default=DEFAULT_EXTRACTORS,
-                   help=f"comma-separated extractor names (default {DEFAULT_EXTRACTORS}); "
+    p.add_argument("--extractors", default=None,
+                   help=f"comma-separated extractor names (default {DEFAULT_EXTRACTORS}, plus "
+                        "fer-mini-xception,mobilenetv2-face when an input is a photo); "
                         "see `python -c 'import affectfuse.features as f; print(f.list_extractors())'`")
     p.add_argument("--out", required=True, help="FEATS_ROOT: one folder per extractor is written here")
     p.add_argument("--fps", type=float, default=5.0, help="face frames sampled per second (0 = every frame)")
@@ -84,6 +85,20 @@ def parse_weights(values: list[str], names: list[str]) -> dict[str, str]:
     return out
 
 
+def extractor_names(given: str | None, items) -> list[str]:
+    """``--extractors`` as a list; without it the default, plus the photo extractors when an item is a photo."""
+    from affectfuse.features.inputs import IMAGE_EXTS
+    from affectfuse.features.registry import default_extractors
+
+    if given is None:
+        photos = any(i.path.is_file() and i.path.suffix.lower() in IMAGE_EXTS for i in items)
+        return default_extractors(DEFAULT_EXTRACTORS.split(","), photos)
+    names = [n.strip() for n in given.split(",") if n.strip()]
+    if not names:
+        raise ValueError("--extractors is empty")
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -91,13 +106,11 @@ def run(args: argparse.Namespace) -> int:
     from affectfuse.features.build import build_extractors
     from affectfuse.features.pipeline import extract, find_inputs
 
-    names = [n.strip() for n in args.extractors.split(",") if n.strip()]
-    if not names:
-        raise ValueError("--extractors is empty")
     if args.random_weights:
         print("WARNING: --random-weights: features are NOT pretrained (testing only)", file=sys.stderr)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
     items = [item for given in args.input for item in find_inputs(given, args.media_dir)]
+    names = extractor_names(args.extractors, items)
     weights = parse_weights(args.weights, names)
     options = {"sample_rate": args.sample_rate, "window_s": args.window, "hop_s": args.hop, "precision": args.precision}
     if args.ray is not None:

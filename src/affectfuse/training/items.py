@@ -317,7 +317,8 @@ def cross_validate(items: ItemRows, class_names, config: ItemTrainConfig, folds:
     """Out-of-fold predictions of the default item head and of its built-in probe.
 
     Per outer fold (:func:`outer_splits`): the training groups are split once more
-    (:func:`validation_split`) to choose the epoch count (0 = the probe) on held-out groups, then
+    (:func:`validation_split`) to choose the epoch count (0 = the probe) on held-out groups (skipped when
+    nothing can train: ``hidden=0`` with the frozen probe start, the default, where 0 is the only count), then
     standardisation, probe and head are refitted on the whole training fold with that count and
     predict the held-out fold. Returns {"model": scores, "probe": scores, "folds": [per fold: held-out
     groups, n, epochs, probe C, model/probe UAR and macro F1], "probabilities": {"model", "probe"} (N, C)}.
@@ -328,15 +329,18 @@ def cross_validate(items: ItemRows, class_names, config: ItemTrainConfig, folds:
     splits = outer_splits(items, folds, config.seed)
     for k, (tr, te) in enumerate(splits):
         train, test = items.subset(tr), items.subset(te)
-        fit, val = validation_split(train, seed=config.seed + k)
-        chosen = fit_items(train.subset(fit), train.subset(val), config, class_names)
-        final = fit_items(train, None, config, class_names, epochs=chosen.best_epoch)
+        if config.hidden > 0 or config.start != "probe":
+            fit, val = validation_split(train, seed=config.seed + k)
+            epochs = fit_items(train.subset(fit), train.subset(val), config, class_names).best_epoch
+        else:   # a frozen probe and no mlp: nothing trains, epoch 0 is the only choice (half the cost)
+            epochs = 0
+        final = fit_items(train, None, config, class_names, epochs=epochs)
         p_model[te] = final.classifier.probabilities(test)
         p_probe[te] = logistic_probabilities(final.probe, pool_items(prepare(test, final.classifier.group_norm),
                                                                      final.classifier.norm))
         m, p = scores_of(test.labels, p_model[te], class_names), scores_of(test.labels, p_probe[te], class_names)
         rows.append({"fold": k + 1, "held_out": sorted(set(test.groups)) if test.groups else None, "n": len(te),
-                     "epochs": chosen.best_epoch, "probe_C": final.probe["C"],
+                     "epochs": epochs, "probe_C": final.probe["C"],
                      "model_uar": m["uar"], "probe_uar": p["uar"],
                      "model_macro_f1": m["macro_f1"], "probe_macro_f1": p["macro_f1"]})
         if progress is not None:
@@ -344,7 +348,7 @@ def cross_validate(items: ItemRows, class_names, config: ItemTrainConfig, folds:
             held = rows[-1]["held_out"] or ["-"]
             held = ", ".join(held[:3]) + (f" and {len(held) - 3} more groups" if len(held) > 3 else "")
             progress(f"cv fold {k + 1}/{len(splits)} ({held}): "
-                     f"model UAR {m['uar']:.3f} probe UAR {p['uar']:.3f} (epochs {chosen.best_epoch}, "
+                     f"model UAR {m['uar']:.3f} probe UAR {p['uar']:.3f} (epochs {epochs}, "
                      f"C {final.probe['C']:g}), {spent:.0f} s, ETA {spent / (k + 1) * (len(splits) - k - 1):.0f} s")
     return {"model": scores_of(items.labels, p_model, class_names),
             "probe": scores_of(items.labels, p_probe, class_names), "folds": rows,
