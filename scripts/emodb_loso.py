@@ -8,13 +8,18 @@ The one command behind docs/speech.md's headline figure. It runs, as a user woul
 3. ``affectfuse classify cv --manifest <out>/emodb.csv --features <out>/feats/<set> ... --out <out>/cv_<sets>``
    for every feature-set combination asked for (default: ``compare-2016``, the documented one);
 
-then prints one table row per combination: the default model's and its built-in probe's UAR and macro F1
+With ``--defaults`` step 2 is ``affectfuse extract <emodb>/wav --out <out>/feats_default`` with no option at
+all (the default extractors for audio files) and step 3 one ``classify cv`` over every feature set that
+extract wrote rows into: the must-show of issue 13 (the default commands only).
+
+Then it prints one table row per combination: the default model's and its built-in probe's UAR and macro F1
 (pooled out-of-speaker predictions), the per-speaker UAR of the model, and the extraction CPU-seconds per file
 (user + sys of the ``extract`` process; blank when the features were already there).
 
     python scripts/emodb_loso.py --out /tmp/emodb_loso
     python scripts/emodb_loso.py --out /tmp/emodb_loso --sets compare-2016 egemaps compare-2016+egemaps
     python scripts/emodb_loso.py --out /tmp/emodb_w2 --window 2 --hop 2 --sets egemaps   # not the defaults
+    python scripts/emodb_loso.py --out /tmp/emodb_default --defaults                        # the default commands
 
 ``--window`` / ``--hop`` are passed to ``affectfuse extract`` (every extractor then uses them); ``--feats`` reuses
 feature sets extracted before (an extractor whose folder holds every file is not run again).
@@ -77,6 +82,19 @@ def extract(wav_dir: Path, extractors: list[str], feats: Path, n_files: int, out
     return cost
 
 
+def extract_defaults(wav_dir: Path, feats: Path, out: Path) -> tuple[str, dict[str, float | None]]:
+    """``affectfuse extract`` with no option into ``feats``; ('+'-joined sets with rows, {set: CPU-s per file}).
+    The CPU seconds of the one process are split evenly over the sets (None when nothing was extracted)."""
+    n_before = sum(1 for _ in feats.glob("*/*.npz")) if feats.is_dir() else 0
+    cpu = run(["affectfuse", "extract", str(wav_dir), "--out", str(feats), "--no-progress"], out / "extract_default.log")
+    sets = [m.parent.name for m in sorted(feats.glob("*/meta.json")) if any(m.parent.glob("*.npz"))]
+    if not sets:
+        raise SystemExit(f"{feats}: the default extract wrote no feature set with rows")
+    n_files = sum(1 for _ in wav_dir.glob("*.wav"))
+    share = cpu / n_files / len(sets) if n_before == 0 else None
+    return "+".join(sets), {s: share for s in sets}
+
+
 def table_row(sets: str, cv: dict, cost: dict) -> str:
     per_speaker = " ".join(f"{f['held_out'][0]} {f['model_uar']:.3f}" for f in cv["folds"])
     cpu = [cost.get(s) for s in sets.split("+")]
@@ -96,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=float, help="audio window (s) for extract (default: each extractor's own)")
     ap.add_argument("--hop", type=float, help="audio hop (s) for extract (default: each extractor's own)")
     ap.add_argument("--feats", type=Path, help="feature-set root to use / fill (default <out>/feats)")
+    ap.add_argument("--defaults", action="store_true",
+                    help="extract with no option (the default extractors) into <out>/feats_default and score "
+                         "every set it wrote, together (--sets, --window, --hop ignored)")
     args = ap.parse_args(argv)
     wav_dir = args.data / "wav"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -104,9 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     feats = args.feats or args.out / "feats"
     options = [*(["--window", f"{args.window:g}"] if args.window else []),
                *(["--hop", f"{args.hop:g}"] if args.hop else [])]
-    extractors = list(dict.fromkeys(s for combo in args.sets for s in combo.split("+")))
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    cost = extract(wav_dir, extractors, feats, n_files, args.out, options)
+    if args.defaults:
+        feats, options = args.out / "feats_default", []
+        combo, cost = extract_defaults(wav_dir, feats, args.out)
+        args.sets = [combo]
+    else:
+        extractors = list(dict.fromkeys(s for combo in args.sets for s in combo.split("+")))
+        cost = extract(wav_dir, extractors, feats, n_files, args.out, options)
     rows = []
     for combo in args.sets:
         name = combo.replace("+", "_")
@@ -114,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
              *[str(feats / s) for s in combo.split("+")], "--out", str(args.out / f"cv_{name}")],
             args.out / f"cv_{name}.log")
         rows.append(table_row(combo, json.loads((args.out / f"cv_{name}" / "cv.json").read_text()), cost))
-    print(f"\nEmoDB, {n_files} files, leave one speaker out, extract {' '.join(options) or 'with its defaults'}, "
+    print(f"\nEmoDB, {n_files} files, leave one speaker out, extract {' '.join(options) or ('with no option' if args.defaults else 'with its default windows')}, "
           f"classify cv with its defaults; features in {feats}; started {started}, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
     print("| feature sets | model UAR | model macro F1 | probe UAR | probe macro F1 | per-speaker model UAR | "

@@ -11,13 +11,15 @@ AUDIO_OPTIONS = ("sample_rate", "window_s", "hop_s")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from affectfuse.features.registry import AUDIO_EXTRACTORS, PHOTO_EXTRACTORS  # plain strings: light
     p.add_argument("input", nargs="+", metavar="INPUT",
                    help="one or more: folders of videos / audio / image files and frame folders (recursive), "
                         "media files, frame folders, or CSVs (column 'path' [+ 'id'], or ABAW5 data_info.csv "
                         "with File_ID)")
     p.add_argument("--extractors", default=None,
-                   help=f"comma-separated extractor names (default {DEFAULT_EXTRACTORS}, plus "
-                        "fer-mini-xception,mobilenetv2-face when an input is a photo); "
+                   help=f"comma-separated extractor names (default per kind of input: videos "
+                        f"{DEFAULT_EXTRACTORS}; audio files {','.join(AUDIO_EXTRACTORS)}; photos "
+                        f"{','.join(PHOTO_EXTRACTORS)}; each kind present adds its own); "
                         "see `python -c 'import affectfuse.features as f; print(f.list_extractors())'`")
     p.add_argument("--out", required=True, help="FEATS_ROOT: one folder per extractor is written here")
     p.add_argument("--fps", type=float, default=5.0, help="face frames sampled per second (0 = every frame)")
@@ -85,14 +87,23 @@ def parse_weights(values: list[str], names: list[str]) -> dict[str, str]:
     return out
 
 
+def input_kind(path) -> str:
+    """``"photo"`` (an image file), ``"audio"`` (an audio file) or ``"video"`` (a video file or a frame folder)."""
+    from affectfuse.features.inputs import AUDIO_EXTS, IMAGE_EXTS
+
+    if path.is_dir():
+        return "video"
+    suffix = path.suffix.lower()
+    return "photo" if suffix in IMAGE_EXTS else "audio" if suffix in AUDIO_EXTS else "video"
+
+
 def extractor_names(given: str | None, items) -> list[str]:
-    """``--extractors`` as a list; without it the default, plus the photo extractors when an item is a photo."""
-    from affectfuse.features.inputs import IMAGE_EXTS
+    """``--extractors`` as a list; without it the default of each kind of input among ``items``
+    (videos: DEFAULT_EXTRACTORS, audio files and photos: theirs, see features.registry.default_extractors)."""
     from affectfuse.features.registry import default_extractors
 
     if given is None:
-        photos = any(i.path.is_file() and i.path.suffix.lower() in IMAGE_EXTS for i in items)
-        return default_extractors(DEFAULT_EXTRACTORS.split(","), photos)
+        return default_extractors(DEFAULT_EXTRACTORS.split(","), {input_kind(i.path) for i in items})
     names = [n.strip() for n in given.split(",") if n.strip()]
     if not names:
         raise ValueError("--extractors is empty")

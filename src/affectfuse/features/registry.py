@@ -31,18 +31,26 @@ EXTRACTORS: dict[str, str] = {
     "mobilenetv2-face": "affectfuse.features.mobilenet_face:mobilenetv2_face",
 }
 
-# Face extractors that `affectfuse extract` adds to its defaults when an input is a photo (an image file):
-# with faceexpressionnet's set they lift the default commands' 5-fold macro F1 on the faces photos from 0.504
-# to 0.533 (stratified) and 0.485 to 0.487 (person-disjoint) (docs/faces.md, scripts/faces_cv.py). A photo is
-# one crop, so the extra networks cost little there; videos keep the lighter default.
-PHOTO_EXTRACTORS: tuple[str, ...] = ("fer-mini-xception", "mobilenetv2-face")
+# The default extractors of `affectfuse extract` per kind of input (cli/extract.py: DEFAULT_EXTRACTORS is the
+# videos' default). Photos (image files): faceexpressionnet with fer-mini-xception and mobilenetv2-face lifts the
+# default commands' 5-fold macro F1 on the faces photos from 0.504 to 0.533 (stratified) and 0.485 to 0.487
+# (person-disjoint) (docs/faces.md, scripts/faces_cv.py); a photo is one crop, so the extra networks cost little.
+# Audio files (speech): chosen by EmoDB leave-one-speaker-out (docs/speech.md, scripts/emodb_loso.py).
+PHOTO_EXTRACTORS: tuple[str, ...] = ("faceexpressionnet", "fer-mini-xception", "mobilenetv2-face")
+AUDIO_EXTRACTORS: tuple[str, ...] = ("compare-2016",)
+INPUT_KINDS = ("video", "audio", "photo")
 
 
-def default_extractors(base: list[str], photos: bool) -> list[str]:
-    """The default extractor names: ``base`` (the video default) plus :data:`PHOTO_EXTRACTORS` when any
-    input is a photo (``photos``), each once, in that order."""
-    names = list(base) + (list(PHOTO_EXTRACTORS) if photos else [])
-    return list(dict.fromkeys(names))
+def default_extractors(video: list[str], kinds) -> list[str]:
+    """The default extractor names for inputs of the given ``kinds`` (a subset of :data:`INPUT_KINDS`): the
+    videos' default ``video`` for videos and frame folders, :data:`AUDIO_EXTRACTORS` for audio files,
+    :data:`PHOTO_EXTRACTORS` for photos; each name once, in that order (no kind: ``video``)."""
+    unknown = set(kinds) - set(INPUT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown input kind(s) {sorted(unknown)}; valid: {', '.join(INPUT_KINDS)}")
+    per_kind = {"video": list(video), "audio": list(AUDIO_EXTRACTORS), "photo": list(PHOTO_EXTRACTORS)}
+    names = [n for kind in INPUT_KINDS if kind in kinds for n in per_kind[kind]]
+    return list(dict.fromkeys(names or video))
 
 
 def list_extractors() -> list[str]:
