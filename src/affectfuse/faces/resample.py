@@ -21,6 +21,11 @@ def _summed_area(images: np.ndarray, device: torch.device) -> torch.Tensor:
     if device.type != "cpu":
         return _summed_area_torch(torch.from_numpy(images).to(device))
     n, height, width, channels = images.shape
+    if 255 * height * width < 2**31 and channels <= 4 and n:
+        import cv2  # OpenCV's integral image: the same int32 table, ~8x faster than two numpy cumsums
+
+        return torch.from_numpy(np.stack([cv2.integral(np.ascontiguousarray(im), sdepth=cv2.CV_32S).reshape(
+            height + 1, width + 1, channels) for im in images]))
     table = np.zeros((n, height + 1, width + 1, channels), np.int32 if 255 * height * width < 2**31 else np.int64)
     inner = table[:, 1:, 1:]
     np.cumsum(images, axis=1, dtype=table.dtype, out=inner)  # numpy's integer cumsum is ~2x torch's on CPU
@@ -72,6 +77,13 @@ def _resample_windows(table: torch.Tensor, idx: torch.Tensor, windows: torch.Ten
     """
     r0, r1 = _pool_bounds(windows[:, 1], windows[:, 3] - windows[:, 1], size)  # (K, size)
     c0, c1 = _pool_bounds(windows[:, 0], windows[:, 2] - windows[:, 0], size)
-    k, top, bottom, left, right = idx[:, None, None], r0[:, :, None], r1[:, :, None], c0[:, None, :], c1[:, None, :]
-    sums = table[k, bottom, right] - table[k, top, right] - table[k, bottom, left] + table[k, top, left]
+    # each corner read as one gather of whole C-vectors from the flattened table (2-3x faster than 4-D
+    # advanced indexing; the same sums)
+    b, h1, w1, c = table.shape
+    flat, base = table.reshape(b * h1 * w1, c), (idx * (h1 * w1))[:, None, None]
+
+    def at(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return flat.index_select(0, (base + rows[:, :, None] * w1 + cols[:, None, :]).reshape(-1))
+
+    sums = (at(r1, c1) - at(r0, c1) - at(r1, c0) + at(r0, c0)).reshape(len(idx), size, size, c)
     return _mean(sums, r1 - r0, c1 - c0)
