@@ -13,7 +13,7 @@ Two ways to bring a video's (T_v, D) rows to T steps (``mode``):
   A warning is logged when truncation drops more than half of the rows of most videos.
 
 Where the rows live: in RAM as torch tensors while the stacked arrays of a load stay under
-``AFFECTFUSE_SEQUENCES_IN_RAM_MB`` (default 1024 MB); past it, each feature set's rows are written once to a
+``AFFECTFUSE_SEQUENCES_IN_RAM_MB`` (default 256 MB); past it, each feature set's rows are written once to a
 ``.npy`` cache inside its folder and read batch by batch (:mod:`affectfuse.data.sequence_cache`), so the
 training set may exceed RAM. Either way :meth:`SequenceData.batch` gives the same tensors, bit for bit.
 """

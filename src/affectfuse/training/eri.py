@@ -83,6 +83,13 @@ def predict(model: torch.nn.Module, data: SequenceData, batch_size: int = 256) -
     return torch.cat(out).numpy()
 
 
+def eval_batch(tc) -> int:
+    """Videos per forward pass when predicting in training (validation): the micro-batch, else the batch.
+    Activations of a whole 256-video batch in fp32 were the peak of a paper-dims run's memory (0.4 GB);
+    the micro-batch's are a quarter of that, and the predictions are the same (to float rounding)."""
+    return tc.micro_batch if tc.micro_batch > 0 else tc.batch_size
+
+
 def model_args(cfg: RunConfig, dims: dict[str, int], num_outputs: int) -> ERIArchitecture:
     """The model's argument dataclass from the config and the data (modality set -> input dims,
     interaction; ``data.seq_len`` for models whose length is fixed)."""
@@ -146,6 +153,10 @@ class ERITask:
     """The engine's entry for per-video regression (ERI): shuffled batches backwarded in micro-batches,
     the metric the task spec names (mean Pearson) on validation, ``best.pt`` and ``val_predictions.csv``."""
 
+    # Optimizer steps per epoch at most (None = every batch): set by benchmarks that measure the first steps of
+    # a large run (memory, step time) without waiting for a whole epoch; never by a recipe.
+    max_steps: int | None = None
+
     def __init__(self, train: SequenceData, val: SequenceData, tc, spec: TaskSpec, meta: dict, run_dir,
                  precision: str = "fp32"):
         self.train, self.val, self.tc, self.spec, self.meta, self.run_dir = train, val, tc, spec, meta, run_dir
@@ -157,16 +168,19 @@ class ERITask:
         n, tc = len(self.train), self.tc
         sums = np.zeros(3)
         perm = torch.randperm(n, generator=engine.generator)
-        for start in range(0, n, tc.batch_size):
+        if self.max_steps is not None:
+            perm = perm[:self.max_steps * tc.batch_size]
+        for start in range(0, len(perm), tc.batch_size):
             engine.optimizer.zero_grad(set_to_none=True)
             sums += backward_batch(engine.model, self.train, perm[start:start + tc.batch_size], tc, self.precision)
             engine.step()
+        n = max(len(perm), 1)
         lr = engine.optimizer.param_groups[0]["lr"]  # the epoch's rate (the schedule steps after it)
         return {"lr": float(lr), "train_loss": float(sums[0] / n), "train_mse": float(sums[1] / n),
                 "train_ce": float(sums[2] / n)}
 
     def validate(self, model: torch.nn.Module) -> Validation:
-        pred = predict(model, self.val, self.tc.batch_size)
+        pred = predict(model, self.val, eval_batch(self.tc))
         row = _val_metrics(pred, self.val)
         return Validation(row[f"val_{self.spec.metric}"], row, pred)
 
@@ -234,7 +248,7 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
     if best_payload is None and run_dir is not None and (run_dir / "best.pt").is_file():
         best_payload = read_checkpoint(run_dir / "best.pt", "eri", "ERI checkpoint")
     if val_pred_best is None and best_payload is not None:
-        val_pred_best = predict(model_from_checkpoint(best_payload), val, tc.batch_size)
+        val_pred_best = predict(model_from_checkpoint(best_payload), val, eval_batch(tc))
     result = FitResult(state["best"], state["best_epoch"], state["epoch"], state["finished"], val_pred_best,
                        state["history"], best_payload or {}, probe, precision)
     beats = _report_probe(state["best"], probe)
