@@ -12,9 +12,10 @@ hits every configuration alike:
 
 Each process also records its start-up: CPU seconds (``getrusage``) and wall seconds from the launch to
 the first decoded video frame (a hook on ``affectfuse.media.decode.apply_rotation``; models are loaded by
-then). Per-stage seconds come from the pipeline's own timer (``summary.json`` ``timings_s``; wall seconds,
-close to CPU seconds with 1 thread on a quiet machine), and, CPU-timed, from each stage run alone in one
-more process with 1 thread (``--stages``).
+then). Per-stage CPU seconds of the whole command come from the pipeline's own timer
+(``Timer.cpu_seconds``, read from the measured process; its wall seconds are ``summary.json``
+``timings_s``); older code's timer has wall seconds only, so some of its stages are "n/a" and fall into
+"rest". Each stage is also run alone, CPU-timed, in one more process with 1 thread.
 
 Bytecode: ``pip install`` compiles ``.pyc`` files, but this project's environment sets
 ``PYTHONDONTWRITEBYTECODE=1`` and its venv has none, so every import would be compiled from source (about
