@@ -10,7 +10,7 @@ import torch
 
 from affectfuse.cli.extract import DEFAULT_EXTRACTORS, extractor_names
 from affectfuse.features.inputs import MediaItem
-from affectfuse.features.registry import (AUDIO_EXTRACTORS, PHOTO_EXTRACTORS, create_extractor,
+from affectfuse.features.registry import (AUDIO_EXTRACTORS, PHOTO_EXTRACTORS, PHOTO_TTA, create_extractor,
                                          default_extractors, list_extractors)
 
 
@@ -41,23 +41,38 @@ def test_each_kind_of_input_gets_its_default_extractors(tmp_path):
         default_extractors(base, {"hologram"})
 
 
-def test_extract_without_options_uses_the_audio_default(tmp_path, monkeypatch):
-    """``affectfuse extract`` with no --extractors on a folder of wav files runs the audio default only."""
+def _asked(tmp_path, monkeypatch, files: list[str], extra: list[str] = ()) -> list[tuple[str, str | None]]:
+    """(extractor, tta option) pairs ``affectfuse extract`` asks build_extractors for on ``files``."""
     import affectfuse.features.build as build
     from affectfuse.cli import main
 
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.wav").write_bytes(b"RIFF")
+    (tmp_path / "in").mkdir(parents=True)
+    for f in files:
+        (tmp_path / "in" / f).write_bytes(b"x")
     asked = []
 
-    def stop(names, *args, **kwargs):
-        asked.extend(names)
+    def record(names, *args, **kwargs):
+        asked.extend((n, kwargs.get("tta")) for n in names)
+        return []
+
+    def stop(*args, **kwargs):
         raise SystemExit(0)
 
-    monkeypatch.setattr(build, "build_extractors", stop)
+    monkeypatch.setattr(build, "build_extractors", record)
+    monkeypatch.setattr("affectfuse.features.pipeline.extract", stop)
     with pytest.raises(SystemExit):
-        main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "feats"), "--no-progress"])
-    assert asked == list(AUDIO_EXTRACTORS)
+        main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "feats"), "--no-progress", *extra])
+    return asked
+
+
+def test_extract_without_options_uses_each_kinds_default_and_the_photo_views(tmp_path, monkeypatch):
+    assert _asked(tmp_path / "a", monkeypatch, ["a.wav"]) == [(n, None) for n in AUDIO_EXTRACTORS]
+    photos = _asked(tmp_path / "p", monkeypatch, ["p.jpg", "q.png"])
+    assert photos == [(n, PHOTO_TTA.get(n)) for n in PHOTO_EXTRACTORS] and PHOTO_TTA
+    mixed = dict(_asked(tmp_path / "m", monkeypatch, ["p.jpg", "v.mp4"]))
+    assert set(mixed) >= set(PHOTO_EXTRACTORS) and not any(mixed.values())   # a video: each network's own views
+    named = _asked(tmp_path / "n", monkeypatch, ["p.jpg"], ["--extractors", "faceexpressionnet"])
+    assert named == [("faceexpressionnet", None)]
 
 
 def test_mobilenetv2_face_plan_shapes_and_flip_views():
@@ -72,3 +87,12 @@ def test_mobilenetv2_face_plan_shapes_and_flip_views():
     with torch.no_grad():
         ref = one.model(one.preprocess(crops)).numpy()
     np.testing.assert_allclose(one(crops), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_mobilenetv2_face_missing_weights_names_where_to_put_them(tmp_path):
+    from affectfuse.weights import WeightsNotFoundError
+
+    with pytest.raises(WeightsNotFoundError) as err:
+        create_extractor("mobilenetv2-face", weights=str(tmp_path / "missing.pth"))
+    msg = str(err.value)
+    assert "missing.pth" in msg and "AFFECTFUSE_MOBILENETV2" in msg and "mobilenet_v2-b0353104.pth" in msg

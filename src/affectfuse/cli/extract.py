@@ -97,6 +97,16 @@ def input_kind(path) -> str:
     return "photo" if suffix in IMAGE_EXTS else "audio" if suffix in AUDIO_EXTS else "video"
 
 
+def photo_options(name: str, items) -> dict:
+    """``{"tta": ...}`` of extractor ``name`` when every item is a photo and the photo default has test-time
+    views for it (features.registry.PHOTO_TTA), else {} (the extractor's own default). Applied by ``extract``
+    without ``--extractors`` only: a named extractor keeps its own default views."""
+    from affectfuse.features.registry import PHOTO_TTA
+
+    photos = bool(items) and all(input_kind(i.path) == "photo" for i in items)
+    return {"tta": PHOTO_TTA[name]} if photos and name in PHOTO_TTA else {}
+
+
 def extractor_names(given: str | None, items) -> list[str]:
     """``--extractors`` as a list; without it the default of each kind of input among ``items``
     (videos: DEFAULT_EXTRACTORS, audio files and photos: theirs, see features.registry.default_extractors)."""
@@ -127,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is not None:
         report = _ray(args, items, names, weights, options)
     else:
-        extractors = build_extractors(names, weights, args.random_weights, args.device, **options)
+        extractors = [ext for name in names for ext in build_extractors(
+            [name], weights, args.random_weights, args.device, **options,
+            **(photo_options(name, items) if args.extractors is None else {}))]
         report = extract(items, extractors, args.out, fps=args.fps or None, batch_size=args.batch_size,
                          workers=args.workers, keep=args.keep, progress=not args.no_progress,
                          frame_rate=args.frame_rate, strict=args.strict, crop_cache=None if args.no_crop_cache else (
