@@ -6,9 +6,10 @@ Usage::
 
 Steps, each a plain command a user would type (printed as it runs):
 
-1. ``affectfuse extract DATA/images --out OUT/feats`` with the default extractors (audio extractors skip the
-   photos; face crops come from and go to the shared face-crop cache, so a rerun neither detects nor
-   extracts again);
+1. ``affectfuse extract DATA/images --out OUT/feats`` with no option: the photo default (faceexpressionnet,
+   fer-mini-xception, mobilenetv2-face; the first two averaged over flip+scales views, features.registry
+   PHOTO_EXTRACTORS / PHOTO_TTA); face crops come from and go to the shared face-crop cache, so a rerun
+   does not detect again, and a rerun into the same OUT does not extract again;
 2. a manifest ``OUT/manifest*.csv`` (``id,label[,group]``) from ``DATA/labels.csv``: the id is the image
    name without its extension (the key ``extract`` gives a photo), the label the collection's emotion
    name (``--label-map abaw`` maps contempt to Other), the group the person (the file name without its
