@@ -199,7 +199,7 @@ def test_old_item_spellings_run_classify_after_one_deprecation_line(items, capsy
 def test_real_faces_zero_shot_and_probe(shared_data, tmp_path, capsys):
     """Real photos (../shared/data/faces, 5 per class): MTCNN + alignment + faceexpressionnet, then the probe.
 
-    The full-data figures (all 1,357 photos, 5 folds) are in docs/expr.md (benchmarks/expr_faces_probe.py)."""
+    The full-data figures (all 1,357 photos, 5 folds) are in docs/faces.md (scripts/faces_cv.py)."""
     import importlib.util
     from pathlib import Path
 

@@ -128,7 +128,7 @@ class FerXceptionExtractor(TorchFaceExtractor):
 def fer_mini_xception(weights=None, random_weights: bool = False, device: str = "cpu", fast: bool = True,
                       precision: str = "fp32", batch_size: int = 128, tta: str = "flip") -> FerXceptionExtractor:
     """Factory of ``fer-mini-xception`` (registry). ``weights``: a path overriding the shipped file; ``tta``:
-    test-time augmentation (:mod:`affectfuse.features.tta`; default ``"flip"``, see docs/expr.md "Faces")."""
+    test-time augmentation (:mod:`affectfuse.features.tta`; default ``"flip"``, see docs/faces.md "Expression classes on the faces photos")."""
     model = MiniXception()
     if not random_weights:
         state, path = resolve_state(FER_WEIGHTS, weights)
