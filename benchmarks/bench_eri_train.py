@@ -37,7 +37,7 @@ from affectfuse.labels import ERI_EMOTIONS
 from affectfuse.models.eri import count_parameters
 from affectfuse.training.config import resolve_config
 from affectfuse.training.eri import backward_batch, build_model, model_args
-from affectfuse.training.precision import autocast, keep_heads_in_fp32, resolve_precision
+from affectfuse.training.precision import keep_heads_in_fp32, resolve_precision
 from affectfuse.training.step import apply_gradients
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

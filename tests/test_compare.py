@@ -3,7 +3,6 @@
 import wave
 
 import numpy as np
-import pytest
 
 from affectfuse.features import create_extractor
 

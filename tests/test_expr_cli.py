@@ -12,6 +12,7 @@ from affectfuse.cli import main
 from affectfuse.data.store import FeatureSet, FeatureSetMeta, VideoFeatures
 from affectfuse.labels import EXPR_CLASSES
 from affectfuse.outputs.expr_files import read_probabilities
+from repo_scripts import load_script
 
 TINY = ["--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1",
         "--set", "model.ff_mult=2", "--set", "lr=0.003", "--set", "batch_size=8",
@@ -200,13 +201,9 @@ def test_real_faces_zero_shot_and_probe(shared_data, tmp_path, capsys):
     """Real photos (../shared/data/faces, 5 per class): MTCNN + alignment + faceexpressionnet, then the probe.
 
     The full-data figures (all 1,357 photos, 5 folds) are in docs/faces.md (scripts/faces_cv.py)."""
-    import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(
-        "expr_faces_probe", Path(__file__).resolve().parents[1] / "benchmarks" / "expr_faces_probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_script("benchmarks/expr_faces_probe.py")
     rows = probe.read_labels(shared_data / "faces", per_class=5)
     fs = probe.extract_photos([shared_data / "faces" / "images" / n for n, _ in rows], tmp_path / "fx")
     found = np.mean([fs.read(Path(n).stem).mask[0] for n, _ in rows])

@@ -1,8 +1,6 @@
 """FaceExpressionNet (face-api.js) in PyTorch: parity with the original JavaScript model, weights, labels."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,12 +10,9 @@ from affectfuse.features.faceapi import (COLUMNS, FACE_EXPRESSION_WEIGHTS, FACEA
                                         face_expression_net)
 from affectfuse.labels import EXPR_CLASSES
 from affectfuse.weights import WeightsNotFoundError, resolve
+from repo_scripts import load_script
 
-REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("convert_faceapi_weights",
-                                              REPO / "scripts" / "convert_faceapi_weights.py")
-convert = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(convert)
+convert = load_script("scripts/convert_faceapi_weights.py")
 
 # Outputs of the original face-api.js 1.7.15 model (tfjs 4.22.0, CPU backend) on convert.golden_inputs(),
 # produced by `python scripts/convert_faceapi_weights.py --golden golden.json`.

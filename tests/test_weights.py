@@ -162,7 +162,7 @@ def test_expr_and_classify_checkpoints_refuse_features_of_the_other_kind(tmp_pat
     from affectfuse.data.store import FeatureSet, FeatureSetMeta
     from affectfuse.weights import WeightsMismatchError
 
-    real = FeatureSet.create(tmp_path / "real", FeatureSetMeta(
+    FeatureSet.create(tmp_path / "real", FeatureSetMeta(
         name="f", dim=2, weights={"path": "/w/net.pt", "filename": "net.pt", "sha256": "cd" * 32}))
     fake = FeatureSet.create(tmp_path / "fake", FeatureSetMeta(name="f", dim=2, random_weights=True))
     info = {"feature_sets": describe_sets([fake])}  # what train stored

@@ -16,7 +16,6 @@ run these after a deprecation line.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path

@@ -30,7 +30,7 @@ from affectfuse.models.expr import ExprModelConfig, ExprTransformer, center_vide
 from affectfuse.models.expr_decoder import label_statistics
 from affectfuse.data.tasks import TaskSpec, task_from_labels
 from affectfuse.training.checkpoint import (SCHEMA, VERSION, checkpoint_payload, plain, read_checkpoint,
-                                            write_checkpoint, write_history)
+                                            write_checkpoint)
 from affectfuse.training.checkpoint_legacy import expr_feature_sets
 from affectfuse.training.engine import Engine, EngineConfig, Validation
 from affectfuse.training.frame_probe import (choose_centring, compare_with_probe, frame_probe, probe_summary,
