@@ -63,27 +63,11 @@ def test_pooled_skip_starts_the_untrained_model_at_the_probe():
     assert abs(mean_pearson(labels.numpy(), pred) - probe) < 0.02, (mean_pearson(labels.numpy(), pred), probe)
 
 
-def test_default_model_is_not_worse_than_its_probe_where_the_network_alone_is(tmp_path):
-    # A burst in one modality, a weak spread signal in the other, few videos: the network alone stays far
-    # below the ridge probe; the default (probe-started path) does not (0.838 vs 0.843 at 600 videos).
-    from affectfuse.training.config import resolve_config
-    from affectfuse.training.eri import fit
-
-    torch.set_num_threads(1)
-    train, val = _planted(400, 0, time_course="burst_spread"), _planted(200, 1, time_course="burst_spread")
-    small = ["model.d_model=16", "model.ff_dim=32", "model.proj_dim=16", "data.seq_len=10", "train.lr=3e-3",
-             "train.batch_size=64", "train.max_epochs=5", "train.ema_decay=0.9", "train.progress=false",
-             "train.tensorboard=false"]
-    default = fit(resolve_config(None, small), train, val)
-    alone = fit(resolve_config(None, small + ["model.pooled_skip=false", "train.probe=false"]), train, val)
-    probe = default.probe["val_mean_pearson"]
-    assert default.best_metric >= probe - 0.01, (default.best_metric, probe)
-    assert alone.best_metric < probe - 0.1 and alone.probe is None
-
-
-def test_default_model_beats_its_probe_on_a_burst_by_a_margin():
-    # The burst in the audio is diluted by the probe's time means; the default path's burst pooling reads it
-    # (0.646 vs the probe's 0.582 here, +0.045 to +0.064 over three seeds); without it the model ties the probe.
+def test_default_model_beats_its_probe_on_a_burst_where_the_network_alone_loses():
+    # A burst in the audio, a weak spread signal in the visual, few videos. The probe's time means dilute the
+    # burst; the default (probe-started path + burst pooling) reads it (0.646 vs the probe's 0.582 when written,
+    # +0.045 to +0.064 over three seeds); without the burst pooling the model ties the probe, and the network
+    # alone stays far below it.
     from affectfuse.training.config import resolve_config
     from affectfuse.training.eri import fit
 
@@ -94,6 +78,8 @@ def test_default_model_beats_its_probe_on_a_burst_by_a_margin():
              "train.tensorboard=false"]
     default = fit(resolve_config(None, small), train, val)
     no_burst = fit(resolve_config(None, small + ["model.burst_pooling=false"]), train, val)
+    alone = fit(resolve_config(None, small + ["model.pooled_skip=false", "train.probe=false"]), train, val)
     probe = default.probe["val_mean_pearson"]
     assert default.best_metric >= probe + 0.03, (default.best_metric, probe)
     assert no_burst.best_metric < probe + 0.015, (no_burst.best_metric, probe)
+    assert alone.best_metric < probe - 0.1 and alone.probe is None
