@@ -41,8 +41,10 @@ def test_each_kind_of_input_gets_its_default_extractors(tmp_path):
         default_extractors(base, {"hologram"})
 
 
-def _asked(tmp_path, monkeypatch, files: list[str], extra: list[str] = ()) -> list[tuple[str, str | None]]:
-    """(extractor, tta option) pairs ``affectfuse extract`` asks build_extractors for on ``files``."""
+def _asked(tmp_path, monkeypatch, files: list[str], extra: list[str] = (), api: bool = False
+           ) -> list[tuple[str, str | None]]:
+    """(extractor, tta option) pairs ``affectfuse extract`` (or ``affectfuse.extract(..., None, ...)`` with
+    ``api``) asks build_extractors for on ``files``."""
     import affectfuse.features.build as build
     from affectfuse.cli import main
 
@@ -61,7 +63,12 @@ def _asked(tmp_path, monkeypatch, files: list[str], extra: list[str] = ()) -> li
     monkeypatch.setattr(build, "build_extractors", record)
     monkeypatch.setattr("affectfuse.features.pipeline.extract", stop)
     with pytest.raises(SystemExit):
-        main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "feats"), "--no-progress", *extra])
+        if api:
+            import affectfuse
+
+            affectfuse.extract(tmp_path / "in", None, tmp_path / "feats")
+        else:
+            main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "feats"), "--no-progress", *extra])
     return asked
 
 
@@ -73,6 +80,10 @@ def test_extract_without_options_uses_each_kinds_default_and_the_photo_views(tmp
     assert set(mixed) >= set(PHOTO_EXTRACTORS) and not any(mixed.values())   # a video: each network's own views
     named = _asked(tmp_path / "n", monkeypatch, ["p.jpg"], ["--extractors", "faceexpressionnet"])
     assert named == [("faceexpressionnet", None)]
+    # the Python API without extractor names: the same defaults and views as the command
+    for kind, files in {"a": ["a.wav"], "p": ["p.jpg", "q.png"], "m": ["p.jpg", "v.mp4"]}.items():
+        assert _asked(tmp_path / f"api_{kind}", monkeypatch, files, api=True) == \
+            _asked(tmp_path / f"cli_{kind}", monkeypatch, files)
 
 
 def test_mobilenetv2_face_plan_shapes_and_flip_views():

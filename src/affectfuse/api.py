@@ -55,7 +55,7 @@ def predict(video: str | Path, **options):
     return _PREDICTOR[key].analyse(video)
 
 
-def extract(inputs, extractors: Sequence[str] | str, out: str | Path, *, weights: Mapping[str, str] | None = None,
+def extract(inputs, extractors: Sequence[str] | str | None, out: str | Path, *, weights: Mapping[str, str] | None = None,
             fps: float | None = 5.0, random_weights: bool = False, device: str = "cpu", batch_size: int = 32,
             progress: bool = False, strict: bool = False, **options):
     """Extract features of ``inputs`` into ``out/<extractor>/`` (one feature set each; resumable: what is
@@ -63,7 +63,9 @@ def extract(inputs, extractors: Sequence[str] | str, out: str | Path, *, weights
 
     Args:
         inputs: a folder, media file, frame folder or CSV (as ``affectfuse extract`` takes), or a list of them.
-        extractors: registry names (``affectfuse.features.list_extractors()``), a list or "a,b".
+        extractors: registry names (``affectfuse.features.list_extractors()``), a list or "a,b"; ``None``:
+            the defaults of ``affectfuse extract`` for the kinds of input given (videos, audio files,
+            photos; :func:`affectfuse.features.registry.defaults_for_inputs`), photo views included.
         weights: extractor name -> weights file to load instead of the shipped one (recorded in meta.json
             with its sha256).
         fps: face frames sampled per second (None: every frame).
@@ -77,13 +79,21 @@ def extract(inputs, extractors: Sequence[str] | str, out: str | Path, *, weights
     from affectfuse.features.pipeline import extract as run_extract
     from affectfuse.features.pipeline import find_inputs
 
-    names = [n.strip() for n in (extractors.split(",") if isinstance(extractors, str) else extractors) if n.strip()]
-    if not names:
-        raise ValueError("extract(): no extractor named")
+    from affectfuse.features.registry import defaults_for_inputs
+
     given = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     items = [item for g in given for item in find_inputs(g)]
     pipeline = {k: options.pop(k) for k in ("workers", "keep", "frame_rate", "crop_cache") if k in options}
-    built = build_extractors(names, weights, random_weights, device, **options)
+    if extractors is None:
+        names, views = defaults_for_inputs(items)
+        built = [e for n in names for e in build_extractors([n], weights, random_weights, device,
+                                                            **{**views[n], **options})]
+    else:
+        names = [n.strip() for n in (extractors.split(",") if isinstance(extractors, str) else extractors)
+                 if n.strip()]
+        if not names:
+            raise ValueError("extract(): no extractor named")
+        built = build_extractors(names, weights, random_weights, device, **options)
     return run_extract(items, built, out, fps=fps, batch_size=batch_size, progress=progress, strict=strict,
                        **pipeline)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from affectfuse.features.registry import VIDEO_EXTRACTORS  # plain strings (registry entries import lazily)
+
 HELP = "extract audio and face features from videos (one decoding pass, batched, resumable)"
-DEFAULT_EXTRACTORS = "deepspectrum-mobilenetv2,egemaps,faceexpressionnet"
+DEFAULT_EXTRACTORS = ",".join(VIDEO_EXTRACTORS)   # videos' default; audio files and photos have their own
 AUDIO_OPTIONS = ("sample_rate", "window_s", "hop_s")
 
 
@@ -87,33 +89,13 @@ def parse_weights(values: list[str], names: list[str]) -> dict[str, str]:
     return out
 
 
-def input_kind(path) -> str:
-    """``"photo"`` (an image file), ``"audio"`` (an audio file) or ``"video"`` (a video file or a frame folder)."""
-    from affectfuse.features.inputs import AUDIO_EXTS, IMAGE_EXTS
-
-    if path.is_dir():
-        return "video"
-    suffix = path.suffix.lower()
-    return "photo" if suffix in IMAGE_EXTS else "audio" if suffix in AUDIO_EXTS else "video"
-
-
-def photo_options(name: str, items) -> dict:
-    """``{"tta": ...}`` of extractor ``name`` when every item is a photo and the photo default has test-time
-    views for it (features.registry.PHOTO_TTA), else {} (the extractor's own default). Applied by ``extract``
-    without ``--extractors`` only: a named extractor keeps its own default views."""
-    from affectfuse.features.registry import PHOTO_TTA
-
-    photos = bool(items) and all(input_kind(i.path) == "photo" for i in items)
-    return {"tta": PHOTO_TTA[name]} if photos and name in PHOTO_TTA else {}
-
-
 def extractor_names(given: str | None, items) -> list[str]:
     """``--extractors`` as a list; without it the default of each kind of input among ``items``
     (videos: DEFAULT_EXTRACTORS, audio files and photos: theirs, see features.registry.default_extractors)."""
-    from affectfuse.features.registry import default_extractors
+    from affectfuse.features.registry import defaults_for_inputs
 
     if given is None:
-        return default_extractors(DEFAULT_EXTRACTORS.split(","), {input_kind(i.path) for i in items})
+        return defaults_for_inputs(items)[0]
     names = [n.strip() for n in given.split(",") if n.strip()]
     if not names:
         raise ValueError("--extractors is empty")
@@ -126,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from affectfuse.faces.crop_cache import default_cache_dir
     from affectfuse.features.build import build_extractors
     from affectfuse.features.pipeline import extract, find_inputs
+    from affectfuse.features.registry import defaults_for_inputs
 
     if args.random_weights:
         print("WARNING: --random-weights: features are NOT pretrained (testing only)", file=sys.stderr)
@@ -137,9 +120,10 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is not None:
         report = _ray(args, items, names, weights, options)
     else:
+        views = defaults_for_inputs(items)[1]   # the photo default's test-time views
         extractors = [ext for name in names for ext in build_extractors(
             [name], weights, args.random_weights, args.device, **options,
-            **(photo_options(name, items) if args.extractors is None else {}))]
+            **(views.get(name, {}) if args.extractors is None else {}))]
         report = extract(items, extractors, args.out, fps=args.fps or None, batch_size=args.batch_size,
                          workers=args.workers, keep=args.keep, progress=not args.no_progress,
                          frame_rate=args.frame_rate, strict=args.strict, crop_cache=None if args.no_crop_cache else (

@@ -45,6 +45,8 @@ AUDIO_EXTRACTORS: tuple[str, ...] = ("compare-2016",)
 # flip views (adding zooms there: no gain).
 PHOTO_TTA: dict[str, str] = {"faceexpressionnet": "flip+scales", "fer-mini-xception": "flip+scales"}
 INPUT_KINDS = ("video", "audio", "photo")
+# Videos and frame folders (`affectfuse extract`'s default before kinds of input had their own).
+VIDEO_EXTRACTORS: tuple[str, ...] = ("deepspectrum-mobilenetv2", "egemaps", "faceexpressionnet")
 
 
 def default_extractors(video: list[str], kinds) -> list[str]:
@@ -57,6 +59,26 @@ def default_extractors(video: list[str], kinds) -> list[str]:
     per_kind = {"video": list(video), "audio": list(AUDIO_EXTRACTORS), "photo": list(PHOTO_EXTRACTORS)}
     names = [n for kind in INPUT_KINDS if kind in kinds for n in per_kind[kind]]
     return list(dict.fromkeys(names or video))
+
+
+def input_kind(path) -> str:
+    """``"photo"`` (an image file), ``"audio"`` (an audio file) or ``"video"`` (a video file or a frame folder)."""
+    from affectfuse.features.inputs import AUDIO_EXTS, IMAGE_EXTS
+
+    if path.is_dir():
+        return "video"
+    suffix = path.suffix.lower()
+    return "photo" if suffix in IMAGE_EXTS else "audio" if suffix in AUDIO_EXTS else "video"
+
+
+def defaults_for_inputs(items) -> tuple[list[str], dict[str, dict]]:
+    """What `affectfuse extract` and :func:`affectfuse.extract` run when no extractor is named: the default
+    names of each kind of input among ``items`` (MediaItem-like: ``.path``; :func:`default_extractors`) and
+    per-name factory options: ``{"tta": PHOTO_TTA[name]}`` when every item is a photo, else none."""
+    kinds = {input_kind(i.path) for i in items}
+    names = default_extractors(list(VIDEO_EXTRACTORS), kinds)
+    photos_only = kinds == {"photo"}
+    return names, {n: ({"tta": PHOTO_TTA[n]} if photos_only and n in PHOTO_TTA else {}) for n in names}
 
 
 def list_extractors() -> list[str]:
