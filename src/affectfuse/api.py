@@ -79,21 +79,14 @@ def extract(inputs, extractors: Sequence[str] | str | None, out: str | Path, *, 
     from affectfuse.features.pipeline import extract as run_extract
     from affectfuse.features.pipeline import find_inputs
 
-    from affectfuse.features.registry import defaults_for_inputs
+    from affectfuse.features.registry import extractor_plan
 
     given = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     items = [item for g in given for item in find_inputs(g)]
     pipeline = {k: options.pop(k) for k in ("workers", "keep", "frame_rate", "crop_cache") if k in options}
-    if extractors is None:
-        names, views = defaults_for_inputs(items)
-        built = [e for n in names for e in build_extractors([n], weights, random_weights, device,
-                                                            **{**views[n], **options})]
-    else:
-        names = [n.strip() for n in (extractors.split(",") if isinstance(extractors, str) else extractors)
-                 if n.strip()]
-        if not names:
-            raise ValueError("extract(): no extractor named")
-        built = build_extractors(names, weights, random_weights, device, **options)
+    names, views = extractor_plan(extractors, items)
+    built = [e for n in names for e in build_extractors([n], weights, random_weights, device,
+                                                        **{**views[n], **options})]
     return run_extract(items, built, out, fps=fps, batch_size=batch_size, progress=progress, strict=strict,
                        **pipeline)
 

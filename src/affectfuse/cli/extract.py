@@ -91,15 +91,10 @@ def parse_weights(values: list[str], names: list[str]) -> dict[str, str]:
 
 def extractor_names(given: str | None, items) -> list[str]:
     """``--extractors`` as a list; without it the default of each kind of input among ``items``
-    (videos: DEFAULT_EXTRACTORS, audio files and photos: theirs, see features.registry.default_extractors)."""
-    from affectfuse.features.registry import defaults_for_inputs
+    (:func:`affectfuse.features.registry.extractor_plan`)."""
+    from affectfuse.features.registry import extractor_plan
 
-    if given is None:
-        return defaults_for_inputs(items)[0]
-    names = [n.strip() for n in given.split(",") if n.strip()]
-    if not names:
-        raise ValueError("--extractors is empty")
-    return names
+    return extractor_plan(given, items)[0]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,22 +103,20 @@ def run(args: argparse.Namespace) -> int:
     from affectfuse.faces.crop_cache import default_cache_dir
     from affectfuse.features.build import build_extractors
     from affectfuse.features.pipeline import extract, find_inputs
-    from affectfuse.features.registry import defaults_for_inputs
+    from affectfuse.features.registry import extractor_plan
 
     if args.random_weights:
         print("WARNING: --random-weights: features are NOT pretrained (testing only)", file=sys.stderr)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
     items = [item for given in args.input for item in find_inputs(given, args.media_dir)]
-    names = extractor_names(args.extractors, items)
+    names, views = extractor_plan(args.extractors, items)   # views: the photo default's test-time views
     weights = parse_weights(args.weights, names)
     options = {"sample_rate": args.sample_rate, "window_s": args.window, "hop_s": args.hop, "precision": args.precision}
     if args.ray is not None:
         report = _ray(args, items, names, weights, options)
     else:
-        views = defaults_for_inputs(items)[1]   # the photo default's test-time views
         extractors = [ext for name in names for ext in build_extractors(
-            [name], weights, args.random_weights, args.device, **options,
-            **(views.get(name, {}) if args.extractors is None else {}))]
+            [name], weights, args.random_weights, args.device, **options, **views[name])]
         report = extract(items, extractors, args.out, fps=args.fps or None, batch_size=args.batch_size,
                          workers=args.workers, keep=args.keep, progress=not args.no_progress,
                          frame_rate=args.frame_rate, strict=args.strict, crop_cache=None if args.no_crop_cache else (

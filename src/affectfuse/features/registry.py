@@ -81,6 +81,19 @@ def defaults_for_inputs(items) -> tuple[list[str], dict[str, dict]]:
     return names, {n: ({"tta": PHOTO_TTA[n]} if photos_only and n in PHOTO_TTA else {}) for n in names}
 
 
+def extractor_plan(given, items) -> tuple[list[str], dict[str, dict]]:
+    """The extractor names to run on ``items`` and each one's extra factory options. ``given``: ``None``
+    (the defaults of each kind of input, :func:`defaults_for_inputs`, photo views included), a
+    comma-separated string or a list of registry names (no extra options). Raises ValueError when ``given``
+    names none."""
+    if given is None:
+        return defaults_for_inputs(items)
+    names = [n.strip() for n in (given.split(",") if isinstance(given, str) else given) if n.strip()]
+    if not names:
+        raise ValueError("no extractor named (the extractor list is empty)")
+    return names, {n: {} for n in names}
+
+
 def list_extractors() -> list[str]:
     return list(EXTRACTORS)
 
