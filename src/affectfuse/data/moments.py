@@ -16,10 +16,17 @@ def usable_std(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
 
 
 def row_mean_std(chunks: Iterable[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population std (ddof 0) of every column over all rows of ``chunks`` ((n_i, dim) each), as
+    float32 (dim,), (dim,): :func:`row_moments` cast down (the input standardisation's statistics)."""
+    mean, std = row_moments(chunks, dim)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def row_moments(chunks: Iterable[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and population std (ddof 0) of every column over all rows of ``chunks`` ((n_i, dim) each).
 
     Merged chunk by chunk in float64 with Chan's pairwise update, so memory stays flat and columns whose
-    scales differ by orders of magnitude (eGeMAPS) lose nothing. Returns float32 (dim,), (dim,) with
+    scales differ by orders of magnitude (eGeMAPS) lose nothing. Returns float64 (dim,), (dim,) with
     :func:`usable_std` applied (no rows at all: mean 0, std 1).
     """
     n, mean, m2 = 0, np.zeros(dim), np.zeros(dim)
@@ -32,8 +39,7 @@ def row_mean_std(chunks: Iterable[np.ndarray], dim: int) -> tuple[np.ndarray, np
         m2 += ((rows - chunk_mean) ** 2).sum(0) + delta ** 2 * n * k / (n + k)
         mean += delta * k / (n + k)
         n += k
-    std = usable_std(mean, np.sqrt(m2 / max(n, 1)))
-    return mean.astype(np.float32), std.astype(np.float32)
+    return mean, usable_std(mean, np.sqrt(m2 / max(n, 1)))
 
 
 def masked_mean_std(x: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from affectfuse.data.moments import usable_std
+from affectfuse.data.moments import row_moments, usable_std
 from affectfuse.data.sequences import SequenceData, pooled_statistics
 
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
@@ -70,7 +70,7 @@ def ridge_loo(x: np.ndarray, y: np.ndarray, alphas=RIDGE_ALPHAS, chunk: int = 10
     y = np.asarray(y, np.float64)
     y = y[:, None] if y.ndim == 1 else y
     n = len(x)
-    mean, scale = _column_moments(x, chunk)
+    mean, scale = row_moments((x[s:s + chunk] for s in range(0, n, chunk)), x.shape[1])   # float64
     y_mean = y.mean(0)
     y_c = y - y_mean
 
@@ -112,14 +112,6 @@ def ridge_loo(x: np.ndarray, y: np.ndarray, alphas=RIDGE_ALPHAS, chunk: int = 10
 def ridge_predict(fit: dict, x: np.ndarray) -> np.ndarray:
     """(N, K) predictions of a :func:`ridge_loo` fit on ``x`` (N, P)."""
     return ((np.asarray(x, np.float64) - fit["mean"]) / fit["scale"]) @ fit["coef"].T + fit["intercept"]
-
-
-def _column_moments(x: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population std (float64, (P,)) of ``x``'s columns, chunk by chunk; constant columns scale 1."""
-    n = max(len(x), 1)
-    mean = sum(np.asarray(x[s:s + chunk], np.float64).sum(0) for s in range(0, len(x), chunk)) / n
-    var = sum(((np.asarray(x[s:s + chunk], np.float64) - mean) ** 2).sum(0) for s in range(0, len(x), chunk)) / n
-    return mean, usable_std(mean, np.sqrt(var))
 
 
 # -- classes: logistic regression on pooled item statistics ---------------------------------------------
