@@ -20,6 +20,7 @@ import numpy as np
 from affectfuse.data.affwild2 import ExprVideo
 from affectfuse.data.moments import row_mean_std
 from affectfuse.training.temporal import choose_smoothing, describe
+from affectfuse.training.probes import softmax_linear
 
 log = logging.getLogger(__name__)
 PROBE_CS = (0.01, 0.1, 1.0)
@@ -133,9 +134,7 @@ def probe_probabilities(fit: dict, videos: list[ExprVideo]) -> dict[str, np.ndar
     out = {}
     for v in videos:
         z = np.where(v.valid[:, None], (v.features - fit["mean"]) / fit["std"], 0.0)
-        logits = z @ fit["coef"].T + fit["intercept"]
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        out[v.id] = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        out[v.id] = softmax_linear(z, fit["coef"], fit["intercept"])
     return out
 
 

@@ -197,7 +197,13 @@ def _logistic(z: np.ndarray, y: np.ndarray, c: float, seed: int):
 def logistic_probabilities(probe: dict, x: np.ndarray) -> np.ndarray:
     """(N, C) class probabilities of a :func:`fit_logistic` probe on pooled features ``x`` (N, P)."""
     z = (np.asarray(x, np.float64) - probe["scaler_mean"]) / probe["scaler_scale"]
-    logits = z @ np.asarray(probe["coef"]).T + np.asarray(probe["intercept"])
+    return softmax_linear(z, probe["coef"], probe["intercept"])
+
+
+def softmax_linear(z: np.ndarray, coef, intercept) -> np.ndarray:
+    """(N, C) float32 softmax of ``z @ coef.T + intercept``: ``z`` (N, P) standardised features, ``coef``
+    (C, P), ``intercept`` (C,) (a logistic probe's linear part)."""
+    logits = z @ np.asarray(coef).T + np.asarray(intercept)
     logits -= logits.max(1, keepdims=True)
     p = np.exp(logits)
     return (p / p.sum(1, keepdims=True)).astype(np.float32)
