@@ -32,10 +32,10 @@ Letters: N analysed frames, R rows (candidate faces over all frames), S crop sid
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -168,42 +168,40 @@ class _Pass:
             return
         import cv2
 
-        start = _now()
-        height, width = todo[0].image.shape[:2]
-        scale = min(1.0, self.detect_max_side / max(height, width)) if self.detect_max_side else 1.0
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = np.stack([f.image if scale == 1.0 else cv2.resize(f.image, size, interpolation=cv2.INTER_AREA)
-                          for f in todo])
-        found = detect_tracked(self.detector, small) if self.tracked_scales else self.detector.detect(small)
-        for f, det in zip(todo, found):
-            det = det.unscaled(scale)
-            f.result = _Detected(f.t, det.boxes, det.scores, det.landmarks, self.tracker.update(f.t, det.boxes))
-        self.queued = 0
-        self._time("detect", start)
+        with self.stage("detect"):
+            height, width = todo[0].image.shape[:2]
+            scale = min(1.0, self.detect_max_side / max(height, width)) if self.detect_max_side else 1.0
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            small = np.stack([f.image if scale == 1.0 else cv2.resize(f.image, size, interpolation=cv2.INTER_AREA)
+                              for f in todo])
+            found = detect_tracked(self.detector, small) if self.tracked_scales else self.detector.detect(small)
+            for f, det in zip(todo, found):
+                det = det.unscaled(scale)
+                f.result = _Detected(f.t, det.boxes, det.scores, det.landmarks,
+                                     self.tracker.update(f.t, det.boxes))
+            self.queued = 0
 
     def _resolve(self, final: bool) -> None:
         """Cut the candidate faces of every waiting frame whose neighbouring detections are known."""
-        start = _now()
-        done = 0
-        for k, frame in enumerate(self.waiting):
-            if frame.detect:
-                self.last = frame.result
-                found = _candidates(frame.t, frame.result, None, 0.0)
-            else:
-                hi = next((f.result for f in self.waiting[k + 1:] if f.detect), None)
-                if hi is None and not final:
-                    break
-                found = _candidates(frame.t, self.last, hi, self.max_gap)
-            for a, b, marks, box, score in found:
-                self.rows.add(frame, a, b, marks, box, score)
-            done += 1
-        del self.waiting[:done]
-        self._time("align", start)
+        with self.stage("align"):
+            done = 0
+            for k, frame in enumerate(self.waiting):
+                if frame.detect:
+                    self.last = frame.result
+                    found = _candidates(frame.t, frame.result, None, 0.0)
+                else:
+                    hi = next((f.result for f in self.waiting[k + 1:] if f.detect), None)
+                    if hi is None and not final:
+                        break
+                    found = _candidates(frame.t, self.last, hi, self.max_gap)
+                for a, b, marks, box, score in found:
+                    self.rows.add(frame, a, b, marks, box, score)
+                done += 1
+            del self.waiting[:done]
 
-    def _time(self, stage: str, start: tuple[float, float]) -> None:
-        if self.timer is not None:
-            wall, cpu = _now()
-            self.timer.add(stage, wall - start[0], cpu - start[1])
+    def stage(self, name: str):
+        """The timer's context for stage ``name`` (wall and CPU seconds), or nothing without a timer."""
+        return self.timer(name) if self.timer is not None else contextlib.nullcontext()
 
 
 def detect_tracked(detector, images: np.ndarray) -> list:
@@ -225,11 +223,6 @@ def detect_tracked(detector, images: np.ndarray) -> list:
     for k, d in zip(again, detector.detect(images[1:][again]) if again else []):
         rest[k] = d
     return first + rest
-
-
-def _now() -> tuple[float, float]:
-    """(wall, CPU) clocks in seconds: ``time.perf_counter()``, ``time.process_time()``."""
-    return time.perf_counter(), time.process_time()
 
 
 def _detection_batch(info, rate: float, detect_fps: float | None, detect_max_side, batch_size: int, detector) -> int:
@@ -262,8 +255,9 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
         detect_fps: detections per second of video; ``None`` or a rate at or above the analysed one
             detects every analysed frame.
         stitch_gap_s: broken tracks within this many seconds may be joined (:func:`stitch_tracks`).
-        timer: optional, with ``add(stage, wall_s, cpu_s)``: stages ``decode``, ``detect`` (downscale + MTCNN +
-            tracking), ``align`` (interpolation + crops + spill).
+        timer: optional, ``inference.video.Timer``-like (``with timer(stage): ...`` adds the block's wall and
+            CPU seconds): stages ``decode``, ``detect`` (downscale + MTCNN + tracking), ``align``
+            (interpolation + crops + spill).
         progress: optional ``progress(done_s, total_s)`` after each decoded batch.
         tracked_scales: detect with fewer pyramid levels where the faces are known
             (:func:`detect_tracked`); ``None``: on with ``detect_max_side`` (the fast path), off at full size
@@ -292,9 +286,8 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
     try:
         frames = iter_frames(path, fps=fps, batch_size=DECODE_BATCH)
         while True:
-            start = _now()
-            batch = next(frames, None)
-            state._time("decode", start)
+            with state.stage("decode"):
+                batch = next(frames, None)
             if batch is None:
                 break
             for num, t, image in zip(batch.frame_numbers, batch.timestamps, batch.images):
