@@ -203,6 +203,23 @@ class FrameSampler:
 _Sampler = FrameSampler  # the former private name
 
 
+def _to_rgb(frame, size: dict) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a decoded frame at ``size`` (swscale). One scaling thread: swscale's default
+    (one per core) gives the same pixels for 2-7x the CPU on a 640x360 frame (0.35-0.5 ms more per frame
+    on 2 cores; docs/benchmarks.md), and parallel work belongs to the workers, one video each."""
+    global _ONE_THREAD
+    try:
+        return frame.to_ndarray(format="rgb24", **size, **_ONE_THREAD)
+    except TypeError:  # a PyAV without reformat(threads=...)
+        if not _ONE_THREAD:
+            raise
+        _ONE_THREAD = {}
+        return frame.to_ndarray(format="rgb24", **size)
+
+
+_ONE_THREAD = {"threads": 1}
+
+
 def _pack(images: list, numbers: list, times: list, scale: float) -> FrameBatch:
     return FrameBatch(np.stack(images), np.asarray(numbers, np.int64), np.asarray(times, np.float64), scale)
 
@@ -261,7 +278,7 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None, batch_size: i
                     # fixed output size: a mid-stream resolution change is resized to the first one
                     size = {"width": max(1, round(frame.width * scale)),
                             "height": max(1, round(frame.height * scale)), "interpolation": "AREA"}
-                images.append(apply_rotation(frame.to_ndarray(format="rgb24", **size), rotation))
+                images.append(apply_rotation(_to_rgb(frame, size), rotation))
                 numbers.append(k)
                 times.append(t)
                 if len(images) == batch_size:
