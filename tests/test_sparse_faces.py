@@ -23,7 +23,8 @@ def test_one_pass_matches_detecting_the_detection_frames_alone(shared_data):
 
     video = shared_data / "media" / "single_face.mp4"
     det = load_mtcnn()
-    batches = list(iter_faces_sparse(video, det, crops=[SPEC], detect_fps=8.0, detect_max_side=320))
+    batches = list(iter_faces_sparse(video, det, crops=[SPEC], detect_fps=8.0, detect_max_side=320,
+                                     steady_stride=1))
     alone = detect_video(video, fps=8.0, detector=det, detect_max_side=320)
     times, found, marks = _cat(batches, "timestamps"), _cat(batches, "found"), _cat(batches, "landmarks")
     assert len(times) == 72 and found[:-1].all()  # the last frame lies over half a gap after the last detection
@@ -72,6 +73,94 @@ def test_frame_buffer_is_bounded_whatever_the_length():
     assert state.most_waiting <= 4 * 3 + 1
     assert sorted(set(state.rows.frame)) == list(range(1000))
     state.rows.close()
+
+
+class _MovingDetector(_FakeDetector):
+    """The face of :class:`_FakeDetector`, 30 px further right from frame ``jump`` on; a frame's number is
+    written in its first two pixels."""
+
+    def __init__(self, jump: int):
+        super().__init__()
+        self.jump, self.frames = jump, []
+
+    def detect(self, images):
+        out = super().detect(images)
+        for k, image in enumerate(images):
+            number = int(image[0, 0, 0]) * 256 + int(image[0, 0, 1])
+            self.frames.append(number)
+            if number >= self.jump:
+                out[k] = Detections(out[k].boxes + [30, 0, 30, 0], out[k].scores, out[k].landmarks + [30, 0])
+        return out
+
+
+def _numbered(k: int) -> np.ndarray:
+    image = np.zeros((80, 120, 3), np.uint8)
+    image[0, 0, :2] = divmod(k, 256)
+    return image
+
+
+def _steady_pass(det, n: int, stride: int, picked_every: int = 3):
+    """Frames 0..n-1 at 30 frames/s, every ``picked_every``-th picked for detection, every ``stride``-th of
+    those detected for sure (iter_faces_sparse's rule); returns the finished pass."""
+    from affectfuse.faces.sparse import _Frame, _Pass
+
+    state = _Pass(det, (SPEC,), None, max_gap=1.5 * stride * picked_every / 30.0, det_batch=4, timer=None)
+    for k in range(n):
+        picked = k % picked_every == 0
+        state.push(_Frame(k, k / 30.0, _numbered(k), picked and (k // picked_every) % stride == 0,
+                          optional=picked and (k // picked_every) % stride != 0))
+    state.finish()
+    return state
+
+
+def test_still_faces_are_detected_at_every_other_detection_frame():
+    """A face that holds still: with steady_stride 2 only every 2nd picked frame is detected (plus the last
+    picked one, which closes the video), and every frame still gets its face."""
+    det = _MovingDetector(jump=10**6)
+    state = _steady_pass(det, 1000, stride=2)
+    assert sorted(det.frames) == list(range(0, 1000, 6)) + [999]
+    assert sorted(set(state.rows.frame)) == list(range(1000))
+    state.rows.close()
+
+
+def test_a_moving_face_is_detected_between_the_detections_that_disagree():
+    """The face jumps at frame 500: the picked frame skipped between the detections at 498 and 504 is
+    detected (501, the middle one), and so the faces on both sides of the jump come from a detection, not a
+    blend of the two places; with stride 4 the gap is halved until the faces agree."""
+    for stride, extra in ((2, [501]), (4, [498, 501])):
+        det = _MovingDetector(jump=500)
+        state = _steady_pass(det, 1000, stride=stride)
+        coarse = list(range(0, 1000, 3 * stride))
+        assert sorted(det.frames) == sorted(coarse + extra + ([999] if 999 not in coarse else []))
+        boxes = np.asarray(state.rows.boxes)[np.argsort(state.rows.frame, kind="stable")]
+        assert boxes[501, 0] == 50.0 and boxes[498, 0] == 20.0  # detected / before: no blend across the jump
+        state.rows.close()
+
+
+def test_steady_stride_keeps_the_faces_on_a_real_video(shared_data):
+    """single_face.mp4 at 8 frames/s on 320 px copies: steady_stride 2 finds the face in every frame
+    stride 1 does, with landmarks within a few pixels, from fewer detections."""
+    from affectfuse.faces import load_mtcnn
+    from affectfuse.faces.sparse import iter_faces_sparse
+
+    video, det = shared_data / "media" / "single_face.mp4", load_mtcnn()
+    seen, detect = [], det.detect
+
+    def counting(images, *args, **kwargs):
+        seen.append(len(images))
+        return detect(images, *args, **kwargs)
+
+    det.detect = counting
+    runs = {}
+    for stride in (1, 2):
+        seen.clear()
+        runs[stride] = (list(iter_faces_sparse(video, det, crops=[SPEC], steady_stride=stride)), sum(seen))
+    (one, n_one), (two, n_two) = runs[1], runs[2]
+    assert (_cat(two, "found") >= _cat(one, "found")).all()
+    both = _cat(one, "found") & _cat(two, "found")
+    err = np.abs(_cat(one, "landmarks") - _cat(two, "landmarks"))[both].max(axis=(1, 2))
+    assert np.median(err) < 3.0 and err.max() < 12.0
+    assert n_two < 0.8 * n_one
 
 
 def test_tracked_scales_find_what_the_whole_pyramid_finds(shared_data):

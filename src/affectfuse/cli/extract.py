@@ -28,8 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from affectfuse.faces.sparse import DETECT_FPS, DETECT_MAX_SIDE  # numpy only: the parser stays light
 
     p.add_argument("--detect-fps", type=float, default=DETECT_FPS,
-                   help=f"videos: detect faces at this many frames/s and interpolate landmarks in between (default "
-                        f"{DETECT_FPS:g}; 0 = every sampled frame; docs/benchmarks.md)")
+                   help=f"videos: detect faces at up to this many frames/s (half as often where the faces hold still) "
+                        f"and interpolate landmarks in between (default {DETECT_FPS:g}; 0 = every sampled frame; "
+                        f"docs/benchmarks.md)")
     p.add_argument("--detect-max-side", type=int, default=DETECT_MAX_SIDE,
                    help=f"videos: detect on copies downscaled to this longer side in pixels; crops come from the "
                         f"full frames (default {DETECT_MAX_SIDE}; 0 = full size)")

@@ -54,8 +54,8 @@ def add_arguments(parser) -> None:
     _add(parser, "--min-face-size", type=float, default=20.0,
          help="smallest face side to detect, in pixels of the detection frame (default 20; larger is faster)")
     _add(parser, "--detect-fps", type=float, default=8.0,
-         help="detect faces at this many frames/s and interpolate landmarks in between (default 8; "
-              "0 = detect on every analysed frame)")
+         help="detect faces at up to this many frames/s (half as often where the faces hold still) and "
+              "interpolate landmarks in between (default 8; 0 = detect on every analysed frame)")
     _add(parser, "--thumbnails", type=int, default=6, help="aligned face thumbnails in the report (default 6)")
     _add(parser, "--device", default="cpu", help="torch device (default cpu)")
     _add(parser, "--precision", choices=("fp32", "bf16", "auto"), default="fp32",

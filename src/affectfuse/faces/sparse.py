@@ -9,10 +9,13 @@ Detection (MTCNN) is the costliest step of turning a video into face crops; a ta
    to ``detect_max_side`` (``cv2.INTER_AREA``), several frames per MTCNN call; the IoU tracker
    (:mod:`affectfuse.faces.track`) links the faces; with ``tracked_scales`` (on at a ``detect_max_side``)
    the first frame of each detection batch is searched over the whole MTCNN pyramid and the others only
-   for faces at least half as large as the smallest found in it (:func:`detect_tracked`);
-3. for a frame between two detection frames ``lo`` and ``hi`` (at most ``1.5 / detect_fps`` s apart) the
-   5 landmarks, box and score are linear in time between a face of ``lo`` and a face of ``hi`` of the same
-   person; before the first / after the last detection the nearest detection within half that gap is used.
+   for faces at least half as large as the smallest found in it (:func:`detect_tracked`); of the frames
+   picked, only every ``steady_stride``-th is detected for sure, and a skipped one only when the two
+   detections around it disagree (another number of faces, or a box moved to IoU < ``steady_iou``): the gap
+   is halved until they agree, so a still face costs half the detections and a moving one none fewer;
+3. for a frame between two detection frames ``lo`` and ``hi`` (at most ``1.5 * steady_stride / detect_fps`` s
+   apart) the 5 landmarks, box and score are linear in time between a face of ``lo`` and a face of ``hi`` of
+   the same person; before the first / after the last detection the nearest detection within half that gap is used.
    Frames wait in a buffer until the next detection batch is done: at most :data:`FULL_BUFFER_PIXELS`
    pixels of full frames whatever the video's length;
 4. cuts the crops the plans declare (:func:`affectfuse.faces.plan.crop_faces`) for every candidate person
@@ -42,7 +45,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from affectfuse.faces.plan import crop_faces, crop_specs
-from affectfuse.faces.track import IoUTracker, merge_stats, select_main_track, stitch_tracks
+from affectfuse.faces.track import IoUTracker, box_iou, merge_stats, select_main_track, stitch_tracks
 
 # cv2, torch (through the detector's module) and av are imported where used, so that the CLI's parser can read
 # the defaults below without them
@@ -52,6 +55,8 @@ DETECT_MAX_SIDE = 320  # longer side of the detection copy, pixels
 FULL_BUFFER_PIXELS = 8_000_000  # full frames waiting for their next detection (~24 MB of uint8 RGB)
 DECODE_BATCH = 8  # frames per decoded batch: a waiting frame keeps its whole batch array alive
 TRACKED_SMALLEST = 0.5  # tracked scales: look for faces down to this fraction of the smallest one found
+STEADY_STRIDE = 2  # where the faces hold still, detect only every STEADY_STRIDE-th detection frame
+STEADY_IOU = 0.85  # "hold still": the same number of faces, each box overlapping its previous with this IoU
 
 
 @dataclass
@@ -72,6 +77,7 @@ class _Frame:
     image: np.ndarray  # (H, W, 3) uint8, full size
     detect: bool
     result: _Detected | None = None
+    optional: bool = False  # a detection frame detected only where the detections around it disagree
 
 
 class _Spill:
@@ -140,9 +146,12 @@ def _candidates(t: float, lo: _Detected | None, hi: _Detected | None, max_gap: f
 class _Pass:
     """The decoding pass's state: frames waiting for their next detection, the tracker, the rows."""
 
-    def __init__(self, detector, specs, detect_max_side, max_gap, det_batch, timer, tracked_scales=False):
+    def __init__(self, detector, specs, detect_max_side, max_gap, det_batch, timer, tracked_scales=False,
+                 steady_iou=STEADY_IOU):
         self.detector, self.detect_max_side, self.max_gap = detector, detect_max_side, max_gap
         self.det_batch, self.timer, self.tracked_scales = det_batch, timer, tracked_scales
+        self.steady_iou = steady_iou
+        self.previous: _Detected | None = None  # the latest detection given to the tracker
         self.tracker = IoUTracker()
         self.rows = _Rows(specs)
         self.waiting: list[_Frame] = []
@@ -159,27 +168,61 @@ class _Pass:
             self._resolve(final=False)
 
     def finish(self) -> None:
+        optional = [f for f in self.waiting if f.optional and f.result is None]
+        if optional and not any(f.detect for f in self.waiting if f.t > optional[-1].t):
+            optional[-1].detect = True  # the video ends on a skipped stretch: close it with a detection
         self._detect()
         self._resolve(final=True)
 
     def _detect(self) -> None:
+        """Detect the waiting detection frames, then the skipped ones between two that disagree; the tracker
+        sees them all in time order."""
         todo = [f for f in self.waiting if f.detect and f.result is None]
         if not todo:
             return
+        with self.stage("detect"):
+            found = dict(zip(map(id, todo), self._find([f.image for f in todo])))
+            while more := self._unsteady(found):
+                found.update(zip(map(id, more), self._find([f.image for f in more], found, more)))
+            for f in self.waiting:
+                if id(f) in found:
+                    det = found[id(f)]
+                    f.detect, f.result = True, _Detected(f.t, det.boxes, det.scores, det.landmarks,
+                                                          self.tracker.update(f.t, det.boxes))
+                    self.previous = f.result
+            self.queued = 0
+
+    def _unsteady(self, found: dict) -> list[_Frame]:
+        """Middle skipped frame of each gap between two detections whose faces differ (count, or a box
+        with IoU below ``steady_iou`` against all of the other's)."""
+        more, left, between = [], self.previous, []
+        for f in self.waiting:
+            if id(f) in found:
+                if between and left is not None and not steady(left.boxes, found[id(f)].boxes, self.steady_iou):
+                    more.append(between[len(between) // 2])
+                left, between = found[id(f)], []
+            elif f.optional and f.result is None:
+                between.append(f)
+        return more
+
+    def _find(self, images: list[np.ndarray], found: dict | None = None, frames=()) -> list:
+        """Detections (full-frame coordinates) of frames close in time; ``found`` (frame id -> detection)
+        with ``frames`` given: skipped frames between detections, searched for faces of the sizes around."""
         import cv2
 
-        with self.stage("detect"):
-            height, width = todo[0].image.shape[:2]
-            scale = min(1.0, self.detect_max_side / max(height, width)) if self.detect_max_side else 1.0
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            small = np.stack([f.image if scale == 1.0 else cv2.resize(f.image, size, interpolation=cv2.INTER_AREA)
-                              for f in todo])
-            found = detect_tracked(self.detector, small) if self.tracked_scales else self.detector.detect(small)
-            for f, det in zip(todo, found):
-                det = det.unscaled(scale)
-                f.result = _Detected(f.t, det.boxes, det.scores, det.landmarks,
-                                     self.tracker.update(f.t, det.boxes))
-            self.queued = 0
+        height, width = images[0].shape[:2]
+        scale = min(1.0, self.detect_max_side / max(height, width)) if self.detect_max_side else 1.0
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = np.stack([im if scale == 1.0 else cv2.resize(im, size, interpolation=cv2.INTER_AREA)
+                          for im in images])
+        if not self.tracked_scales:
+            dets = self.detector.detect(small)
+        elif found is None:
+            dets = detect_tracked(self.detector, small)
+        else:
+            near = [d.boxes * scale for d in found.values() if len(d.boxes)] + [np.zeros((0, 4))]
+            dets = detect_sized(self.detector, small, np.concatenate(near), min(len(d.boxes) for d in found.values()))
+        return [d.unscaled(scale) for d in dets]
 
     def _resolve(self, final: bool) -> None:
         """Cut the candidate faces of every waiting frame whose neighbouring detections are known."""
@@ -204,25 +247,38 @@ class _Pass:
         return self.timer(name) if self.timer is not None else contextlib.nullcontext()
 
 
-def detect_tracked(detector, images: np.ndarray) -> list:
-    """Detections of (B, H, W, 3) frames close in time, with fewer pyramid levels where the faces are known.
+def steady(a: np.ndarray, b: np.ndarray, min_iou: float) -> bool:
+    """Whether two detections' (F, 4) boxes show the same faces holding still: as many, and each of ``b``
+    overlapping one of ``a`` with IoU >= ``min_iou``."""
+    if len(a) != len(b):
+        return False
+    return len(a) == 0 or bool((box_iou(a, b).max(0) >= min_iou).all())
 
-    The first frame is searched over the whole pyramid; the others only for faces at least
-    :data:`TRACKED_SMALLEST` x the smallest face side found in the first (MTCNN's small-face levels are
-    most of its cost: P-Net on the largest levels and R-Net on their many candidates). A frame where this
-    finds fewer faces than the first is searched again over the whole pyramid, and so is every frame when
-    the first has no face: a face that shrinks, leaves or turns away is looked for as before.
-    """
+
+def detect_sized(detector, images: np.ndarray, known: np.ndarray, expected: int) -> list:
+    """Detections of (B, H, W, 3) frames near frames whose (K, 4) boxes ``known`` were found: only faces at
+    least :data:`TRACKED_SMALLEST` x the smallest known side are searched for (MTCNN's small-face levels
+    are most of its cost: P-Net on the largest levels and R-Net on their many candidates); a frame where
+    this finds fewer than ``expected`` faces is searched again over the whole pyramid, and so is every
+    frame when nothing is known: a face that shrinks, leaves or turns away is looked for as before."""
+    if len(known) == 0:
+        return detector.detect(images)
+    side = float(np.minimum(known[:, 2] - known[:, 0], known[:, 3] - known[:, 1]).min()) + 1.0  # whole pixels
+    found = detector.detect(images, smallest=TRACKED_SMALLEST * side)
+    again = [k for k, d in enumerate(found) if len(d) < expected]
+    for k, d in zip(again, detector.detect(images[again]) if again else []):
+        found[k] = d
+    return found
+
+
+def detect_tracked(detector, images: np.ndarray) -> list:
+    """Detections of (B, H, W, 3) frames close in time, with fewer pyramid levels where the faces are known:
+    the first frame is searched over the whole pyramid, the others as :func:`detect_sized` does with the
+    first's faces."""
     first = detector.detect(images[:1])
-    if len(images) == 1 or len(first[0]) == 0:
-        return first + (detector.detect(images[1:]) if len(images) > 1 else [])
-    boxes = first[0].boxes
-    side = float(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).min()) + 1.0  # whole pixels
-    rest = detector.detect(images[1:], smallest=TRACKED_SMALLEST * side)
-    again = [k for k, d in enumerate(rest) if len(d) < len(first[0])]
-    for k, d in zip(again, detector.detect(images[1:][again]) if again else []):
-        rest[k] = d
-    return first + rest
+    if len(images) == 1:
+        return first
+    return first + detect_sized(detector, images[1:], first[0].boxes, len(first[0]))
 
 
 def _detection_batch(info, rate: float, detect_fps: float | None, detect_max_side, batch_size: int, detector) -> int:
@@ -242,7 +298,8 @@ def _detection_batch(info, rate: float, detect_fps: float | None, detect_max_sid
 def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None = None, crops: Sequence = (),
                       batch_size: int = 32, detect_max_side: int | None = DETECT_MAX_SIDE,
                       detect_fps: float | None = DETECT_FPS, stitch_gap_s: float = 10.0, timer=None,
-                      progress=None, tracked_scales: bool | None = None) -> Iterator:
+                      progress=None, tracked_scales: bool | None = None, steady_stride: int = STEADY_STRIDE,
+                      steady_iou: float = STEADY_IOU) -> Iterator:
     """The main person's faces in every analysed frame, one decoding pass (see the module doc).
 
     Args:
@@ -262,6 +319,9 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
         tracked_scales: detect with fewer pyramid levels where the faces are known
             (:func:`detect_tracked`); ``None``: on with ``detect_max_side`` (the fast path), off at full size
             (the reference path it is measured against).
+        steady_stride: of the frames picked at ``detect_fps``, detect every ``steady_stride``-th, and the
+            others only between two detections that disagree (:func:`steady` with ``steady_iou``), halving
+            the gap until the faces agree or no picked frame is left between (1: every picked frame).
 
     Raises:
         MediaError: unreadable file, no video stream, zero frames.
@@ -278,11 +338,12 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
     detect_fps = detect_fps if sparse else None
     specs = crop_specs(crops)
     tracked_scales = bool(detect_max_side) if tracked_scales is None else tracked_scales
-    state = _Pass(detector, specs, detect_max_side, 1.5 / detect_fps if sparse else 0.0,
-                  _detection_batch(info, rate, detect_fps, detect_max_side, batch_size, detector), timer,
-                  tracked_scales)
+    stride = max(1, int(steady_stride)) if sparse else 1
+    state = _Pass(detector, specs, detect_max_side, 1.5 * stride / detect_fps if sparse else 0.0,
+                  _detection_batch(info, rate, detect_fps and detect_fps / stride, detect_max_side, batch_size,
+                                   detector), timer, tracked_scales, steady_iou)
     sampler = FrameSampler(detect_fps)
-    numbers, times = [], []
+    numbers, times, picked = [], [], 0
     try:
         frames = iter_frames(path, fps=fps, batch_size=DECODE_BATCH)
         while True:
@@ -291,7 +352,10 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
             if batch is None:
                 break
             for num, t, image in zip(batch.frame_numbers, batch.timestamps, batch.images):
-                state.push(_Frame(len(numbers), float(t), image, sampler.keep(float(t))))
+                keep = sampler.keep(float(t))
+                state.push(_Frame(len(numbers), float(t), image, keep and picked % stride == 0,
+                                  optional=keep and picked % stride != 0))
+                picked += keep
                 numbers.append(int(num))
                 times.append(float(t))
             if progress is not None:
