@@ -3,7 +3,6 @@ and follows its source files, a broken set leaves none, and ERI training gives t
 
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
 
 import numpy as np
