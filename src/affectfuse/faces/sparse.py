@@ -55,6 +55,7 @@ DETECT_MAX_SIDE = 320  # longer side of the detection copy, pixels
 FULL_BUFFER_PIXELS = 8_000_000  # full frames waiting for their next detection (~24 MB of uint8 RGB)
 DECODE_BATCH = 8  # frames per decoded batch: a waiting frame keeps its whole batch array alive
 TRACKED_SMALLEST = 0.5  # tracked scales: look for faces down to this fraction of the smallest one found
+FULL_SEARCH_S = 2.0  # with tracked scales, search the whole MTCNN pyramid at least this often (s of video)
 STEADY_STRIDE = 2  # where the faces hold still, detect only every STEADY_STRIDE-th detection frame
 STEADY_IOU = 0.85  # "hold still": the same number of faces, each box overlapping its previous with this IoU
 
@@ -152,6 +153,7 @@ class _Pass:
         self.det_batch, self.timer, self.tracked_scales = det_batch, timer, tracked_scales
         self.steady_iou = steady_iou
         self.previous: _Detected | None = None  # the latest detection given to the tracker
+        self.searched_t = -math.inf  # time of the latest whole-pyramid search, s
         self.tracker = IoUTracker()
         self.rows = _Rows(specs)
         self.waiting: list[_Frame] = []
@@ -181,7 +183,7 @@ class _Pass:
         if not todo:
             return
         with self.stage("detect"):
-            found = dict(zip(map(id, todo), self._find([f.image for f in todo])))
+            found = dict(zip(map(id, todo), self._find([f.image for f in todo], first_t=todo[0].t)))
             while more := self._unsteady(found):
                 found.update(zip(map(id, more), self._find([f.image for f in more], found, more)))
             for f in self.waiting:
@@ -205,9 +207,10 @@ class _Pass:
                 between.append(f)
         return more
 
-    def _find(self, images: list[np.ndarray], found: dict | None = None, frames=()) -> list:
-        """Detections (full-frame coordinates) of frames close in time; ``found`` (frame id -> detection)
-        with ``frames`` given: skipped frames between detections, searched for faces of the sizes around."""
+    def _find(self, images: list[np.ndarray], found: dict | None = None, frames=(), first_t: float = 0.0) -> list:
+        """Detections (full-frame coordinates) of frames close in time, the first at ``first_t`` s; ``found``
+        (frame id -> detection) with ``frames`` given: skipped frames between detections, searched for faces
+        of the sizes around."""
         import cv2
 
         height, width = images[0].shape[:2]
@@ -217,12 +220,21 @@ class _Pass:
                           for im in images])
         if not self.tracked_scales:
             dets = self.detector.detect(small)
-        elif found is None:
+        elif found is None and self._search_all(first_t):
             dets = detect_tracked(self.detector, small)
+            self.searched_t = first_t
+        elif found is None:  # faces of the sizes seen last: the whole pyramid waits for its next turn
+            dets = detect_sized(self.detector, small, self.previous.boxes * scale, len(self.previous.boxes))
         else:
             near = [d.boxes * scale for d in found.values() if len(d.boxes)] + [np.zeros((0, 4))]
             dets = detect_sized(self.detector, small, np.concatenate(near), min(len(d.boxes) for d in found.values()))
         return [d.unscaled(scale) for d in dets]
+
+    def _search_all(self, t: float) -> bool:
+        """Whether the batch starting at ``t`` s begins with a whole-pyramid search: no face known yet, or
+        :data:`FULL_SEARCH_S` since the last one (a new face at least half as large as the smallest known is
+        found by every search; a smaller one waits for this)."""
+        return self.previous is None or len(self.previous.boxes) == 0 or t - self.searched_t >= FULL_SEARCH_S
 
     def _resolve(self, final: bool) -> None:
         """Cut the candidate faces of every waiting frame whose neighbouring detections are known."""
