@@ -219,6 +219,32 @@ def test_tracked_scales_search_again_where_a_face_is_lost():
     assert [len(d) for d in detect_tracked(_Nobody(), np.zeros((3, 80, 80, 3), np.uint8))] == [0, 0, 0]
 
 
+def test_the_whole_pyramid_is_searched_every_few_seconds_only():
+    """With tracked scales a detection batch starts with a whole-pyramid search only when FULL_SEARCH_S have
+    passed since the last one; the other batches look for faces of the size seen last (``smallest`` given)."""
+    from affectfuse.faces.sparse import FULL_SEARCH_S, _Frame, _Pass
+
+    class _Recorder(_FakeDetector):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def detect(self, images, smallest=None):
+            self.calls.append((len(images), smallest))
+            return super().detect(images)
+
+    det = _Recorder()
+    state = _Pass(det, (SPEC,), None, max_gap=0.2, det_batch=4, timer=None, tracked_scales=True)
+    for k in range(300):  # 10 s at 30 frames/s, every 3rd frame detected, batches of 4 detections (0.4 s)
+        state.push(_Frame(k, k / 30.0, np.zeros((80, 80, 3), np.uint8), detect=k % 3 == 0))
+    state.finish()
+    state.rows.close()
+    whole = [c for c in det.calls if c[1] is None]
+    assert len(whole) == int(10 / FULL_SEARCH_S) and all(n == 1 for n, _ in whole)  # at 0, 2, 4, 6, 8 s
+    assert sum(n for n, _ in det.calls) == 100  # every detection frame once: no search was repeated
+    assert all(s == 20.5 for _, s in det.calls if s is not None)  # half the 41-px face
+
+
 def test_stages_are_timed_in_wall_and_cpu_seconds():
     """The pass gives its timer every stage's wall and CPU seconds (predict's per-stage CPU figures):
     Timer keeps both, and a stage that only sleeps costs wall time, not CPU time."""

@@ -8,8 +8,9 @@ Detection (MTCNN) is the costliest step of turning a video into face crops; a ta
    the rule of :func:`affectfuse.media.iter_frames`; ``None``: every frame) and detects on copies downscaled
    to ``detect_max_side`` (``cv2.INTER_AREA``), several frames per MTCNN call; the IoU tracker
    (:mod:`affectfuse.faces.track`) links the faces; with ``tracked_scales`` (on at a ``detect_max_side``)
-   the first frame of each detection batch is searched over the whole MTCNN pyramid and the others only
-   for faces at least half as large as the smallest found in it (:func:`detect_tracked`); of the frames
+   a detection batch starts with a search over the whole MTCNN pyramid (at least every
+   :data:`FULL_SEARCH_S` s of video) and otherwise looks only for faces at least half as large as the
+   smallest found last (:func:`detect_tracked`, :func:`detect_sized`); of the frames
    picked, only every ``steady_stride``-th is detected for sure, and a skipped one only when the two
    detections around it disagree (another number of faces, or a box moved to IoU < ``steady_iou``): the gap
    is halved until they agree, so a still face costs half the detections and a moving one none fewer;
@@ -185,7 +186,7 @@ class _Pass:
         with self.stage("detect"):
             found = dict(zip(map(id, todo), self._find([f.image for f in todo], first_t=todo[0].t)))
             while more := self._unsteady(found):
-                found.update(zip(map(id, more), self._find([f.image for f in more], found, more)))
+                found.update(zip(map(id, more), self._find([f.image for f in more], found)))
             for f in self.waiting:
                 if id(f) in found:
                     det = found[id(f)]
@@ -207,10 +208,10 @@ class _Pass:
                 between.append(f)
         return more
 
-    def _find(self, images: list[np.ndarray], found: dict | None = None, frames=(), first_t: float = 0.0) -> list:
-        """Detections (full-frame coordinates) of frames close in time, the first at ``first_t`` s; ``found``
-        (frame id -> detection) with ``frames`` given: skipped frames between detections, searched for faces
-        of the sizes around."""
+    def _find(self, images: list[np.ndarray], found: dict | None = None, first_t: float = 0.0) -> list:
+        """Detections (full-frame coordinates) of frames close in time, the first at ``first_t`` s; with
+        ``found`` (frame id -> detection): skipped frames between those detections, searched for faces of the
+        sizes around."""
         import cv2
 
         height, width = images[0].shape[:2]
@@ -329,7 +330,8 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
             (interpolation + crops + spill).
         progress: optional ``progress(done_s, total_s)`` after each decoded batch.
         tracked_scales: detect with fewer pyramid levels where the faces are known
-            (:func:`detect_tracked`); ``None``: on with ``detect_max_side`` (the fast path), off at full size
+            (:func:`detect_tracked`, :func:`detect_sized`; the whole pyramid at least every
+            :data:`FULL_SEARCH_S` s); ``None``: on with ``detect_max_side`` (the fast path), off at full size
             (the reference path it is measured against).
         steady_stride: of the frames picked at ``detect_fps``, detect every ``steady_stride``-th, and the
             others only between two detections that disagree (:func:`steady` with ``steady_iou``), halving
