@@ -5,7 +5,8 @@ seconds (``time.process_time``: user + sys of this process; a job waiting for a 
 not charged):
 
 - **backbone only**: the extractor on the already cut crops of the found faces, batches of ``--batch-size``
-  (extract's default 32), after one warm-up batch;
+  (extract's default 32), after one warm-up batch (the decode side, too, is warmed up by one untimed pass
+  before the first row);
 - **decode side**: :func:`affectfuse.features.pipeline.decode_video` -- what an ``extract --workers N`` worker
   process does per video: decode, detect, track, interpolate, cut the crops; per path: **ours** (the defaults:
   detection at 8 frames/s on 320-px copies, one decoding pass) and **naive** (every sampled frame detected at
@@ -133,6 +134,8 @@ def measure(video: Path, runs: list[str], batch_size: int) -> list[dict]:
         fps = (float(rate) or None) if rate else 5.0
         ext = build_extractors([name], random_weights=name in RANDOM)[0]
         row = {"extractor": name, "fps": fps, "random_weights": name in RANDOM}
+        if not rows:  # warm-up: the process's first pass pays lazy imports and first calls, not per-frame work
+            _decode_side(video, fps, PATHS["ours"], ext, detector)
         for label, opts in PATHS.items():
             cpu, faces = _decode_side(video, fps, opts, ext, detector)
             row[f"decode_side_{label}"] = cpu

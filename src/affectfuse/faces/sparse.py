@@ -294,17 +294,16 @@ def detect_tracked(detector, images: np.ndarray) -> list:
     return first + detect_sized(detector, images[1:], first[0].boxes, len(first[0]))
 
 
-def _detection_batch(info, rate: float, detect_fps: float | None, detect_max_side, batch_size: int, detector) -> int:
+def _detection_batch(info, per_detection: float, detect_max_side, batch_size: int, detector) -> int:
     """Detection frames per MTCNN call: the detector's pixel budget, and the full frames that wait meanwhile
-    within :data:`FULL_BUFFER_PIXELS`."""
+    (``per_detection`` analysed frames per detection frame) within :data:`FULL_BUFFER_PIXELS`."""
     from affectfuse.faces.pipeline import DETECT_PIXEL_BUDGET, _batch_for
 
     side = max(info.width, info.height) or 1
     scale = min(1.0, detect_max_side / side) if detect_max_side else 1.0
     full = max(1, info.width * info.height)
     budget = DETECT_PIXEL_BUDGET["cpu" if detector.device.type == "cpu" else "other"]
-    per_detection = math.ceil(rate / detect_fps) if detect_fps else 1
-    by_buffer = max(1, FULL_BUFFER_PIXELS // (full * per_detection))
+    by_buffer = max(1, FULL_BUFFER_PIXELS // (full * max(1, math.ceil(per_detection - 1e-6))))
     return min(_batch_for(int(full * scale * scale), batch_size, budget), by_buffer)
 
 
@@ -333,9 +332,11 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
             (:func:`detect_tracked`, :func:`detect_sized`; the whole pyramid at least every
             :data:`FULL_SEARCH_S` s); ``None``: on with ``detect_max_side`` (the fast path), off at full size
             (the reference path it is measured against).
-        steady_stride: of the frames picked at ``detect_fps``, detect every ``steady_stride``-th, and the
-            others only between two detections that disagree (:func:`steady` with ``steady_iou``), halving
-            the gap until the faces agree or no picked frame is left between (1: every picked frame).
+        steady_stride: of the frames picked at ``detect_fps`` (every analysed frame when that is at or above
+            the analysed rate), detect every ``steady_stride``-th, and the others only between two detections
+            that disagree (:func:`steady` with ``steady_iou``), halving the gap until the faces agree or no
+            picked frame is left between (1: every picked frame; ``detect_fps=None`` detects every analysed
+            frame whatever this says).
 
     Raises:
         MediaError: unreadable file, no video stream, zero frames.
@@ -348,15 +349,15 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
         raise MediaError(path, "no video stream (audio-only file): no faces to find")
     detector = detector or default_detector()
     rate = fps or info.fps or 25.0
-    sparse = bool(detect_fps) and detect_fps < rate * 0.95
-    detect_fps = detect_fps if sparse else None
+    pick_fps = detect_fps if detect_fps and detect_fps < rate * 0.95 else None  # None: every analysed frame
+    stride = max(1, int(steady_stride)) if detect_fps else 1  # no detect_fps: every frame detected (reference)
+    step = 1.0 / (pick_fps or rate)  # s between picked frames
     specs = crop_specs(crops)
     tracked_scales = bool(detect_max_side) if tracked_scales is None else tracked_scales
-    stride = max(1, int(steady_stride)) if sparse else 1
-    state = _Pass(detector, specs, detect_max_side, 1.5 * stride / detect_fps if sparse else 0.0,
-                  _detection_batch(info, rate, detect_fps and detect_fps / stride, detect_max_side, batch_size,
-                                   detector), timer, tracked_scales, steady_iou)
-    sampler = FrameSampler(detect_fps)
+    state = _Pass(detector, specs, detect_max_side, 1.5 * stride * step if pick_fps or stride > 1 else 0.0,
+                  _detection_batch(info, stride * step * rate, detect_max_side, batch_size, detector),
+                  timer, tracked_scales, steady_iou)
+    sampler = FrameSampler(pick_fps)
     numbers, times, picked = [], [], 0
     try:
         frames = iter_frames(path, fps=fps, batch_size=DECODE_BATCH)
