@@ -1,0 +1,100 @@
+"""ONNX Runtime for a face network's forward pass on CPU, where it beats PyTorch eager.
+
+Which networks run here is decided by measurement (``benchmarks/bench_runtimes.py``, docs/benchmarks.md): a
+small network of depthwise-separable convolutions such as FaceExpressionNet spends most of its PyTorch time in
+per-operator overhead, which ONNX Runtime's fused CPU kernels avoid; large networks gain nothing and keep
+PyTorch (and its bf16 path).
+
+The network is exported once (``torch.onnx.export``, the TorchScript exporter, opset 17, batch axis dynamic)
+from its current weights to ``$AFFECTFUSE_CACHE_DIR/onnx`` (default ``~/.cache/affectfuse/onnx``), named by a
+digest of the weights, input shape and torch version, so later processes load the file instead of exporting
+(0.9 CPU-s); a weight change (fine-tuning, ``load_state_dict``) is noticed through the parameters' version
+counters and exports again. Float32 only: outputs equal PyTorch's to ~1e-5.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+OPSET = 17
+
+
+def onnxruntime_available() -> bool:
+    """Whether ``onnxruntime`` and ``onnx`` (the exporter's dependency) are installed."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("AFFECTFUSE_CACHE_DIR")
+    return (Path(base) if base else Path.home() / ".cache" / "affectfuse") / "onnx"
+
+
+class OnnxForward:
+    """``model``'s forward pass through an ONNX Runtime session: (N, ...) float32 tensor -> its outputs as a
+    float32 tensor (one output only). ``threads``: the session's intra-op threads (default: torch's)."""
+
+    def __init__(self, model: nn.Module, name: str, threads: int | None = None):
+        self.model, self.name, self.threads = model, name, threads
+        self.session, self.stamp = None, None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        stamp = (tuple(p._version for p in self.model.parameters()), tuple(x.shape[1:]))
+        fresh = self.session is None or stamp != self.stamp
+        if fresh:
+            self.session, self.stamp = self._session(x), stamp
+        out = torch.from_numpy(self.session.run(None, {"x": x.detach().cpu().contiguous().numpy()})[0])
+        if fresh:  # a new export answers its first batch as PyTorch does, or is not used
+            with torch.inference_mode():
+                check_outputs(self.model(x).float().cpu().numpy(), out.numpy(), self.name)
+        return out
+
+    def _session(self, x: torch.Tensor):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(str(self._exported(x)), options, providers=["CPUExecutionProvider"])
+
+    def _exported(self, x: torch.Tensor) -> Path:
+        """The ONNX file of the model's current weights for inputs shaped like ``x`` (exported if missing)."""
+        digest = hashlib.sha256(f"{type(self.model).__name__}|{tuple(x.shape[1:])}|{torch.__version__}|{OPSET}".encode())
+        for key, value in self.model.state_dict().items():
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        path = cache_dir() / f"{self.name}-{digest.hexdigest()[:20]}.onnx"
+        if path.is_file():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False)
+        tmp.close()
+        example = x[:1].detach().cpu().float().contiguous()
+        was_training = self.model.training
+        try:
+            with warnings.catch_warnings():  # shape arithmetic traced as constants: the crop size is fixed
+                warnings.simplefilter("ignore")
+                torch.onnx.export(self.model.eval(), (example,), tmp.name, dynamo=False, opset_version=OPSET,
+                                  input_names=["x"], output_names=["y"],
+                                  dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+            os.replace(tmp.name, path)  # whole file or none: a concurrent process finds a finished export
+        finally:
+            self.model.train(was_training)
+            if os.path.exists(tmp.name):
+                os.unlink(tmp.name)
+        return path
+
+
+def check_outputs(reference: np.ndarray, onnx: np.ndarray, name: str, atol: float = 1e-4) -> None:
+    """Raise if ONNX Runtime's outputs differ from PyTorch's by more than ``atol`` (a broken export)."""
+    worst = float(np.abs(reference - onnx).max()) if reference.size else 0.0
+    if worst > atol:
+        raise RuntimeError(f"{name}: ONNX Runtime output differs from PyTorch's by {worst:.2e} (> {atol:g})")
