@@ -64,9 +64,10 @@ def torch_key(tf_name: str) -> tuple[str, tuple[int, ...] | None]:
     raise KeyError(f"unknown face-api tensor {tf_name!r}")
 
 
-def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
-    """Decode the manifest + bin into a PyTorch state dict of float32 tensors."""
-    manifest = json.loads((model_dir / f"{MODEL}-weights_manifest.json").read_text())
+def read_weights(model_dir: Path, model: str = MODEL) -> dict[str, torch.Tensor]:
+    """Decode ``model``'s manifest + bin into a PyTorch state dict of float32 tensors (``model``: another
+    face-api network on the same dense blocks, e.g. ``face_landmark_68_model``, whose fc has 136 outputs)."""
+    manifest = json.loads((model_dir / f"{model}-weights_manifest.json").read_text())
     state: dict[str, torch.Tensor] = {}
     for group in manifest:
         data = b"".join((model_dir / p).read_bytes() for p in group["paths"])
