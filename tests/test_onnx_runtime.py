@@ -35,6 +35,20 @@ def test_auto_runtime_gives_pytorchs_outputs(tmp_path, monkeypatch):
 
 
 @needs_ort
+def test_mobilenetv2_face_runs_onnxruntime_with_the_same_outputs(tmp_path, monkeypatch):
+    """mobilenetv2-face (random weights: the same graph) also defaults to ONNX Runtime, equal to PyTorch."""
+    from affectfuse.features.registry import create_extractor
+
+    monkeypatch.setenv("AFFECTFUSE_CACHE_DIR", str(tmp_path))
+    crops = np.random.default_rng(1).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    ort_ext = create_extractor("mobilenetv2-face", random_weights=True, tta="none")
+    torch_ext = create_extractor("mobilenetv2-face", random_weights=True, tta="none", runtime="torch")
+    torch_ext.model.load_state_dict(ort_ext.model.state_dict())
+    np.testing.assert_allclose(ort_ext(crops), torch_ext(crops), atol=1e-4)
+    assert ort_ext.runtime_used == "onnxruntime"
+
+
+@needs_ort
 def test_changed_weights_are_exported_again(tmp_path, monkeypatch):
     """New weights loaded into the extractor's model (as fine-tuning does) are what ONNX Runtime runs next."""
     from affectfuse.features.registry import create_extractor

@@ -24,11 +24,14 @@ MOBILENETV2_FACE_PLAN = FacePlan(224, "mtcnn_box", mean=IMAGENET_MEAN, std=IMAGE
 
 
 def mobilenetv2_face(weights=None, random_weights: bool = False, device: str = "cpu", fast: bool = True,
-                     precision: str = "fp32", batch_size: int = 32, tta: str = "flip") -> TorchFaceExtractor:
+                     precision: str = "fp32", batch_size: int = 32, tta: str = "flip",
+                     runtime: str = "auto") -> TorchFaceExtractor:
     """Factory of ``mobilenetv2-face`` (registry): (N, 224, 224, 3) uint8 RGB crops -> (N, 1280) float32.
-    ``weights``: a path overriding the ImageNet file; ``tta``: test-time views (default ``"flip"``)."""
+    ``weights``: a path overriding the ImageNet file; ``tta``: test-time views (default ``"flip"``);
+    ``runtime``: ``"auto"`` runs the fp32 forward pass in ONNX Runtime where installed (3.4x less CPU than
+    PyTorch eager, outputs equal to ~1e-5; benchmarks/bench_runtimes.py), ``"torch"`` forces PyTorch."""
     model = mobilenetv2_pooled(weights, random_weights)
     return TorchFaceExtractor(
         model, name="mobilenetv2-face", dim=DIM, input=MOBILENETV2_FACE_PLAN, weights=MOBILENETV2_IMAGENET,
         random_weights=random_weights, device=device, fast=fast, precision=precision, batch_size=batch_size,
-        columns=COLUMNS, tta=tta)
+        columns=COLUMNS, tta=tta, runtime=runtime)

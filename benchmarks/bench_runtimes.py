@@ -1,0 +1,120 @@
+"""Which runtime runs each face network's forward pass: PyTorch eager (fp32, channels-last), PyTorch bf16
+autocast, ONNX Runtime (fp32), in one run.
+
+    python benchmarks/bench_runtimes.py [--nets faceexpressionnet fer-mini-xception mobilenetv2-face posterv2]
+        [--crops 64] [--repeats 5] [--json OUT.json]
+
+Per network (its registry factory, random weights where no pretrained file is offline: the speed is the
+same), on ``--crops`` random uint8 crops of its input size in its own batch size, 1 intra-op thread: CPU ms per
+crop (``time.process_time``, best of ``--repeats`` passes after a warm-up pass; the runtimes alternate) and the
+largest absolute output difference against PyTorch fp32. ONNX Runtime's export (``torch.onnx.export``, cached
+afterwards) is timed apart. Machine, CPU flags, load and date are printed with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, machine_info  # noqa: E402
+
+NETS = ("faceexpressionnet", "fer-mini-xception", "mobilenetv2-face", "posterv2")
+
+
+def _extractor(name: str, **kwargs):
+    from affectfuse.features.registry import create_extractor
+
+    try:
+        return create_extractor(name, **kwargs), False
+    except (FileNotFoundError, RuntimeError):
+        return create_extractor(name, random_weights=True, **kwargs), True
+
+
+def _forward_cpu(forward, xs: list, repeats: int) -> tuple[float, list]:
+    """Best CPU seconds of one pass of ``forward`` over the batches ``xs`` (after a warm-up pass), outputs."""
+    import torch
+
+    with torch.inference_mode():
+        out = [forward(x) for x in xs]
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.process_time()
+            out = [forward(x) for x in xs]
+            best = min(best, time.process_time() - start)
+    return best, out
+
+
+def measure(name: str, n_crops: int, repeats: int) -> dict:
+    import numpy as np
+    import torch
+
+    from affectfuse.features.face_common import bf16_supported
+    from affectfuse.features.onnx_runtime import OnnxForward, onnxruntime_available
+
+    ext, random_weights = _extractor(name)  # ext._run is PyTorch whatever the runtime setting
+    size, batch = ext.input.size, ext.batch_size
+    crops = np.random.default_rng(0).integers(0, 256, (n_crops, size, size, 3), dtype=np.uint8)
+    xs = [ext.preprocess(crops[k:k + batch]).contiguous(memory_format=torch.channels_last)
+          for k in range(0, n_crops, batch)]
+    row = {"network": name, "random_weights": random_weights, "input": size, "batch": batch, "crops": n_crops}
+    ways = {"torch fp32": lambda x: ext._run(x, False)}
+    if bf16_supported(torch.device("cpu")):
+        ways["torch bf16"] = lambda x: ext._run(x, True)
+    if onnxruntime_available():
+        onnx = OnnxForward(ext.model, f"bench-{name}", threads=1)
+        start = time.process_time()
+        try:
+            onnx(xs[0])
+            row["onnx_export_cpu_s"] = time.process_time() - start
+            ways["onnxruntime fp32"] = onnx
+        except Exception as exc:  # an export the exporter cannot do is a result too
+            row["onnx_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    reference = None
+    for label, forward in ways.items():
+        cpu, out = _forward_cpu(forward, xs, repeats)
+        out = torch.cat([o.float() for o in out]).numpy()
+        reference = out if reference is None else reference
+        row[label] = {"ms_per_crop": 1000 * cpu / n_crops, "max_abs_diff": float(np.abs(out - reference).max())}
+    return row
+
+
+def main(argv=None) -> int:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nets", nargs="+", default=list(NETS))
+    parser.add_argument("--crops", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    machine = machine_info()
+    rows = []
+    for name in args.nets:
+        crops = args.crops if name != "posterv2" else min(args.crops, 16)  # 190 ms a crop: fewer
+        rows.append(measure(name, crops, args.repeats))
+        print(json.dumps(rows[-1]), flush=True)
+    print(f"\nmachine: {describe(machine)}; 1 intra-op thread; CPU ms per crop (best of {args.repeats})")
+    print("network | input | runtime | ms CPU per crop | speed-up vs torch fp32 | max abs diff vs torch fp32")
+    for r in rows:
+        base = r["torch fp32"]["ms_per_crop"]
+        for label in ("torch fp32", "torch bf16", "onnxruntime fp32"):
+            if label in r:
+                m = r[label]
+                print(f"{r['network']}{' (random weights)' if r['random_weights'] else ''} | {r['input']} | {label} | "
+                      f"{m['ms_per_crop']:.2f} | {base / m['ms_per_crop']:.2f}x | {m['max_abs_diff']:.1e}")
+        if "onnx_error" in r:
+            print(f"{r['network']} | | onnxruntime fp32 | export failed: {r['onnx_error']} | |")
+        elif "onnx_export_cpu_s" in r:
+            print(f"{r['network']} | | (export, once per weight set) | {r['onnx_export_cpu_s']:.2f} CPU s | |")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
