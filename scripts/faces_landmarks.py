@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 from convert_faceapi_weights import fetch_package, read_weights  # noqa: E402
 from faces_cv import DEFAULT_DATA, PERSON  # noqa: E402
-from faces_levers import FS, LABELS, cached_crops, score, view_outputs  # noqa: E402
+from faces_levers import FS, LABELS, cached_crops, score, table_row, view_outputs  # noqa: E402
 
 # landmark pairs mirrored about the face's midline (68-point scheme): mouth corners, upper / lower lip,
 # brows (outer, middle, inner), eye corners, nostrils, lip midpoints
@@ -129,10 +129,7 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     for name, extra in configs.items():
         for grouped in (False, True):
-            s = score({**base, **extra}, found, y, groups, grouped)
-            print(f"| {name} | {'person' if grouped else 'stratified'} | {s['macro_f1']:.3f} | {s['fold_mean']:.3f} "
-                  f"+- {s['fold_sd']:.3f} | {s['uar']:.3f} | {s['accuracy']:.3f} | "
-                  f"{s['per_class']['Fear']['f1']:.3f} | {s['per_class']['Other']['f1']:.3f} |", flush=True)
+            print(table_row(name, grouped, score({**base, **extra}, found, y, groups, grouped)), flush=True)
     return 0
 
 

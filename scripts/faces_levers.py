@@ -128,6 +128,13 @@ def score(sets: dict[str, np.ndarray], found, y, groups, grouped: bool) -> dict:
     return {**s, "fold_mean": float(np.mean(per_fold)), "fold_sd": float(np.std(per_fold))}
 
 
+def table_row(name: str, grouped: bool, s: dict) -> str:
+    """One markdown row of the levers' tables from :func:`score`'s dict."""
+    return (f"| {name} | {'person' if grouped else 'stratified'} | {s['macro_f1']:.3f} | {s['fold_mean']:.3f} "
+            f"+- {s['fold_sd']:.3f} | {s['uar']:.3f} | {s['accuracy']:.3f} | "
+            f"{s['per_class']['Fear']['f1']:.3f} | {s['per_class']['Other']['f1']:.3f} |")
+
+
 # Probe settings tried with ``--classifier`` (name -> C grid, powers of the balanced class weights, inner metric);
 # C and the power are chosen per outer fold by the inner folds of its training part only, as the default does.
 CLASSIFIER_LEVERS = {
@@ -192,9 +199,8 @@ def classifier_levers(sets: dict[str, np.ndarray], found, y, groups) -> None:
                                        a.groups if grouped else None, [2 * d for d in a.dims()], cs, powers, metric)
                 per_fold.append(classification_scores(y[te], pred[te], len(CLASSES), CLASSES)["macro_f1"])
             s = classification_scores(y, pred, len(CLASSES), CLASSES)
-            print(f"| {name} | {'person' if grouped else 'stratified'} | {s['macro_f1']:.3f} | "
-                  f"{np.mean(per_fold):.3f} +- {np.std(per_fold):.3f} | {s['uar']:.3f} | {s['accuracy']:.3f} | "
-                  f"{s['per_class']['Fear']['f1']:.3f} | {s['per_class']['Other']['f1']:.3f} |", flush=True)
+            s.update(fold_mean=float(np.mean(per_fold)), fold_sd=float(np.std(per_fold)))
+            print(table_row(name, grouped, s), flush=True)
 
 
 def main(argv=None) -> int:
@@ -228,10 +234,7 @@ def main(argv=None) -> int:
         sets = {k: np.mean([views[net][f"{s}|{f}"] for s in scales for f in flips], 0)
                 for k, (net, scales, flips) in CONFIGS[name].items()}
         for grouped in (False, True):
-            s = score(sets, found, y, groups, grouped)
-            print(f"| {name} | {'person' if grouped else 'stratified'} | {s['macro_f1']:.3f} | {s['fold_mean']:.3f} "
-                  f"+- {s['fold_sd']:.3f} | {s['uar']:.3f} | {s['accuracy']:.3f} | "
-                  f"{s['per_class']['Fear']['f1']:.3f} | {s['per_class']['Other']['f1']:.3f} |", flush=True)
+            print(table_row(name, grouped, score(sets, found, y, groups, grouped)), flush=True)
     return 0
 
 

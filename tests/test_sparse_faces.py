@@ -186,8 +186,8 @@ def test_tracked_scales_find_what_the_whole_pyramid_finds(shared_data):
                 assert np.abs(a.landmarks[0] - b.landmarks[0]).max() < 1.0
 
 
-class _ShrinkingDetector(_FakeDetector):
-    """A 40-px face in the first frame; searched only for large faces (``smallest``), the 3rd frame shows none."""
+class _RecordingDetector(_FakeDetector):
+    """:class:`_FakeDetector` that records each call's (frames, ``smallest``)."""
 
     def __init__(self):
         super().__init__()
@@ -195,7 +195,14 @@ class _ShrinkingDetector(_FakeDetector):
 
     def detect(self, images, smallest=None):
         self.calls.append((len(images), smallest))
-        out = super().detect(images)
+        return super().detect(images)
+
+
+class _ShrinkingDetector(_RecordingDetector):
+    """A 40-px face in the first frame; searched only for large faces (``smallest``), the 3rd frame shows none."""
+
+    def detect(self, images, smallest=None):
+        out = super().detect(images, smallest)
         if smallest is not None and len(images) > 2:
             out[1] = Detections.empty()  # the 3rd frame of the batch: its face got small
         return out
@@ -224,16 +231,7 @@ def test_the_whole_pyramid_is_searched_every_few_seconds_only():
     passed since the last one; the other batches look for faces of the size seen last (``smallest`` given)."""
     from affectfuse.faces.sparse import FULL_SEARCH_S, _Frame, _Pass
 
-    class _Recorder(_FakeDetector):
-        def __init__(self):
-            super().__init__()
-            self.calls = []
-
-        def detect(self, images, smallest=None):
-            self.calls.append((len(images), smallest))
-            return super().detect(images)
-
-    det = _Recorder()
+    det = _RecordingDetector()
     state = _Pass(det, (SPEC,), None, max_gap=0.2, det_batch=4, timer=None, tracked_scales=True)
     for k in range(300):  # 10 s at 30 frames/s, every 3rd frame detected, batches of 4 detections (0.4 s)
         state.push(_Frame(k, k / 30.0, np.zeros((80, 80, 3), np.uint8), detect=k % 3 == 0))
