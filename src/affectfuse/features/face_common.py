@@ -264,7 +264,9 @@ class TorchFaceExtractor(Extractor):
             ref, fast = self._run(x, False), self._run(x, True)
             self.auto_cosine = float(row_cosine(ref, fast).min())
             self.bf16 = self.auto_cosine >= AUTO_MIN_COSINE
-            return fast if self.bf16 else ref
+            if self.bf16 or self._onnx is None:
+                return fast if self.bf16 else ref
+            # fp32 decided: this batch too from ONNX Runtime, as every later one will be
         if self._onnx is not None and not self.bf16:
             try:
                 return self._onnx(x)
