@@ -49,6 +49,20 @@ def test_mobilenetv2_face_runs_onnxruntime_with_the_same_outputs(tmp_path, monke
 
 
 @needs_ort
+def test_deepspectrum_mobilenetv2_runs_onnxruntime_with_the_same_outputs(tmp_path, monkeypatch):
+    """deepspectrum-mobilenetv2's CNN (random weights: the same graph) defaults to ONNX Runtime too."""
+    from affectfuse.features.registry import create_extractor
+
+    monkeypatch.setenv("AFFECTFUSE_CACHE_DIR", str(tmp_path))
+    windows = 0.1 * np.random.default_rng(2).standard_normal((3, 16000)).astype(np.float32)
+    ort_ext = create_extractor("deepspectrum-mobilenetv2", random_weights=True)
+    torch_ext = create_extractor("deepspectrum-mobilenetv2", random_weights=True, runtime="torch")
+    torch_ext.model.load_state_dict(ort_ext.model.state_dict())
+    np.testing.assert_allclose(ort_ext(windows), torch_ext(windows), atol=1e-4)
+    assert ort_ext.describe()["runtime"] == "onnxruntime" and torch_ext.describe()["runtime"] == "torch"
+
+
+@needs_ort
 def test_changed_weights_are_exported_again(tmp_path, monkeypatch):
     """New weights loaded into the extractor's model (as fine-tuning does) are what ONNX Runtime runs next."""
     from affectfuse.features.registry import create_extractor

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from affectfuse.features.base import AudioInput, Extractor
+from affectfuse.features.onnx_runtime import onnx_forward
 from affectfuse.features.imagenet import (DENSENET121_IMAGENET, IMAGENET_MEAN, IMAGENET_STD,
                                           MOBILENETV2_IMAGENET, densenet121_pooled, mobilenetv2_pooled)
 from affectfuse.features.windows import group_by_length
@@ -204,7 +205,7 @@ class DeepSpectrum(Extractor):
 
     def __init__(self, name: str, backbone: Callable, weights_spec, dim: int, weights=None,
                  random_weights: bool = False, device: str = "cpu", sample_rate: int = 16000,
-                 window_s: float = 1.0, hop_s: float = 0.5, n_mels: int = N_MELS):
+                 window_s: float = 1.0, hop_s: float = 0.5, n_mels: int = N_MELS, runtime: str = "torch"):
         self.name = name
         self.dim = dim
         self.weights = weights_spec
@@ -216,6 +217,8 @@ class DeepSpectrum(Extractor):
         self.min_window_samples = self.n_fft
         self.device = torch.device(device)
         self.model = backbone(weights=weights, random_weights=random_weights).to(self.device)
+        self.runtime = runtime  # what runs the CNN's forward pass (affectfuse.features.onnx_runtime)
+        self._onnx = onnx_forward(self.model, name, runtime, self.device)
 
     def images(self, batch: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """Windows -> (N, 227, 227, 3) uint8 spectrogram images (windows of equal length rendered together)."""
@@ -231,13 +234,18 @@ class DeepSpectrum(Extractor):
         if len(batch) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         x = to_cnn_input(self.images(batch)).to(self.device)  # (N, 3, 224, 224)
-        return self.model(x).float().cpu().numpy()  # (N, dim)
+        out = self._onnx.maybe(x) if self._onnx is not None else None
+        return (self.model(x) if out is None else out).float().cpu().numpy()  # (N, dim)
+
+    @property
+    def runtime_used(self) -> str:
+        return "onnxruntime" if self._onnx is not None and not self._onnx.failed else "torch"
 
     def describe(self) -> dict:
         meta = super().describe()
         meta.update(n_fft=self.n_fft, hop=self.hop, n_mels=self.n_mels, image_size=PLOT_SIZE,
                     cnn_input=CNN_SIZE, colour_map="viridis", timestamps="window start (s)",
-                    parameters=sum(p.numel() for p in self.model.parameters()))
+                    parameters=sum(p.numel() for p in self.model.parameters()), runtime=self.runtime_used)
         return meta
 
 
@@ -249,7 +257,10 @@ def deepspectrum_densenet121(weights: str | Path | None = None, random_weights: 
 
 
 def deepspectrum_mobilenetv2(weights: str | Path | None = None, random_weights: bool = False, device: str = "cpu",
-                             sample_rate: int = 16000, window_s: float = 1.0, hop_s: float = 0.5) -> DeepSpectrum:
-    """DeepSpectrum images -> ImageNet MobileNetV2 pool, 1280-d per window (weights available offline)."""
+                             sample_rate: int = 16000, window_s: float = 1.0, hop_s: float = 0.5,
+                             runtime: str = "auto") -> DeepSpectrum:
+    """DeepSpectrum images -> ImageNet MobileNetV2 pool, 1280-d per window (weights available offline);
+    ``runtime="auto"``: the CNN in ONNX Runtime where installed (the network mobilenetv2-face measures at 3.4x
+    less CPU than PyTorch; benchmarks/bench_runtimes.py), ``"torch"`` forces PyTorch."""
     return DeepSpectrum("deepspectrum-mobilenetv2", mobilenetv2_pooled, MOBILENETV2_IMAGENET, 1280, weights,
-                        random_weights, device, sample_rate, window_s, hop_s)
+                        random_weights, device, sample_rate, window_s, hop_s, runtime=runtime)

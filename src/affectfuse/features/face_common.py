@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from dataclasses import replace
 from typing import Callable, Iterable
 
@@ -37,22 +36,11 @@ from torch import nn
 
 from affectfuse.faces.plan import IMAGENET_MEAN, IMAGENET_STD, FacePlan  # noqa: F401 (the means re-exported)
 from affectfuse.features.base import Extractor
-from affectfuse.features.onnx_runtime import OnnxForward, onnxruntime_available
+from affectfuse.features.onnx_runtime import onnx_forward
 from affectfuse.features.tta import TTA, averaged, parse_tta
 from affectfuse.weights import WeightsSpec, resolve
 
 HALF = (0.5, 0.5, 0.5)
-
-
-RUNTIMES = ("torch", "onnxruntime", "auto")
-
-
-def check_runtime(runtime: str, name: str) -> str:
-    """``runtime`` of a face extractor: ``"torch"``; ``"onnxruntime"`` (float32 on CPU, :mod:`affectfuse.features.
-    onnx_runtime`); ``"auto"``: ONNX Runtime where it is installed and the network runs fp32 on CPU, else torch."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"{name}: unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
-    return runtime
 
 
 def check_crops(batch: np.ndarray, name: str) -> np.ndarray:
@@ -196,8 +184,8 @@ class TorchFaceExtractor(Extractor):
         batch_size: crops per forward pass.
         tta: test-time augmentation, outputs averaged over views of each crop (``"none"``, ``"flip"``,
             ``"scales"``, ``"flip+scales"``; :mod:`affectfuse.features.tta`); recorded in :meth:`describe`.
-        runtime: what runs the fp32 forward pass on CPU (:func:`check_runtime`): ``"torch"`` (the default
-            here), ``"onnxruntime"``, ``"auto"``; bf16 and other devices always run PyTorch.
+        runtime: what runs the fp32 forward pass on CPU (:func:`affectfuse.features.onnx_runtime.check_runtime`):
+            ``"torch"`` (the default here), ``"onnxruntime"``, ``"auto"``; bf16 and other devices run PyTorch.
     """
 
     modality = "face"
@@ -227,13 +215,8 @@ class TorchFaceExtractor(Extractor):
         self.auto_cosine: float | None = None  # "auto": the first batch's smallest bf16-vs-fp32 row cosine
         if fast:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.runtime = check_runtime(runtime, name)
-        self._onnx = None
-        if self.runtime != "torch" and self.device.type == "cpu" and onnxruntime_available():
-            self._onnx = OnnxForward(self.model, name)
-        elif self.runtime == "onnxruntime":
-            raise RuntimeError(f"{name}: runtime 'onnxruntime' needs the packages onnxruntime and onnx on a CPU "
-                               f"device (pip install onnxruntime onnx); runtime 'auto' falls back to torch")
+        self.runtime = runtime
+        self._onnx = onnx_forward(self.model, name, runtime, self.device)
 
     @property
     def mean(self) -> tuple[float, ...]:
@@ -264,21 +247,19 @@ class TorchFaceExtractor(Extractor):
             ref, fast = self._run(x, False), self._run(x, True)
             self.auto_cosine = float(row_cosine(ref, fast).min())
             self.bf16 = self.auto_cosine >= AUTO_MIN_COSINE
-            if self.bf16 or self._onnx is None:
+            if self.bf16 or self.runtime_used == "torch":
                 return fast if self.bf16 else ref
             # fp32 decided: this batch too from ONNX Runtime, as every later one will be
-        if self._onnx is not None and not self.bf16:
-            try:
-                return self._onnx(x)
-            except Exception as exc:  # a failed export or session must not stop extraction: PyTorch it is
-                warnings.warn(f"{self.name}: ONNX Runtime not used ({type(exc).__name__}: {exc}); running PyTorch")
-                self._onnx = None
+        if self.runtime_used == "onnxruntime":
+            out = self._onnx.maybe(x)
+            if out is not None:
+                return out
         return self._run(x, self.bf16)
 
     @property
     def runtime_used(self) -> str:
         """``"onnxruntime"`` or ``"torch"``: what runs the fp32 forward pass now."""
-        return "onnxruntime" if self._onnx is not None and not self.bf16 else "torch"
+        return "onnxruntime" if self._onnx is not None and not self._onnx.failed and not self.bf16 else "torch"
 
     def extract(self, batch: np.ndarray) -> np.ndarray:
         batch = check_crops(batch, self.name)

@@ -28,6 +28,29 @@ from torch import nn
 OPSET = 17
 
 
+RUNTIMES = ("torch", "onnxruntime", "auto")
+
+
+def check_runtime(runtime: str, name: str) -> str:
+    """``runtime`` of an extractor: ``"torch"``; ``"onnxruntime"`` (float32 on CPU); ``"auto"``: ONNX Runtime
+    where it is installed and the network runs fp32 on CPU, else torch."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"{name}: unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
+    return runtime
+
+
+def onnx_forward(model: nn.Module, name: str, runtime: str, device: torch.device) -> OnnxForward | None:
+    """The :class:`OnnxForward` of ``model`` that ``runtime`` asks for on ``device``, or None for PyTorch."""
+    if check_runtime(runtime, name) == "torch":
+        return None
+    if device.type == "cpu" and onnxruntime_available():
+        return OnnxForward(model, name)
+    if runtime == "onnxruntime":
+        raise RuntimeError(f"{name}: runtime 'onnxruntime' needs the packages onnxruntime and onnx on a CPU "
+                           f"device (pip install onnxruntime onnx); runtime 'auto' falls back to torch")
+    return None
+
+
 def onnxruntime_available() -> bool:
     """Whether ``onnxruntime`` and ``onnx`` (the exporter's dependency) are installed."""
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
@@ -44,7 +67,19 @@ class OnnxForward:
 
     def __init__(self, model: nn.Module, name: str, threads: int | None = None):
         self.model, self.name, self.threads = model, name, threads
-        self.session, self.stamp = None, None
+        self.session, self.stamp, self.failed = None, None, False
+
+    def maybe(self, x: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`__call__`, or None once an export or session has failed (warned once): the caller runs PyTorch,
+        since a runtime problem must not stop an extraction."""
+        if self.failed:
+            return None
+        try:
+            return self(x)
+        except Exception as exc:
+            self.failed = True
+            warnings.warn(f"{self.name}: ONNX Runtime not used ({type(exc).__name__}: {exc}); running PyTorch")
+            return None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         stamp = (tuple(p._version for p in self.model.parameters()), tuple(x.shape[1:]))
