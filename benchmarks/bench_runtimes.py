@@ -1,11 +1,13 @@
 """Which runtime runs each face network's forward pass: PyTorch eager (fp32, channels-last), PyTorch bf16
 autocast, ONNX Runtime (fp32), in one run.
 
-    python benchmarks/bench_runtimes.py [--nets faceexpressionnet fer-mini-xception mobilenetv2-face posterv2]
+    python benchmarks/bench_runtimes.py [--nets faceexpressionnet fer-mini-xception mobilenetv2-face posterv2
+        deepspectrum-mobilenetv2]
         [--crops 64] [--repeats 5] [--json OUT.json]
 
 Per network (its registry factory, random weights where no pretrained file is offline: the speed is the
-same), on ``--crops`` random uint8 crops of its input size in its own batch size, 1 intra-op thread: CPU ms per
+same), on ``--crops`` random uint8 crops of its input size in its own batch size (DeepSpectrum: the spectrogram
+images of as many random 1-s windows, batches of 16; the CNN alone is timed), 1 intra-op thread: CPU ms per
 crop (``time.process_time``, best of ``--repeats`` passes after a warm-up pass; the runtimes alternate) and the
 largest absolute output difference against PyTorch fp32. ONNX Runtime's export (``torch.onnx.export``, cached
 afterwards) is timed apart. Machine, CPU flags, load and date are printed with the figures.
@@ -22,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine_info  # noqa: E402
 
-NETS = ("faceexpressionnet", "fer-mini-xception", "mobilenetv2-face", "posterv2")
+NETS = ("faceexpressionnet", "fer-mini-xception", "mobilenetv2-face", "posterv2", "deepspectrum-mobilenetv2")
 
 
 def _extractor(name: str, **kwargs):
@@ -55,15 +57,28 @@ def measure(name: str, n_crops: int, repeats: int) -> dict:
     from affectfuse.features.face_common import bf16_supported
     from affectfuse.features.onnx_runtime import OnnxForward, onnxruntime_available
 
-    ext, random_weights = _extractor(name)  # ext._run is PyTorch whatever the runtime setting
-    size, batch = ext.input.size, ext.batch_size
-    crops = np.random.default_rng(0).integers(0, 256, (n_crops, size, size, 3), dtype=np.uint8)
-    xs = [ext.preprocess(crops[k:k + batch]).contiguous(memory_format=torch.channels_last)
-          for k in range(0, n_crops, batch)]
+    ext, random_weights = _extractor(name)
+    rng = np.random.default_rng(0)
+    if ext.modality == "audio":  # DeepSpectrum: the CNN on spectrogram images of 1-s windows, batches of 16
+        from affectfuse.features.deepspectrum import to_cnn_input
+
+        size, batch = 224, 16
+        windows = 0.1 * rng.standard_normal((n_crops, ext.input.sample_rate)).astype(np.float32)
+        xs = [to_cnn_input(ext.images(windows[k:k + batch])) for k in range(0, n_crops, batch)]
+
+        def run(x, bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                return ext.model(x).float()
+    else:  # a face network: its own preprocessing, batch size and fp32 / bf16 path (PyTorch, whatever runtime)
+        size, batch = ext.input.size, ext.batch_size
+        crops = rng.integers(0, 256, (n_crops, size, size, 3), dtype=np.uint8)
+        xs = [ext.preprocess(crops[k:k + batch]).contiguous(memory_format=torch.channels_last)
+              for k in range(0, n_crops, batch)]
+        run = ext._run
     row = {"network": name, "random_weights": random_weights, "input": size, "batch": batch, "crops": n_crops}
-    ways = {"torch fp32": lambda x: ext._run(x, False)}
+    ways = {"torch fp32": lambda x: run(x, False)}
     if bf16_supported(torch.device("cpu")):
-        ways["torch bf16"] = lambda x: ext._run(x, True)
+        ways["torch bf16"] = lambda x: run(x, True)
     if onnxruntime_available():
         onnx = OnnxForward(ext.model, f"bench-{name}", threads=1)
         start = time.process_time()
