@@ -79,6 +79,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 tmp_path.unlink()
 
 
+def cache_root() -> Path:
+    """affectfuse's cache folder outside any repository: ``$AFFECTFUSE_CACHE_DIR``, else ``~/.cache/affectfuse``
+    (face crops of photos, exported ONNX models)."""
+    base = os.environ.get("AFFECTFUSE_CACHE_DIR")
+    return Path(base) if base else Path.home() / ".cache" / "affectfuse"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

