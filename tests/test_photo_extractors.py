@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from affectfuse.cli.extract import DEFAULT_EXTRACTORS, extractor_names
+from affectfuse.cli.extract import DEFAULT_EXTRACTORS
 from affectfuse.features.inputs import MediaItem
 from affectfuse.features.registry import (AUDIO_EXTRACTORS, PHOTO_EXTRACTORS, PHOTO_TTA, create_extractor,
-                                         default_extractors, list_extractors)
+                                         default_extractors, extractor_plan, list_extractors)
+
+
+def extractor_names(given, items) -> list[str]:
+    """The names `affectfuse extract` runs (its ``--extractors`` value, ``None`` when not given)."""
+    return extractor_plan(given, items)[0]
 
 
 def _items(tmp_path: Path, names: list[str]) -> list[MediaItem]:
@@ -38,7 +43,7 @@ def test_each_kind_of_input_gets_its_default_extractors(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         extractor_names(" , ", _items(tmp_path, ["f.png"]))
     with pytest.raises(ValueError, match="unknown input kind"):
-        default_extractors(base, {"hologram"})
+        default_extractors({"hologram"})
 
 
 def _asked(tmp_path, monkeypatch, files: list[str], extra: list[str] = (), api: bool = False
@@ -53,8 +58,8 @@ def _asked(tmp_path, monkeypatch, files: list[str], extra: list[str] = (), api: 
         (tmp_path / "in" / f).write_bytes(b"x")
     asked = []
 
-    def record(names, *args, **kwargs):
-        asked.extend((n, kwargs.get("tta")) for n in names)
+    def record(names, *args, per_name=None, **kwargs):   # options given to all win over per-name ones
+        asked.extend((n, kwargs.get("tta", (per_name or {}).get(n, {}).get("tta"))) for n in names)
         return []
 
     def stop(*args, **kwargs):
@@ -107,3 +112,13 @@ def test_mobilenetv2_face_missing_weights_names_where_to_put_them(tmp_path):
         create_extractor("mobilenetv2-face", weights=str(tmp_path / "missing.pth"))
     msg = str(err.value)
     assert "missing.pth" in msg and "AFFECTFUSE_MOBILENETV2" in msg and "mobilenet_v2-b0353104.pth" in msg
+
+
+def test_per_name_options_reach_their_factory_and_shared_options_win():
+    from affectfuse.features.build import build_extractors
+
+    views = {"faceexpressionnet": {"tta": "flip"}}
+    (plain,) = build_extractors(["faceexpressionnet"], random_weights=True)
+    (viewed,) = build_extractors(["faceexpressionnet"], random_weights=True, per_name=views)
+    (shared,) = build_extractors(["faceexpressionnet"], random_weights=True, per_name=views, tta="none")
+    assert not plain.tta.flip and viewed.tta.flip and not shared.tta.flip

@@ -85,8 +85,7 @@ def extract(inputs, extractors: Sequence[str] | str | None, out: str | Path, *, 
     items = [item for g in given for item in find_inputs(g)]
     pipeline = {k: options.pop(k) for k in ("workers", "keep", "frame_rate", "crop_cache") if k in options}
     names, views = extractor_plan(extractors, items)
-    built = [e for n in names for e in build_extractors([n], weights, random_weights, device,
-                                                        **{**views[n], **options})]
+    built = build_extractors(names, weights, random_weights, device, per_name=views, **options)
     return run_extract(items, built, out, fps=fps, batch_size=batch_size, progress=progress, strict=strict,
                        **pipeline)
 

@@ -90,14 +90,6 @@ def parse_weights(values: list[str], names: list[str]) -> dict[str, str]:
     return out
 
 
-def extractor_names(given: str | None, items) -> list[str]:
-    """``--extractors`` as a list; without it the default of each kind of input among ``items``
-    (:func:`affectfuse.features.registry.extractor_plan`)."""
-    from affectfuse.features.registry import extractor_plan
-
-    return extractor_plan(given, items)[0]
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -116,8 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is not None:
         report = _ray(args, items, names, weights, options)
     else:
-        extractors = [ext for name in names for ext in build_extractors(
-            [name], weights, args.random_weights, args.device, **options, **views[name])]
+        extractors = build_extractors(names, weights, args.random_weights, args.device, per_name=views, **options)
         report = extract(items, extractors, args.out, fps=args.fps or None, batch_size=args.batch_size,
                          workers=args.workers, keep=args.keep, progress=not args.no_progress,
                          frame_rate=args.frame_rate, strict=args.strict, crop_cache=None if args.no_crop_cache else (

@@ -14,7 +14,7 @@ from affectfuse.weights import WeightsNotFoundError
 
 
 def build_extractors(names: Sequence[str], weights: Mapping[str, str] | None = None, random_weights: bool = False,
-                     device: str = "cpu", **options) -> list:
+                     device: str = "cpu", per_name: Mapping[str, dict] | None = None, **options) -> list:
     """The named extractors, in order.
 
     Args:
@@ -22,6 +22,8 @@ def build_extractors(names: Sequence[str], weights: Mapping[str, str] | None = N
         weights: extractor name -> weights file to load instead of the usual lookup.
         random_weights: random network weights (tests only; recorded in every feature set's meta).
         device: torch device of the networks.
+        per_name: extractor name -> factory options of that one only (e.g. the photo default's views,
+            :func:`affectfuse.features.registry.extractor_plan`); ``options`` given here override them.
         options: passed to the factories that take them; ``None`` values are left out.
     Raises:
         ValueError for an unknown name; WeightsNotFoundError naming the missing file and how to give it.
@@ -30,7 +32,8 @@ def build_extractors(names: Sequence[str], weights: Mapping[str, str] | None = N
     for name in names:
         if name not in EXTRACTORS:
             raise ValueError(f"unknown extractor {name!r}; valid: {', '.join(EXTRACTORS)}")
-        kwargs = accepted_options(name, **{k: v for k, v in options.items() if v is not None})
+        given = {**(per_name or {}).get(name, {}), **options}
+        kwargs = accepted_options(name, **{k: v for k, v in given.items() if v is not None})
         try:
             out.append(create_extractor(name, weights=(weights or {}).get(name), random_weights=random_weights,
                                         device=device, **kwargs))

@@ -49,16 +49,16 @@ INPUT_KINDS = ("video", "audio", "photo")
 VIDEO_EXTRACTORS: tuple[str, ...] = ("deepspectrum-mobilenetv2", "egemaps", "faceexpressionnet")
 
 
-def default_extractors(video: list[str], kinds) -> list[str]:
-    """The default extractor names for inputs of the given ``kinds`` (a subset of :data:`INPUT_KINDS`): the
-    videos' default ``video`` for videos and frame folders, :data:`AUDIO_EXTRACTORS` for audio files,
-    :data:`PHOTO_EXTRACTORS` for photos; each name once, in that order (no kind: ``video``)."""
+def default_extractors(kinds) -> list[str]:
+    """The default extractor names for inputs of the given ``kinds`` (a subset of :data:`INPUT_KINDS`):
+    :data:`VIDEO_EXTRACTORS` for videos and frame folders, :data:`AUDIO_EXTRACTORS` for audio files,
+    :data:`PHOTO_EXTRACTORS` for photos; each name once, in that order (no kind: the videos')."""
     unknown = set(kinds) - set(INPUT_KINDS)
     if unknown:
         raise ValueError(f"unknown input kind(s) {sorted(unknown)}; valid: {', '.join(INPUT_KINDS)}")
-    per_kind = {"video": list(video), "audio": list(AUDIO_EXTRACTORS), "photo": list(PHOTO_EXTRACTORS)}
+    per_kind = {"video": VIDEO_EXTRACTORS, "audio": AUDIO_EXTRACTORS, "photo": PHOTO_EXTRACTORS}
     names = [n for kind in INPUT_KINDS if kind in kinds for n in per_kind[kind]]
-    return list(dict.fromkeys(names or video))
+    return list(dict.fromkeys(names or VIDEO_EXTRACTORS))
 
 
 def input_kind(path) -> str:
@@ -76,7 +76,7 @@ def defaults_for_inputs(items) -> tuple[list[str], dict[str, dict]]:
     names of each kind of input among ``items`` (MediaItem-like: ``.path``; :func:`default_extractors`) and
     per-name factory options: ``{"tta": PHOTO_TTA[name]}`` when every item is a photo, else none."""
     kinds = {input_kind(i.path) for i in items}
-    names = default_extractors(list(VIDEO_EXTRACTORS), kinds)
+    names = default_extractors(kinds)
     photos_only = kinds == {"photo"}
     return names, {n: ({"tta": PHOTO_TTA[n]} if photos_only and n in PHOTO_TTA else {}) for n in names}
 
