@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from affectfuse.features.base import AudioInput, Extractor
-from affectfuse.features.onnx_runtime import onnx_forward
 from affectfuse.features.imagenet import (DENSENET121_IMAGENET, IMAGENET_MEAN, IMAGENET_STD,
                                           MOBILENETV2_IMAGENET, densenet121_pooled, mobilenetv2_pooled)
+from affectfuse.features.onnx_runtime import onnx_forward, runtime_name
 from affectfuse.features.windows import group_by_length
 
 N_MELS = 128
@@ -217,8 +217,7 @@ class DeepSpectrum(Extractor):
         self.min_window_samples = self.n_fft
         self.device = torch.device(device)
         self.model = backbone(weights=weights, random_weights=random_weights).to(self.device)
-        self.runtime = runtime  # what runs the CNN's forward pass (affectfuse.features.onnx_runtime)
-        self._onnx = onnx_forward(self.model, name, runtime, self.device)
+        self._onnx = onnx_forward(self.model, name, runtime, self.device)  # None: PyTorch runs the CNN
 
     def images(self, batch: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """Windows -> (N, 227, 227, 3) uint8 spectrogram images (windows of equal length rendered together)."""
@@ -237,15 +236,11 @@ class DeepSpectrum(Extractor):
         out = self._onnx.maybe(x) if self._onnx is not None else None
         return (self.model(x) if out is None else out).float().cpu().numpy()  # (N, dim)
 
-    @property
-    def runtime_used(self) -> str:
-        return "onnxruntime" if self._onnx is not None and not self._onnx.failed else "torch"
-
     def describe(self) -> dict:
         meta = super().describe()
         meta.update(n_fft=self.n_fft, hop=self.hop, n_mels=self.n_mels, image_size=PLOT_SIZE,
                     cnn_input=CNN_SIZE, colour_map="viridis", timestamps="window start (s)",
-                    parameters=sum(p.numel() for p in self.model.parameters()), runtime=self.runtime_used)
+                    parameters=sum(p.numel() for p in self.model.parameters()), runtime=runtime_name(self._onnx))
         return meta
 
 

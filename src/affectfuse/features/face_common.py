@@ -36,7 +36,7 @@ from torch import nn
 
 from affectfuse.faces.plan import IMAGENET_MEAN, IMAGENET_STD, FacePlan  # noqa: F401 (the means re-exported)
 from affectfuse.features.base import Extractor
-from affectfuse.features.onnx_runtime import onnx_forward
+from affectfuse.features.onnx_runtime import onnx_forward, runtime_name
 from affectfuse.features.tta import TTA, averaged, parse_tta
 from affectfuse.weights import WeightsSpec, resolve
 
@@ -215,7 +215,6 @@ class TorchFaceExtractor(Extractor):
         self.auto_cosine: float | None = None  # "auto": the first batch's smallest bf16-vs-fp32 row cosine
         if fast:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.runtime = runtime
         self._onnx = onnx_forward(self.model, name, runtime, self.device)
 
     @property
@@ -259,7 +258,7 @@ class TorchFaceExtractor(Extractor):
     @property
     def runtime_used(self) -> str:
         """``"onnxruntime"`` or ``"torch"``: what runs the fp32 forward pass now."""
-        return "onnxruntime" if self._onnx is not None and not self._onnx.failed and not self.bf16 else "torch"
+        return "torch" if self.bf16 else runtime_name(self._onnx)
 
     def extract(self, batch: np.ndarray) -> np.ndarray:
         batch = check_crops(batch, self.name)

@@ -52,6 +52,12 @@ def onnx_forward(model: nn.Module, name: str, runtime: str, device: torch.device
     return None
 
 
+def runtime_name(onnx: OnnxForward | None) -> str:
+    """``"onnxruntime"`` while ``onnx`` (an extractor's :func:`onnx_forward`) is there and has not failed,
+    else ``"torch"``: what an extractor's float32 forward pass runs on now (its ``describe()["runtime"]``)."""
+    return "onnxruntime" if onnx is not None and not onnx.failed else "torch"
+
+
 def onnxruntime_available() -> bool:
     """Whether ``onnxruntime`` and ``onnx`` (the exporter's dependency) are installed."""
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
