@@ -84,8 +84,8 @@ def child_train(mark_path: str, cli_args: list[str], max_steps: int | None = Non
     marks = {"load_s": 0.0, "batch_wall_s": 0.0, "batch_cpu_s": 0.0, "batches": 0, "fit_wall_s": 0.0,
              "fit_cpu_s": 0.0, "probes_wall_s": 0.0, "probes_cpu_s": 0.0, "stages": []}
     stages = marks["stages"]
-    stages.append({"stage": "imports", **dict(zip(("rss_after_gb", "peak_after_gb"), map(lambda v: round(v, 3),
-                                                                                           _rss_gb())))})
+    now, peak = _rss_gb()
+    stages.append({"stage": "imports", "rss_after_gb": round(now, 3), "peak_after_gb": round(peak, 3)})
     eri.ERITask.max_steps = max_steps
 
     def timed(fn, wall_key, cpu_key=None, count=None):
