@@ -122,3 +122,18 @@ def test_per_name_options_reach_their_factory_and_shared_options_win():
     (viewed,) = build_extractors(["faceexpressionnet"], random_weights=True, per_name=views)
     (shared,) = build_extractors(["faceexpressionnet"], random_weights=True, per_name=views, tta="none")
     assert not plain.tta.flip and viewed.tta.flip and not shared.tta.flip
+
+
+def test_random_weights_are_the_same_in_every_build_and_leave_the_callers_rng_alone():
+    """Random weights (tests only) come out the same whatever torch's random state (a Ray worker or a
+    decoding process builds the same network as the main process), and the caller's state is not moved."""
+    crops = np.random.default_rng(1).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
+    torch.manual_seed(123)
+    first = create_extractor("faceexpressionnet", random_weights=True, runtime="torch")
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    torch.rand(7)   # a different state before the second build
+    second = create_extractor("faceexpressionnet", random_weights=True, runtime="torch")
+    np.testing.assert_array_equal(first(crops), second(crops))
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(3), after)   # building did not draw from the caller's generator

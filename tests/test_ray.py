@@ -169,3 +169,28 @@ def test_ablate_on_ray_gives_the_serial_tables_and_ensemble_ready_predictions(cl
     stamp = (tmp_path / "ray" / "runs" / "set-A_seed0" / "best.pt").stat().st_mtime_ns
     assert main([*common, "--out", str(tmp_path / "ray"), "--ray"]) == 0  # finished runs are skipped
     assert (tmp_path / "ray" / "runs" / "set-A_seed0" / "best.pt").stat().st_mtime_ns == stamp
+
+
+def test_cli_ray_extract_of_photos_uses_the_photo_default_and_the_crop_cache(cluster, shared_data, tmp_path):
+    """Photos without --extractors on Ray: the photo default's networks and test-time views, the same
+    features as one process; the decoding options (here the crop cache) reach the workers."""
+    from PIL import Image
+
+    from affectfuse.features.registry import PHOTO_EXTRACTORS, PHOTO_TTA
+    from affectfuse.features.tta import parse_tta
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with Image.open(shared_data / "media" / "single_face.jpg") as im:  # smaller: faster detection
+        small = im.resize((im.width * 320 // max(im.size), im.height * 320 // max(im.size)))
+        small.save(photos / "face.png")
+        small.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photos / "mirrored.png")
+    common = [str(photos), "--random-weights", "--no-progress"]
+    assert main(["extract", *common, "--out", str(tmp_path / "one"), "--no-crop-cache"]) == 0
+    cache = tmp_path / "cache"
+    assert main(["extract", *common, "--out", str(tmp_path / "ray"), "--crop-cache", str(cache),
+                 "--ray", "--ray-workers", "1"]) == 0
+    _assert_same(tmp_path / "one", tmp_path / "ray", PHOTO_EXTRACTORS, ["face", "mirrored"])
+    for name, tta in PHOTO_TTA.items():
+        assert FeatureSet.open(tmp_path / "ray" / name).meta.extra["tta"] == parse_tta(tta).describe()
+    assert any(p.is_file() for p in cache.rglob("*"))   # the workers cut their crops through the cache

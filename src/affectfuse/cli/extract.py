@@ -105,27 +105,29 @@ def run(args: argparse.Namespace) -> int:
     names, views = extractor_plan(args.extractors, items)   # views: the photo default's test-time views
     weights = parse_weights(args.weights, names)
     options = {"sample_rate": args.sample_rate, "window_s": args.window, "hop_s": args.hop, "precision": args.precision}
+    decoding = {"frame_rate": args.frame_rate, "strict": args.strict,
+                "crop_cache": None if args.no_crop_cache else str(args.crop_cache or default_cache_dir()),
+                "detect_fps": args.detect_fps or None, "detect_max_side": args.detect_max_side or None}
     if args.ray is not None:
-        report = _ray(args, items, names, weights, options)
+        report = _ray(args, items, names, weights, options, views, decoding)
     else:
         extractors = build_extractors(names, weights, args.random_weights, args.device, per_name=views, **options)
         report = extract(items, extractors, args.out, fps=args.fps or None, batch_size=args.batch_size,
-                         workers=args.workers, keep=args.keep, progress=not args.no_progress,
-                         frame_rate=args.frame_rate, strict=args.strict, crop_cache=None if args.no_crop_cache else (
-                             args.crop_cache or default_cache_dir()),
-                         detect_fps=args.detect_fps or None, detect_max_side=args.detect_max_side or None)
+                         workers=args.workers, keep=args.keep, progress=not args.no_progress, **decoding)
     print(report_line(report, len(items)))
     return 0 if report.ok else 1
 
 
-def _ray(args, items, names, weights, options):
-    """``extract --ray``: the same extraction on Ray actors (:func:`affectfuse.cluster.ray_extract.ray_extract`)."""
+def _ray(args, items, names, weights, options, per_name, decoding):
+    """``extract --ray``: the same extraction on Ray actors (:func:`affectfuse.cluster.ray_extract.ray_extract`):
+    the same extractors (``per_name``: the photo default's views) and decoding options as without ``--ray``."""
     from affectfuse.cluster import require_ray
     from affectfuse.cluster.ray_extract import WorkerSpec, ray_extract
 
     require_ray()
     spec = WorkerSpec(str(args.out), tuple(names), weights, args.random_weights, args.device, options,
-                      args.fps or None, args.batch_size, args.keep, max(1, int(args.cpus_per_worker)))
+                      args.fps or None, args.batch_size, args.keep, max(1, int(args.cpus_per_worker)),
+                      per_name, decoding)
     return ray_extract(items, spec, args.ray_workers, args.cpus_per_worker, args.gpus_per_worker,
                        args.max_attempts, address=args.ray or None, progress=not args.no_progress)
 

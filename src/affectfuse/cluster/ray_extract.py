@@ -39,6 +39,10 @@ class WorkerSpec:
     """How every worker builds its extractors (picklable; sent to each actor once).
 
     ``audio_options`` go to the factories that take them (``sample_rate``, ``window_s``, ``hop_s``);
+    ``per_name``: extractor name -> factory options of that one only (the photo default's test-time views,
+    :func:`affectfuse.features.registry.extractor_plan`); ``decode_options``: what
+    :func:`affectfuse.features.decoding.decode_plan` takes besides fps, batch size and keep (``frame_rate``,
+    ``strict``, ``crop_cache``, ``detect_fps``, ``detect_max_side``), as the single-process ``extract`` gets them;
     ``device`` is used as given unless the actor was granted a GPU, then it is ``"cuda"``.
     """
 
@@ -52,6 +56,8 @@ class WorkerSpec:
     batch_size: int = 32
     keep: str = "main"
     threads: int = 1
+    per_name: dict = field(default_factory=dict)
+    decode_options: dict = field(default_factory=dict)
 
 
 class ExtractWorker:
@@ -68,7 +74,7 @@ class ExtractWorker:
             device = "cuda"
         self.spec = spec
         self.extractors = build_extractors(list(spec.names), spec.weights, spec.random_weights, device,
-                                           **spec.audio_options)
+                                           per_name=spec.per_name, **spec.audio_options)
         self.by_name = {e.name: e for e in self.extractors}
         if "torch" in sys.modules:  # only network extractors pull torch in (eGeMAPS does not)
             sys.modules["torch"].set_num_threads(max(1, int(spec.threads)))
@@ -92,7 +98,8 @@ class ExtractWorker:
         runner = BatchRunner([self.by_name[n] for n in todo], {n: self.sets[n] for n in todo}, failures,
                              self.spec.batch_size)
         if todo:
-            plan = decode_plan(self.by_name, todo, self.spec.fps, self.spec.batch_size, self.spec.keep)
+            plan = decode_plan(self.by_name, todo, self.spec.fps, self.spec.batch_size, self.spec.keep,
+                               **self.spec.decode_options)
             runner.add(_safe_decode(item, plan), todo)
             runner.flush()
         return {"id": item.id, "written": [n for n in todo if runner.written[n]],

@@ -8,6 +8,7 @@ plus its own options, and returns an :class:`~affectfuse.features.base.Extractor
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 
@@ -94,6 +95,19 @@ def extractor_plan(given, items) -> tuple[list[str], dict[str, dict]]:
     return names, {n: {} for n in names}
 
 
+@contextlib.contextmanager
+def _seeded(active: bool):
+    """Torch's random state forked and seeded with 0 inside the block when ``active`` (torch imported only then)."""
+    if not active:
+        yield
+        return
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
+
+
 def list_extractors() -> list[str]:
     return list(EXTRACTORS)
 
@@ -115,11 +129,13 @@ def create_extractor(name: str, **kwargs) -> Extractor:
     """Build the extractor registered as ``name``; unknown names raise with the valid list.
 
     The weights file the factory actually loads is recorded on the extractor (``loaded_weights``: the
-    files :func:`affectfuse.weights.resolve` returned), so its :meth:`~Extractor.describe` names that file."""
+    files :func:`affectfuse.weights.resolve` returned), so its :meth:`~Extractor.describe` names that file.
+    ``random_weights=True`` (tests only) draws the same weights in every process (torch seed 0, the caller's
+    random state untouched), so runs on Ray workers or in worker processes give the same features."""
     from affectfuse.weights import recording
 
     factory = _factory(name)
-    with recording() as files:
+    with recording() as files, _seeded(bool(kwargs.get("random_weights"))):
         extractor = factory(**kwargs)
     extractor.loaded_weights = list(files)
     return extractor
