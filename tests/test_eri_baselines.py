@@ -49,18 +49,21 @@ def test_ridge_probe_reads_a_planted_signal_and_not_a_shuffled_one():
 
 
 def test_pooled_skip_starts_the_untrained_model_at_the_probe():
-    torch.manual_seed(0)
-    train, val = _planted(300, 0), _planted(150, 1)
-    model = ERIFusion(ERIFusionArgs(input_dims={"audio": 16, "visual": 24}, d_model=16, ff_dim=32, proj_dim=8,
-                                    pooled_skip=True)).eval()
-    init_pooled_skip(model, train, ["audio", "visual"])
-    feats, masks, labels = val.batch(torch.arange(len(val)))
-    with torch.no_grad():
-        pred = model(feats, masks)["intensity"].numpy()
+    # burst sets of three seeds: the start fitted to the label logits (before) was off by -0.011 / -0.011 /
+    # +0.019; the probe's own fit through the sigmoid's tangent stays within 0.004
     from affectfuse.metrics.regression import mean_pearson
 
-    probe = ridge_probe(train, val, ["audio", "visual"])["val_mean_pearson"]
-    assert abs(mean_pearson(labels.numpy(), pred) - probe) < 0.02, (mean_pearson(labels.numpy(), pred), probe)
+    for seed in (1, 2, 3):
+        torch.manual_seed(0)
+        train, val = _planted(300, seed, time_course="burst_spread"), _planted(150, seed + 100, time_course="burst_spread")
+        model = ERIFusion(ERIFusionArgs(input_dims={"audio": 16, "visual": 24}, d_model=16, ff_dim=32, proj_dim=8,
+                                        pooled_skip=True)).eval()
+        init_pooled_skip(model, train, ["audio", "visual"])
+        feats, masks, labels = val.batch(torch.arange(len(val)))
+        with torch.no_grad():
+            pred = model(feats, masks)["intensity"].numpy()
+        probe = ridge_probe(train, val, ["audio", "visual"])["val_mean_pearson"]
+        assert abs(mean_pearson(labels.numpy(), pred) - probe) < 0.005, (seed, mean_pearson(labels.numpy(), pred), probe)
 
 
 def test_default_model_beats_its_probe_on_a_burst_where_the_network_alone_loses():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from affectfuse.faces.align import align_face, template
-from affectfuse.faces.plan import CropSpec, FacePlan, check_same_crop, crop_faces, crop_specs, resize_aligned
+from affectfuse.faces.plan import CropSpec, FacePlan, crop_faces, crop_specs, recorded_plan, resize_aligned
 from affectfuse.features.registry import EXTRACTORS, create_extractor
 
 FACE = ("faceexpressionnet", "inception-resnet-v1-vggface2", "regnet-y", "vit-b16", "posterv2")
@@ -52,16 +52,19 @@ def test_crop_faces_is_align_face_by_the_plan_and_colour_and_margin_apply():
     assert crop_specs([plan, plan.crop, FacePlan(112, "mtcnn_box", mean=(0, 0, 0))]) == (plan.crop,)
 
 
-def test_features_of_another_crop_are_refused():
-    """An ERI checkpoint's feature set records the crop it was extracted from; predict refuses another."""
-    plan = FacePlan(112, "mtcnn_box", mean=(0.4, 0.4, 0.4))
-    check_same_crop({"size": 112, "template": "mtcnn_box"}, plan, "old.pt")  # older meta: no margin, colour
-    check_same_crop({"size": 112}, plan, "older.pt")  # no template recorded: nothing to check
-    check_same_crop(FacePlan(112, "mtcnn_box", precision="bf16").describe(), plan, "x")  # precision: not crop
-    with pytest.raises(ValueError, match=r"ckpt.pt: feature set 'visual' was made from 112 px 'arcface'"):
-        check_same_crop({"size": 112, "template": "arcface"}, plan, "ckpt.pt: feature set 'visual'")
-    with pytest.raises(ValueError, match="grey"):
-        check_same_crop(FacePlan(112, "mtcnn_box", colour="grey").describe(), plan, "x")
+def test_a_checkpoint_gets_the_crop_its_features_were_cut_with():
+    """A checkpoint's feature set records the crop it was extracted from; predict cuts that crop again (with the
+    network's normalisation), whatever the network declares now; only another input side is refused."""
+    plan = FacePlan(112, "mtcnn_box", margin=0.1, mean=(0.4, 0.4, 0.4), precision="bf16")
+    old = recorded_plan({"size": 112, "template": "mtcnn_box"}, plan, "old.pt")   # older meta: no margin, colour
+    assert old.crop == CropSpec(112, "mtcnn_box") and old.mean == plan.mean and old.precision == "bf16"
+    assert recorded_plan({"size": 112}, plan, "older.pt") is plan   # no template recorded: the declaration
+    assert recorded_plan(None, plan, "x") is plan
+    assert recorded_plan(plan.describe(), plan, "x") == plan
+    grey = recorded_plan(FacePlan(112, "arcface", colour="grey").describe(), plan, "x")
+    assert grey.crop == CropSpec(112, "arcface", 0.0, "grey")
+    with pytest.raises(ValueError, match=r"ckpt.pt: feature set 'visual' was made from 224 px 'arcface'.*112 px"):
+        recorded_plan({"size": 224, "template": "arcface"}, plan, "ckpt.pt: feature set 'visual'")
 
 
 def test_bad_plans_are_refused_with_the_reason():

@@ -272,13 +272,13 @@ def test_extract_and_finetune_share_face_crops(shared_data, tmp_path):
     with Image.open(shared_data / "media" / "single_face.jpg") as im:  # smaller: faster detection
         im.resize((im.width * 320 // max(im.size), im.height * 320 // max(im.size))).save(photo)
     ext = build_extractors(["faceexpressionnet"], random_weights=True)
-    size, template = ext[0].input.size, ext[0].input.template
+    size, plan = ext[0].input.size, ext[0].input   # its declared geometry (template and margin)
     cache = tmp_path / "cache"
     first = extract(str(photo.parent), ext, tmp_path / "f1", progress=False, crop_cache=cache)
-    rep = prepare_crops([photo], size, "mtcnn", cache, template=template)
+    rep = prepare_crops([photo], size, "mtcnn", cache, plan=plan)
     assert rep.cached == 1 and rep.no_face == 0  # finetune reads extract's crop, detects nothing
     cached = np.asarray(Image.open(rep.files[0]).convert("RGB"))
-    np.testing.assert_array_equal(cached, FaceAligner(size, template)(read_rgb(photo)))
+    np.testing.assert_array_equal(cached, FaceAligner(plan)(read_rgb(photo)))
 
     class NoDetection:
         def detect(self, images):

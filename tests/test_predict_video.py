@@ -204,6 +204,25 @@ def test_checkpoint_trained_on_random_weight_features_refuses_real_ones(tmp_path
     assert str(ckpt_path) in msg and "random weights" in msg and "face_expression_net.pt" in msg
 
 
+def test_checkpoint_features_cut_with_an_earlier_crop_get_that_crop(tmp_path):
+    """An ERI checkpoint whose face features were cut before faceexpressionnet declared its margin has them cut
+    the same way in predict (next to the zero-shot face model's declared crop); the checkpoint describes itself."""
+    import torch
+
+    from affectfuse.faces.plan import CropSpec
+    from affectfuse.features.faceapi import FACE_EXPRESSION_PLAN
+    from affectfuse.inference.video import PredictOptions, VideoPredictor
+
+    ckpt_path = _eri_checkpoint(tmp_path)
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    ckpt["feature_sets"]["visual"]["extra"] = {"input": {"size": 112, "template": "mtcnn_box"}}   # margin 0
+    torch.save(ckpt, ckpt_path)
+    predictor = VideoPredictor(PredictOptions(eri_checkpoint=str(ckpt_path), voice_head="none"))
+    assert FACE_EXPRESSION_PLAN.margin > 0
+    assert predictor.eri_model.face_plans[0].crop == CropSpec(112, "mtcnn_box")
+    assert {p.crop for p in predictor.face_plans} == {CropSpec(112, "mtcnn_box"), FACE_EXPRESSION_PLAN.crop}
+
+
 def test_sparse_detection_interpolates_landmarks(face_video):
     """Detecting at 5 of 10 frames/s: in-between landmarks are interpolated and close to detected ones."""
     from affectfuse.faces import load_mtcnn
@@ -232,9 +251,14 @@ def test_expr_checkpoint_gives_per_frame_expressions(face_video, tmp_path):
                          np.arange(1, n + 1), np.ones(n, bool))
     cfg = ExprTrainConfig(window=8, stride=4, predict_stride=4, epochs=1, batch_size=4,
                           model={"d_model": 16, "n_heads": 2, "n_layers": 1})
-    info = {"feature_sets": [{"name": "faceexpressionnet", "dim": 263, "extractor": "faceexpressionnet"}],
+    info = {"feature_sets": [{"name": "faceexpressionnet", "dim": 263, "extractor": "faceexpressionnet",
+                              "input": {"size": 112, "template": "mtcnn_box", "margin": 0.2}}],   # its crop
             "fill": "ffill"}
     train_expr([video(0), video(1)], [video(2)], cfg, run_dir=tmp_path / "expr", info=info)
+    from affectfuse.inference.expr import ExprCheckpointExpressions
+
+    model = ExprCheckpointExpressions(tmp_path / "expr" / "best.pt")
+    assert [p.margin for p in model.face_plans] == [0.2]   # predict cuts the crop the features were cut with
     out = tmp_path / "out"
     assert main(["predict", str(face_video), "--out", str(out), "--voice-head", "none",
                  "--expr-checkpoint", str(tmp_path / "expr" / "best.pt")]) == 0

@@ -38,6 +38,20 @@ def test_dim_mismatch_and_missing_are_clear(tmp_path):
         FeatureSet.create(tmp_path / "fs", FeatureSetMeta("toy", 5))
 
 
+def test_features_of_another_face_crop_are_not_mixed_in(tmp_path):
+    """A face feature set records its crop; more features of the same network cut another way (a declared
+    margin that changed) are refused, the same crop (an older file without margin: 0) is accepted."""
+    def meta(**crop):
+        return FeatureSetMeta("fex", 3, extractor="faceexpressionnet", modality="face", extra={"input": crop})
+
+    FeatureSet.create(tmp_path / "fs", meta(size=112, template="mtcnn_box"))
+    FeatureSet.create(tmp_path / "fs", meta(size=112, template="mtcnn_box", margin=0.0, colour="rgb"))
+    with pytest.raises(FeatureStoreError, match=r"refusing to mix.*'margin': 0.1"):
+        FeatureSet.create(tmp_path / "fs", meta(size=112, template="mtcnn_box", margin=0.1, colour="rgb"))
+    FeatureSet.create(tmp_path / "audio", FeatureSetMeta("egemaps", 3, extra={"input": {"sample_rate": 16000}}))
+    FeatureSet.create(tmp_path / "audio", FeatureSetMeta("egemaps", 3, extra={"input": {"sample_rate": 16000}}))
+
+
 def test_muse_csv_folder(tmp_path):
     folder = tmp_path / "feats" / "egemaps"
     folder.mkdir(parents=True)

@@ -48,9 +48,11 @@ def open_sets(paths: Sequence[str | Path]) -> list[FeatureSet]:
 
 
 def describe_sets(sets: Sequence[FeatureSet]) -> list[dict]:
-    """What a checkpoint stores about each feature set it was trained on (name, folder, dim, extractor, weights)."""
+    """What a checkpoint stores about each feature set it was trained on (name, folder, dim, extractor, weights,
+    and for face features the crop they were cut with: ``input``, as the set's ``meta.json`` has it)."""
     return [{"name": fs.meta.name, "path": str(fs.path), "dim": fs.meta.dim, "extractor": fs.meta.extractor,
-             "random_weights": fs.meta.random_weights, "weights": fs.meta.weights} for fs in sets]
+             "random_weights": fs.meta.random_weights, "weights": fs.meta.weights,
+             "input": (fs.meta.extra or {}).get("input")} for fs in sets]
 
 
 def checkpoint_sets(checkpoint: str | Path, info: dict, features: Sequence[str | Path] | None = None,

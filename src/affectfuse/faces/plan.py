@@ -22,7 +22,7 @@ Letters: K faces, S crop side, H/W frame pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -157,15 +157,17 @@ def crop_specs(plans) -> tuple[CropSpec, ...]:
     return tuple(sorted({_spec(p) for p in plans}))
 
 
-def check_same_crop(recorded: dict | None, plan: FacePlan, where: str) -> None:
-    """Raise ValueError when features recorded as made from another crop (a feature set's ``meta.json``
-    ``input``: size, template, margin, colour) would now be made from ``plan``'s crop; ``where`` names the
-    recorded side. Records without a template (older files) are not checked."""
+def recorded_plan(recorded: dict | None, plan: FacePlan, where: str) -> FacePlan:
+    """The plan that reproduces features recorded as made from a crop (a feature set's ``meta.json``
+    ``input``: size, template, margin, colour): ``plan`` (the network's current declaration: normalisation,
+    precision) with the recorded crop geometry, so a checkpoint trained on features of an earlier crop
+    declaration gets those features again. Records without a template (older files) give ``plan``; a recorded
+    side other than the network's input side raises ValueError naming ``where`` (the recorded side)."""
     if not recorded or "template" not in recorded or "size" not in recorded:
-        return
+        return plan
     then = CropSpec(int(recorded["size"]), str(recorded["template"]), float(recorded.get("margin", 0.0)),
                     str(recorded.get("colour", "rgb")))
-    if then != plan.crop:
-        raise ValueError(f"{where} was made from {then.size} px '{then.tag()}' face crops, but this network now "
-                         f"declares {plan.size} px '{plan.crop.tag()}': features of other crops are other "
-                         "features; extract again (affectfuse extract) and retrain")
+    if then.size != plan.size:
+        raise ValueError(f"{where} was made from {then.size} px '{then.tag()}' face crops, but this network takes "
+                         f"{plan.size} px crops: extract again (affectfuse extract) and retrain")
+    return replace(plan, template=then.template, margin=then.margin, colour=then.colour)

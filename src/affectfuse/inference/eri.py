@@ -104,15 +104,15 @@ class EriOnTheFly:
         self.model = model_from_checkpoint(ckpt)
         self.metas = dict(ckpt["feature_sets"])
         self.extractors = {m: _build(meta, device, random_weights, precision) for m, meta in self.metas.items()}
-        from affectfuse.faces.plan import check_same_crop
+        from affectfuse.faces.plan import recorded_plan
 
         for m, ex in self.extractors.items():
             if ex.dim != int(self.metas[m]["dim"]):
                 raise ValueError(f"{path}: feature set {m!r} has dim {self.metas[m]['dim']}, extractor "
                                  f"{ex.name} gives {ex.dim}")
-            if ex.modality == "face":
-                check_same_crop((self.metas[m].get("extra") or {}).get("input"), ex.input,
-                                f"{path}: feature set {m!r}")
+            if ex.modality == "face":  # the crop the training features were cut with, whatever is declared now
+                ex.input = recorded_plan((self.metas[m].get("extra") or {}).get("input"), ex.input,
+                                         f"{path}: feature set {m!r}")
             check_same_weights(self.metas[m], ex.describe(), f"{path} (feature set {m!r})",
                                f"extractor {ex.name!r} of this predict")
         self.face = {m: ex for m, ex in self.extractors.items() if ex.modality == "face"}

@@ -22,6 +22,7 @@ class ExprCheckpointExpressions:
     """Face model backed by an EXPR checkpoint: ``features`` per batch, ``finish`` over the whole video."""
 
     def __init__(self, path: str, device: str = "cpu", random_weights: bool = False, precision: str = "fp32"):
+        from affectfuse.faces.plan import recorded_plan
         from affectfuse.features.registry import accepted_options, create_extractor
         from affectfuse.training.expr import load_checkpoint
         from affectfuse.training.temporal import resolve_smoothing
@@ -44,6 +45,7 @@ class ExprCheckpointExpressions:
                 raise ValueError(f"{path}: feature set {d['name']} has dim {d['dim']}, extractor {ex.name} gives {ex.dim}")
             check_same_weights(d, ex.describe(), f"{path} (feature set {d['name']!r})",
                                f"extractor {ex.name!r} of this predict")
+            ex.input = recorded_plan(d.get("input"), ex.input, f"{path}: feature set {d['name']!r}")
         self.face_plans = tuple(ex.input for ex in self.extractors)
         self.dim = sum(ex.dim for ex in self.extractors)
         self.fill = info.get("fill", "ffill")
