@@ -202,8 +202,8 @@ def _chosen(make, params, x, y, groups):
 
 def family_predict(family: str, x, y, x_test, n_classes, groups, blocks) -> np.ndarray:
     """Predicted classes of ``x_test`` by one classifier family on the block-scaled pooled features, every
-    setting chosen by the inner folds of (x, y): ``late`` = the default probe per feature set, log
-    probabilities summed; ``lda`` = shrinkage LDA (Ledoit-Wolf), equal priors; ``ridge`` = ridge classifier,
+    setting chosen by the inner folds of (x, y): ``default`` = the default probe (the baseline row); ``late`` =
+    the default probe per feature set, log probabilities summed; ``lda`` = shrinkage LDA (Ledoit-Wolf), equal priors; ``ridge`` = ridge classifier,
     balanced, alpha 0.1-100; ``svm`` = RBF SVM, balanced, C 1-30, gamma 1 / number of sets."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.linear_model import RidgeClassifier
@@ -213,6 +213,8 @@ def family_predict(family: str, x, y, x_test, n_classes, groups, blocks) -> np.n
     from affectfuse.training.probes import fit_logistic, logistic_probabilities
 
     with threadpool_limits(1):
+        if family == "default":
+            return logistic_probabilities(fit_logistic(x, y, n_classes, groups, blocks=blocks), x_test).argmax(1)
         if family == "late":
             edges = np.cumsum([0, *blocks])
             return sum(np.log(logistic_probabilities(fit_logistic(x[:, a:b], y, n_classes, groups), x_test[:, a:b])
@@ -232,7 +234,8 @@ def family_predict(family: str, x, y, x_test, n_classes, groups, blocks) -> np.n
     raise ValueError(f"unknown classifier family {family!r}")
 
 
-CLASSIFIER_FAMILIES = {"late": "late fusion: the probe per feature set, log probabilities summed",
+CLASSIFIER_FAMILIES = {"default": "the default probe (block-scaled logistic regression, C 1-1000, balanced)",
+                       "late": "late fusion: the probe per feature set, log probabilities summed",
                        "lda": "shrinkage LDA (Ledoit-Wolf), equal priors",
                        "ridge": "ridge classifier, balanced, alpha 0.1-100 by inner UAR",
                        "svm": "RBF SVM, balanced, C 1-30 by inner UAR"}
