@@ -46,7 +46,7 @@ def test_features_of_another_face_crop_are_not_mixed_in(tmp_path):
 
     FeatureSet.create(tmp_path / "fs", meta(size=112, template="mtcnn_box"))
     FeatureSet.create(tmp_path / "fs", meta(size=112, template="mtcnn_box", margin=0.0, colour="rgb"))
-    with pytest.raises(FeatureStoreError, match=r"refusing to mix.*'margin': 0.1"):
+    with pytest.raises(FeatureStoreError, match=r"112 px 'mtcnn_box' face crops; refusing to mix.*mtcnn_box\+m0\.1"):
         FeatureSet.create(tmp_path / "fs", meta(size=112, template="mtcnn_box", margin=0.1, colour="rgb"))
     FeatureSet.create(tmp_path / "audio", FeatureSetMeta("egemaps", 3, extra={"input": {"sample_rate": 16000}}))
     FeatureSet.create(tmp_path / "audio", FeatureSetMeta("egemaps", 3, extra={"input": {"sample_rate": 16000}}))

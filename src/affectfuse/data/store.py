@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from affectfuse.faces.plan import recorded_crop
 from affectfuse.utils import atomic_path, clean_stale_temps, write_json_atomic, write_text_atomic
 
 META_FILE = "meta.json"
@@ -78,16 +79,6 @@ class VideoFeatures:
     @property
     def dim(self) -> int:
         return self.values.shape[1]
-
-
-def _crop_of(meta: "FeatureSetMeta") -> dict | None:
-    """The face-crop geometry a face feature set records (``extra.input``: size, template, margin, colour; older
-    files: the defaults margin 0, rgb), or None when it records none."""
-    given = (meta.extra or {}).get("input") or {}
-    if "template" not in given or "size" not in given:
-        return None
-    return {"size": int(given["size"]), "template": str(given["template"]),
-            "margin": float(given.get("margin", 0.0)), "colour": str(given.get("colour", "rgb"))}
 
 
 @dataclass
@@ -186,11 +177,12 @@ class FeatureSet:
                     f"{path}: existing features were made with weights {was.get('path')} (sha256 "
                     f"{str(was.get('sha256'))[:12]}...); refusing to mix in features of {now.get('path')} (sha256 "
                     f"{str(now.get('sha256'))[:12]}...). Use another output folder.")
-            was_crop, now_crop = _crop_of(existing.meta), _crop_of(meta)
+            was_crop, now_crop = (recorded_crop((m.extra or {}).get("input")) for m in (existing.meta, meta))
             if was_crop and now_crop and was_crop != now_crop:  # e.g. a network whose declared margin changed
                 raise FeatureStoreError(
-                    f"{path}: existing features were cut from face crops {was_crop}; refusing to mix in features "
-                    f"of crops {now_crop}. Use another output folder.")
+                    f"{path}: existing features were cut from {was_crop.size} px '{was_crop.tag()}' face crops; "
+                    f"refusing to mix in features of {now_crop.size} px '{now_crop.tag()}' crops. Use another "
+                    "output folder.")
             existing.clean()
             return existing
         path.mkdir(parents=True, exist_ok=True)

@@ -157,16 +157,24 @@ def crop_specs(plans) -> tuple[CropSpec, ...]:
     return tuple(sorted({_spec(p) for p in plans}))
 
 
-def recorded_plan(recorded: dict | None, plan: FacePlan, where: str) -> FacePlan:
-    """The plan that reproduces features recorded as made from a crop (a feature set's ``meta.json``
-    ``input``: size, template, margin, colour): ``plan`` (the network's current declaration: normalisation,
-    precision) with the recorded crop geometry, so a checkpoint trained on features of an earlier crop
-    declaration gets those features again. Records without a template (older files) give ``plan``; a recorded
-    side other than the network's input side raises ValueError naming ``where`` (the recorded side)."""
+def recorded_crop(recorded: dict | None) -> CropSpec | None:
+    """The crop a record names (a feature set's ``meta.json`` ``input``, a plan's ``describe()``: size,
+    template, margin, colour; older records lack margin and colour: 0, rgb), or None when it names none."""
     if not recorded or "template" not in recorded or "size" not in recorded:
-        return plan
-    then = CropSpec(int(recorded["size"]), str(recorded["template"]), float(recorded.get("margin", 0.0)),
+        return None
+    return CropSpec(int(recorded["size"]), str(recorded["template"]), float(recorded.get("margin", 0.0)),
                     str(recorded.get("colour", "rgb")))
+
+
+def recorded_plan(recorded: dict | None, plan: FacePlan, where: str) -> FacePlan:
+    """The plan that reproduces features recorded as made from a crop (:func:`recorded_crop`): ``plan`` (the
+    network's current declaration: normalisation, precision) with the recorded crop geometry, so a checkpoint
+    trained on features of an earlier crop declaration gets those features again. Records without a template
+    (older files) give ``plan``; a recorded side other than the network's input side raises ValueError naming
+    ``where`` (the recorded side)."""
+    then = recorded_crop(recorded)
+    if then is None:
+        return plan
     if then.size != plan.size:
         raise ValueError(f"{where} was made from {then.size} px '{then.tag()}' face crops, but this network takes "
                          f"{plan.size} px crops: extract again (affectfuse extract) and retrain")
