@@ -268,7 +268,7 @@ def test_real_faces_finetune_from_probe(shared_data, tmp_path):
     split = json.loads((run / "split.json").read_text())
     dataset = load_expression_dataset(csv_file, "expr8")
     extractor = create_extractor("faceexpressionnet")
-    report = prepare_crops(dataset.paths, 112, "mtcnn", cache, template=extractor.input.template)
+    report = prepare_crops(dataset.paths, 112, "mtcnn", cache, plan=extractor.input)   # its declared crop
     assert report.cached == len(dataset)  # detection ran once, in the fine-tuning run
     crops = np.stack([np.asarray(Image.open(f)) for f in report.files])
     emb, labels = extractor(crops)[:, :256], dataset.labels
@@ -312,7 +312,7 @@ def test_real_faces_finetuning_beats_the_probe_on_fold_0(shared_data, tmp_path):
     split = json.loads((run / "split.json").read_text())
     dataset = load_expression_dataset(labels_csv, "expr8")
     extractor = create_extractor("faceexpressionnet")
-    report = prepare_crops(dataset.paths, 112, "mtcnn", cache, template=extractor.input.template)
+    report = prepare_crops(dataset.paths, 112, "mtcnn", cache, plan=extractor.input)   # its declared crop
     crops = np.stack([np.asarray(Image.open(f)) for f in report.files])
     emb = np.concatenate([extractor(crops[i:i + 128])[:, :256] for i in range(0, len(crops), 128)])
     train, val, y = np.array(split["train"]), np.array(split["val"]), dataset.labels

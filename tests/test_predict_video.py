@@ -204,9 +204,10 @@ def test_checkpoint_trained_on_random_weight_features_refuses_real_ones(tmp_path
     assert str(ckpt_path) in msg and "random weights" in msg and "face_expression_net.pt" in msg
 
 
-def test_checkpoint_features_cut_with_an_earlier_crop_get_that_crop(tmp_path):
-    """An ERI checkpoint whose face features were cut before faceexpressionnet declared its margin has them cut
-    the same way in predict (next to the zero-shot face model's declared crop); the checkpoint describes itself."""
+def test_checkpoint_features_cut_with_another_crop_get_that_crop(tmp_path):
+    """An ERI checkpoint whose face features were cut with another margin than faceexpressionnet declares now
+    (a declaration that changed) has them cut the same way in predict, next to the zero-shot face model's
+    declared crop: the checkpoint describes itself."""
     import torch
 
     from affectfuse.faces.plan import CropSpec
@@ -215,12 +216,13 @@ def test_checkpoint_features_cut_with_an_earlier_crop_get_that_crop(tmp_path):
 
     ckpt_path = _eri_checkpoint(tmp_path)
     ckpt = torch.load(ckpt_path, weights_only=True)
-    ckpt["feature_sets"]["visual"]["extra"] = {"input": {"size": 112, "template": "mtcnn_box"}}   # margin 0
+    ckpt["feature_sets"]["visual"]["extra"] = {"input": {"size": 112, "template": "mtcnn_box", "margin": 0.2}}
     torch.save(ckpt, ckpt_path)
     predictor = VideoPredictor(PredictOptions(eri_checkpoint=str(ckpt_path), voice_head="none"))
-    assert FACE_EXPRESSION_PLAN.margin > 0
-    assert predictor.eri_model.face_plans[0].crop == CropSpec(112, "mtcnn_box")
-    assert {p.crop for p in predictor.face_plans} == {CropSpec(112, "mtcnn_box"), FACE_EXPRESSION_PLAN.crop}
+    recorded = CropSpec(112, "mtcnn_box", 0.2)
+    assert FACE_EXPRESSION_PLAN.crop != recorded
+    assert predictor.eri_model.face_plans[0].crop == recorded
+    assert {p.crop for p in predictor.face_plans} == {recorded, FACE_EXPRESSION_PLAN.crop}
 
 
 def test_sparse_detection_interpolates_landmarks(face_video):
