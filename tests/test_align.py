@@ -98,6 +98,27 @@ def test_aligned_crop_puts_landmarks_on_template(size, angle, scale):
     assert dist.max() < 1.0
 
 
+def _stripes_crop(scale: float) -> np.ndarray:
+    """A 112-px crop of 1-px black/white stripes, the face shrunk by ``scale`` (crop px per image px)."""
+    img = np.zeros((900, 900, 3), np.uint8)
+    img[:, ::2] = 255
+    pts = (template(112, "mtcnn_box") + 0.5) / scale + 50
+    return align_face(img, pts, 112, "mtcnn_box")
+
+
+@pytest.mark.parametrize("scale", [0.62, 0.45, 0.38, 0.3, 0.19])
+def test_shrinking_does_not_alias(scale, monkeypatch):
+    """Stripes at the image's Nyquist rate average to grey whatever the shrink (whole blocks alone: 0.45,
+    0.3, 0.19; a fractional area step too: 0.62, 0.38), up to the box filter's ripple (std 0-25 levels here,
+    12-22 with a single fractional area step); a bare bilinear warp turns them into bands (std ~72)."""
+    crop = _stripes_crop(scale)[4:-4, 4:-4].astype(float)
+    assert abs(crop.mean() - 127.5) < 6 and crop.std() < 30, (crop.mean(), crop.std())
+    import affectfuse.faces.align as align
+
+    monkeypatch.setattr(align, "BILINEAR_MIN_SCALE", 0.0)  # no area step at all
+    assert _stripes_crop(scale)[4:-4, 4:-4].astype(float).std() > 60
+
+
 def test_outside_image_is_black_and_bad_landmarks_rejected():
     img = np.full((100, 100, 3), 200, np.uint8)
     pts = template(112, "arcface") + 0.5 - 80  # face mostly above-left of the picture

@@ -22,7 +22,7 @@ import numpy as np
 
 from affectfuse.utils import cache_root
 
-VERSION = "v2"  # v2: images decoded by read_image (EXIF-aware) in both extract and finetune
+VERSION = "v3"  # v2: images decoded by read_image (EXIF-aware); v3: area pre-shrink in whole blocks (align.py)
 
 
 def default_cache_dir() -> Path:
