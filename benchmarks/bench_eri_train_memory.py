@@ -105,6 +105,8 @@ def child_train(mark_path: str, cli_args: list[str], max_steps: int | None = Non
     sequences.SequenceData.batch = timed(sequences.SequenceData.batch, "batch_wall_s", "batch_cpu_s", "batches")
     eri.fit = timed(eri.fit, "fit_wall_s", "fit_cpu_s")
     eri.input_norm_stats = staged(eri.input_norm_stats, "input statistics", stages)
+    eri.pooled_ridge = staged(timed(eri.pooled_ridge, "probes_wall_s", "probes_cpu_s"),
+                              "ridge fit (probe and probe-started path)", stages)
     eri.ridge_probe = staged(timed(eri.ridge_probe, "probes_wall_s", "probes_cpu_s"), "ridge probe", stages)
     eri.init_pooled_skip = staged(timed(eri.init_pooled_skip, "probes_wall_s", "probes_cpu_s"),
                                   "probe-started path fit", stages)

@@ -7,7 +7,7 @@ from affectfuse.data.sequences import from_arrays, input_norm_stats, pooled_stat
 from affectfuse.data.synthetic import make_eri_arrays
 from affectfuse.labels import ERI_EMOTIONS
 from affectfuse.models.eri import ERIFusion, ERIFusionArgs
-from affectfuse.training.probes import init_pooled_skip, ridge_probe
+from affectfuse.training.probes import init_pooled_skip, pooled_ridge, ridge_probe
 
 
 def test_standardisation_uses_valid_rows_only_and_survives_constant_and_extreme_scales():
@@ -46,6 +46,18 @@ def test_ridge_probe_reads_a_planted_signal_and_not_a_shuffled_one():
     assert probe["val_mean_pearson"] > 0.7 and probe["alpha"] > 0
     f, y = make_eri_arrays(300, steps=10, dims={"audio": 16, "visual": 24}, seed=0, signal="shuffled")
     assert abs(ridge_probe(from_arrays(f, y, ERI_EMOTIONS), val, ["audio", "visual"])["val_mean_pearson"]) < 0.15
+
+
+def test_one_ridge_fit_on_standardised_inputs_is_the_probe_on_raw_ones():
+    # training fits the ridge once, on the standardised inputs' pooled statistics, for the probe and the
+    # probe-started path: ridge_loo standardises its columns, so the probe's figure is the raw one's
+    train, val = _planted(300, 0, time_course="burst_spread"), _planted(150, 1, time_course="burst_spread")
+    modalities = ["audio", "visual"]
+    norm = input_norm_stats(train)
+    fit = pooled_ridge(train, modalities, norm)
+    shared, raw = ridge_probe(train, val, modalities, norm, fit), ridge_probe(train, val, modalities)
+    assert shared["alpha"] == raw["alpha"]
+    assert abs(shared["val_mean_pearson"] - raw["val_mean_pearson"]) < 1e-6   # float32 statistics: 2e-8 here
 
 
 def test_pooled_skip_starts_the_untrained_model_at_the_probe():

@@ -36,7 +36,7 @@ from affectfuse.training.config import RunConfig
 from affectfuse.training.engine import STATE_KEYS as ENGINE_STATE_KEYS
 from affectfuse.training.engine import Engine, EngineConfig, Validation, early_stopping_update  # noqa: F401
 from affectfuse.training.precision import autocast, keep_heads_in_fp32, resolve_precision
-from affectfuse.training.probes import init_pooled_skip, ridge_probe
+from affectfuse.training.probes import init_pooled_skip, pooled_ridge, ridge_probe
 from affectfuse.utils import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -225,11 +225,15 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
     run_dir = Path(run_dir) if run_dir is not None else None
     seed_everything(tc.seed)
     args = model_args(cfg, train.dims(), train.labels.shape[1])
-    model, norm = build_model(cfg, args, train)
+    norm = input_norm(cfg, args, train)
+    modalities = list(args.input_dims)
+    # one ridge fit serves the probe and the probe-started path (the model's skip), when either is used
+    ridge = pooled_ridge(train, modalities, norm) if tc.probe or getattr(args, "pooled_skip", False) else None
+    model, norm = build_model(cfg, args, train, norm, ridge)
     precision = resolve_precision(tc.precision)
     if precision == "bf16":
         keep_heads_in_fp32(model)
-    probe = ridge_probe(train, val, list(args.input_dims)) if tc.probe else None
+    probe = ridge_probe(train, val, modalities, norm, ridge) if tc.probe else None
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True) if tc.ema else None
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.step_size, tc.gamma) if tc.step_size > 0 else None
@@ -261,15 +265,25 @@ def fit(cfg: RunConfig, train: SequenceData, val: SequenceData, run_dir: str | P
     return result
 
 
-def build_model(cfg: RunConfig, args, train: SequenceData):
+def input_norm(cfg: RunConfig, args, train: SequenceData) -> dict | None:
+    """The training split's per-modality input statistics when ``data.standardize`` (else ``None``)."""
+    if not cfg.data.standardize:
+        return None
+    return {k: v for k, v in input_norm_stats(train).items() if k in args.input_dims}
+
+
+_UNSET = object()
+
+
+def build_model(cfg: RunConfig, args, train: SequenceData, norm=_UNSET, ridge: dict | None = None):
     """The registered model, behind :class:`StandardizedInputs` with the training split's statistics when
-    ``data.standardize``; returns (model, statistics or None)."""
+    ``data.standardize`` (``norm``: :func:`input_norm`, computed when not given); a model with a pooled skip
+    starts at the ridge probe (``ridge``: :func:`pooled_ridge` with that ``norm``, fitted when not given).
+    Returns (model, statistics or None)."""
     model = create_eri_model(cfg.model.name, args)
-    norm = None
-    if cfg.data.standardize:
-        norm = {k: v for k, v in input_norm_stats(train).items() if k in args.input_dims}
+    norm = input_norm(cfg, args, train) if norm is _UNSET else norm
     if getattr(model, "skip", None) is not None:
-        init_pooled_skip(model, train, list(args.input_dims), norm)
+        init_pooled_skip(model, train, list(args.input_dims), norm, ridge)
     return (StandardizedInputs(model, norm) if norm else model), norm
 
 

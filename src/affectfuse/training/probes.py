@@ -17,14 +17,22 @@ RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
 LOGIT_CLIP = 0.02   # tangent points of the pooled skip are kept in [0.02, 0.98] (a mean of 0 or 1 has no logit)
 
 
-def ridge_probe(train: SequenceData, val: SequenceData, modalities: list[str], norm: dict | None = None) -> dict:
-    """Fit the ridge probe on ``train`` and score it on ``val`` (mean Pearson over the label columns).
+def pooled_ridge(train: SequenceData, modalities: list[str], norm: dict | None = None) -> dict:
+    """:func:`ridge_loo` of ``train``'s labels on its pooled statistics (after ``norm``): the one fit that both
+    the probe (:func:`ridge_probe`) and the probe-started path (:func:`init_pooled_skip`) use."""
+    return ridge_loo(pooled_statistics(train, modalities, norm), train.labels.numpy())
+
+
+def ridge_probe(train: SequenceData, val: SequenceData, modalities: list[str], norm: dict | None = None,
+                fit: dict | None = None) -> dict:
+    """Fit the ridge probe on ``train`` (or take ``fit``, :func:`pooled_ridge` with the same ``norm``) and
+    score it on ``val`` (mean Pearson over the label columns).
 
     Returns {"kind", "pooling", "modalities", "alpha", "val_mean_pearson", "per_emotion": {name: r}}.
     """
     from affectfuse.metrics.regression import eri_metrics
 
-    fit = ridge_loo(pooled_statistics(train, modalities, norm), train.labels.numpy())
+    fit = fit or pooled_ridge(train, modalities, norm)
     pred = np.clip(ridge_predict(fit, pooled_statistics(val, modalities, norm)), 0.0, 1.0)
     m = eri_metrics(val.labels.numpy(), pred, val.label_names)
     return {"kind": "ridge", "pooling": "mean+std over valid rows", "modalities": list(modalities),
@@ -32,7 +40,8 @@ def ridge_probe(train: SequenceData, val: SequenceData, modalities: list[str], n
             "per_emotion": {k: float(v) for k, v in m["pearson"].items()}}
 
 
-def init_pooled_skip(model, train: SequenceData, modalities: list[str], norm: dict | None = None) -> float:
+def init_pooled_skip(model, train: SequenceData, modalities: list[str], norm: dict | None = None,
+                     fit: dict | None = None) -> float:
     """Start ``model.skip`` (Linear on pooled statistics -> intensity logits) at the ridge probe, and shrink
     the network's intensity head to a tenth (bias 0), so the untrained model predicts what the probe does,
     gradients reach the network from the first step, and training adds what the probe misses.
@@ -42,14 +51,13 @@ def init_pooled_skip(model, train: SequenceData, modalities: list[str], norm: di
     logit = logit(m) + (p - m) / (m (1 - m)), so sigmoid(logit) = p to first order about m and, being a
     monotone map of p, ranks the videos exactly as the probe does. (A ridge fit of the label *logits*, the
     start before, lost 0.03 mean Pearson to the probe on one planted seed: the logits of labels near 0 or 1,
-    clipped to [0.02, 0.98], are mostly noise.) The standardisation is folded into the weights. Returns
-    the chosen ridge penalty.
+    clipped to [0.02, 0.98], are mostly noise.) The standardisation is folded into the weights. ``fit``:
+    :func:`pooled_ridge` with the same ``norm`` when already made. Returns the chosen ridge penalty.
     """
     import torch
 
-    x = pooled_statistics(train, modalities, norm)                        # (N, P)
     y = train.labels.numpy().astype(np.float64)                           # (N, K) in [0, 1]
-    fit = ridge_loo(x, y)
+    fit = fit or pooled_ridge(train, modalities, norm)                    # on (N, P) pooled statistics
     centre = np.clip(y.mean(0), LOGIT_CLIP, 1 - LOGIT_CLIP)               # (K,) tangent points
     slope = centre * (1 - centre)
     weight = fit["coef"] / fit["scale"] / slope[:, None]                  # (K, P)
