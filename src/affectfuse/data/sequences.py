@@ -196,13 +196,8 @@ def load_sequences(table, feature_sets: dict[str, FeatureSet], steps: int = 30, 
         raise ValueError(f"{getattr(table, 'source', 'table')}: no videos in split {split!r}")
     if hasattr(table, "check_features"):
         table.check_features(feature_sets)
-    ids, errors = list(table.ids), []
-    feats, masks = {}, {}
-    on_disk = _on_disk(feature_sets, len(ids), steps)
-    for name, fs in feature_sets.items():
-        feats[name], masks[name] = _stack(fs, name, ids, steps, mode, errors, on_disk)
-    if errors:
-        raise FeatureStoreError(f"{len(errors)} feature problem(s):\n  " + "\n  ".join(errors))
+    ids = list(table.ids)
+    feats, masks = _stack_all(feature_sets, ids, steps, mode)
     labels = None
     if table.labels is not None:
         labels = torch.as_tensor(np.asarray(table.labels, dtype=np.float32))
@@ -220,6 +215,13 @@ def load_unlabelled(feature_sets: dict[str, FeatureSet], label_names, steps: int
         if not ids:
             raise FeatureStoreError("no video has features in every feature set: "
                                     + ", ".join(str(fs.path) for fs in feature_sets.values()))
+    feats, masks = _stack_all(feature_sets, ids, steps, mode)
+    return SequenceData(list(ids), list(ids), feats, masks, None, list(label_names))
+
+
+def _stack_all(feature_sets: dict[str, FeatureSet], ids: list[str], steps: int, mode: str):
+    """Every set's (N, T, D) features and (N, T) masks of ``ids``; all problems raised at once as one
+    :class:`FeatureStoreError`."""
     errors: list[str] = []
     feats, masks = {}, {}
     on_disk = _on_disk(feature_sets, len(ids), steps)
@@ -227,7 +229,7 @@ def load_unlabelled(feature_sets: dict[str, FeatureSet], label_names, steps: int
         feats[name], masks[name] = _stack(fs, name, ids, steps, mode, errors, on_disk)
     if errors:
         raise FeatureStoreError(f"{len(errors)} feature problem(s):\n  " + "\n  ".join(errors))
-    return SequenceData(list(ids), list(ids), feats, masks, None, list(label_names))
+    return feats, masks
 
 
 def from_arrays(features: dict[str, np.ndarray], labels: np.ndarray | None, label_names,
