@@ -31,7 +31,9 @@ Usage::
     python benchmarks/bench_extract.py [--video ../shared/data/media/talking_face_pexels.mp4]
         [--runs "faceexpressionnet:5" "faceexpressionnet:0" "posterv2:5"] [--json OUT.json]
 
-``NAME:FPS``: extractor (POSTER V2 with random weights: speed only) and analysed frames/s (0 = every frame).
+``NAME[@RUNTIME]:FPS``: extractor (POSTER V2 with random weights: speed only), optionally its runtime
+(``faceexpressionnet@torch``: PyTorch instead of its default ONNX Runtime), and analysed frames/s (0 = every
+frame).
 """
 
 from __future__ import annotations
@@ -131,9 +133,10 @@ def measure(video: Path, runs: list[str], batch_size: int) -> list[dict]:
     rows = []
     for spec in runs:
         name, _, rate = spec.partition(":")
+        name, _, runtime = name.partition("@")
         fps = (float(rate) or None) if rate else 5.0
-        ext = build_extractors([name], random_weights=name in RANDOM)[0]
-        row = {"extractor": name, "fps": fps, "random_weights": name in RANDOM}
+        ext = build_extractors([name], random_weights=name in RANDOM, runtime=runtime or None)[0]
+        row = {"extractor": name + (f" ({runtime})" if runtime else ""), "fps": fps, "random_weights": name in RANDOM}
         if not rows:  # warm-up: the process's first pass pays lazy imports and first calls, not per-frame work
             _decode_side(video, fps, PATHS["ours"], ext, detector)
         for label, opts in PATHS.items():
