@@ -119,6 +119,20 @@ def test_shrinking_does_not_alias(scale, monkeypatch):
     assert _stripes_crop(scale)[4:-4, 4:-4].astype(float).std() > 60
 
 
+@pytest.mark.parametrize("scale", [0.45, 0.3, 0.19])
+@pytest.mark.parametrize("width", [401, 402, 403])
+def test_a_shrunk_face_over_the_image_edge_is_black_from_the_edge_on(scale, width):
+    """The whole-block shrink trims its region to a multiple of k pixels: at the image's edge that may drop
+    under k pixels, which must not move where the picture ends in the crop by a whole crop pixel."""
+    img = np.full((500, width, 3), 200, np.uint8)
+    pts = (template(112, "mtcnn_box") + 0.5) / scale
+    pts += np.array([width + 10, 250]) - pts.mean(0)           # the face's centre 10 px right of the edge
+    row = align_face(img, pts, 112, "mtcnn_box")[56, :, 0].astype(int)
+    edge = 55.5 + scale * (width - (width + 10))               # the image's edge in crop pixels
+    first_black = int(np.argmax(row < 100))
+    assert abs(first_black - edge) <= 1.0 and (row[:first_black - 1] == 200).all() and (row[first_black + 1:] == 0).all()
+
+
 def test_outside_image_is_black_and_bad_landmarks_rejected():
     img = np.full((100, 100, 3), 200, np.uint8)
     pts = template(112, "arcface") + 0.5 - 80  # face mostly above-left of the picture
