@@ -44,6 +44,7 @@ LABELS = {"neutral": 0, "anger": 1, "disgust": 2, "fear": 3, "happiness": 4, "sa
 SCALES = (0.8, 0.9, 1.0, 1.15)
 NETS = {"fex": "faceexpressionnet", "fer": "fer-mini-xception", "mnv2": "mobilenetv2-face"}
 FS = (0.9, 1.0, 1.15)   # the zooms of tta="scales"
+MID = "fex mid 2x2 flip"  # a feature set of fex_mid_level, not a view of a network
 # name -> {feature set: (network, scales, flips)}
 CONFIGS = {
     "fex": {"fex": ("fex", (1.0,), (0,))},
@@ -68,11 +69,10 @@ CONFIGS = {
     "fex flip+scales + fer flip+scales + mnv2 flip+scales": {
         "fex": ("fex", FS, (0, 1)), "fer": ("fer", FS, (0, 1)), "mnv2": ("mnv2", FS, (0, 1))},
     # + FaceExpressionNet's mid-level maps on a 2 x 2 grid (fex_mid_level; its own flip, no scales)
-    "fex flip+scales + fer flip+scales + mnv2 flip + " + "fex mid 2x2 flip": {
+    f"fex flip+scales + fer flip+scales + mnv2 flip + {MID}": {
         "fex": ("fex", FS, (0, 1)), "fer": ("fer", FS, (0, 1)), "mnv2": ("mnv2", (1.0,), (0, 1)),
         "fexmid": ("mid", (1.0,), (0, 1))},
 }
-MID = "fex mid 2x2 flip"
 
 
 def cached_crops(data: Path, images: list[str], spec) -> tuple[np.ndarray, np.ndarray]:
@@ -305,7 +305,8 @@ def main(argv=None) -> int:
     parser.add_argument("--classifier", metavar="CONFIG",
                         help="instead: the probe settings of CLASSIFIER_LEVERS on this one configuration's features")
     parser.add_argument("--cv-seeds", default="0",
-                        help="comma-separated fold shuffles: each configuration is scored on the 5 folds of each")
+                        help="comma-separated fold shuffles: each configuration is scored on the 5 folds of each "
+                             "(not with --classifier)")
     parser.add_argument("--families", action="store_true",
                         help="with --classifier: other classifier families (CLASSIFIER_FAMILIES) instead of probe settings")
     args = parser.parse_args(argv)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import affectfuse.faces.align as align_module
 from affectfuse.faces import ARCFACE_112, MTCNN_BOX_TEMPLATE, align_face, similarity_transform, template
 
 
@@ -113,9 +114,7 @@ def test_shrinking_does_not_alias(scale, monkeypatch):
     12-22 with a single fractional area step); a bare bilinear warp turns them into bands (std ~72)."""
     crop = _stripes_crop(scale)[4:-4, 4:-4].astype(float)
     assert abs(crop.mean() - 127.5) < 6 and crop.std() < 30, (crop.mean(), crop.std())
-    import affectfuse.faces.align as align
-
-    monkeypatch.setattr(align, "BILINEAR_MIN_SCALE", 0.0)  # no area step at all
+    monkeypatch.setattr(align_module, "BILINEAR_MIN_SCALE", 0.0)  # no area step at all
     assert _stripes_crop(scale)[4:-4, 4:-4].astype(float).std() > 60
 
 

@@ -241,8 +241,8 @@ def test_real_faces_finetune_from_probe(shared_data, tmp_path):
 
     On 45 training images the held-out gain is within noise, so this checks that fine-tuning runs on real
     faces (the unfrozen blocks move, the frozen ones do not), is no worse than the probe it starts from (up to
-    one held-out photo) and exports weights that reproduce it; the 5-fold comparison on all 1,357 images is scripts/finetune_faces_cv.py
-    (docs/finetune.md)."""
+    one held-out photo) and exports weights that reproduce it; the 5-fold comparison on all 1,357 images is
+    scripts/finetune_faces_cv.py (docs/finetune.md)."""
     from affectfuse.features.registry import create_extractor
     from affectfuse.metrics.classification import classification_scores
     from affectfuse.training.finetune_probe import fit_probe
