@@ -1,6 +1,8 @@
 """One-pass sparse face detection (affectfuse.faces.sparse): same faces as detecting the detection frames
 alone, interpolation in between, a bounded frame buffer, and extract's use of it."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -209,14 +211,17 @@ class _ShrinkingDetector(_RecordingDetector):
 
 
 def test_tracked_scales_search_again_where_a_face_is_lost():
-    """The first frame over the whole pyramid, the others for faces >= half its smallest (20 px); a frame
+    """The first frame over the whole pyramid, the others for faces >= TRACKED_SMALLEST x its smallest; a frame
     with fewer faces than the first is detected again over the whole pyramid; no face at first: no limit."""
-    from affectfuse.faces.sparse import detect_tracked
+    from affectfuse.faces.sparse import TRACKED_SMALLEST, detect_tracked
 
     det = _ShrinkingDetector()
     found = detect_tracked(det, np.zeros((4, 80, 80, 3), np.uint8))
     assert [len(d) for d in found] == [1, 1, 1, 1]
-    assert det.calls == [(1, None), (3, 20.5), (1, None)]  # the box (20, 20, 60, 60) is 41 whole pixels wide
+    assert det.calls == [(1, None), (3, TRACKED_SMALLEST * 41), (1, None)]  # box (20, 20, 60, 60): 41 whole px
+    det = _ShrinkingDetector()
+    detect_tracked(det, np.zeros((4, 80, 80, 3), np.uint8), smallest_fraction=0.5)
+    assert det.calls[1] == (3, 20.5)
 
     class _Nobody(_FakeDetector):
         def detect(self, images, smallest=None):
@@ -229,7 +234,7 @@ def test_tracked_scales_search_again_where_a_face_is_lost():
 def test_the_whole_pyramid_is_searched_every_few_seconds_only():
     """With tracked scales a detection batch starts with a whole-pyramid search only when FULL_SEARCH_S have
     passed since the last one; the other batches look for faces of the size seen last (``smallest`` given)."""
-    from affectfuse.faces.sparse import FULL_SEARCH_S, _Frame, _Pass
+    from affectfuse.faces.sparse import FULL_SEARCH_S, TRACKED_SMALLEST, _Frame, _Pass
 
     det = _RecordingDetector()
     state = _Pass(det, (SPEC,), None, max_gap=0.2, det_batch=4, timer=None, tracked_scales=True)
@@ -238,9 +243,19 @@ def test_the_whole_pyramid_is_searched_every_few_seconds_only():
     state.finish()
     state.rows.close()
     whole = [c for c in det.calls if c[1] is None]
-    assert len(whole) == int(10 / FULL_SEARCH_S) and all(n == 1 for n, _ in whole)  # at 0, 2, 4, 6, 8 s
+    assert len(whole) == math.ceil(10 / FULL_SEARCH_S) and all(n == 1 for n, _ in whole)  # at 0, 4, 8 s
     assert sum(n for n, _ in det.calls) == 100  # every detection frame once: no search was repeated
-    assert all(s == 20.5 for _, s in det.calls if s is not None)  # half the 41-px face
+    assert all(s == TRACKED_SMALLEST * 41 for _, s in det.calls if s is not None)  # of the 41-px face
+
+    det = _RecordingDetector()  # the pass's own settings
+    state = _Pass(det, (SPEC,), None, max_gap=0.2, det_batch=4, timer=None, tracked_scales=True,
+                  tracked_smallest=0.5, full_search_s=2.0)
+    for k in range(300):
+        state.push(_Frame(k, k / 30.0, np.zeros((80, 80, 3), np.uint8), detect=k % 3 == 0))
+    state.finish()
+    state.rows.close()
+    assert sum(1 for _, s in det.calls if s is None) == 5  # at 0, 2, 4, 6, 8 s
+    assert all(s == 20.5 for _, s in det.calls if s is not None)
 
 
 def test_stages_are_timed_in_wall_and_cpu_seconds():

@@ -9,8 +9,8 @@ Detection (MTCNN) is the costliest step of turning a video into face crops; a ta
    to ``detect_max_side`` (``cv2.INTER_AREA``), several frames per MTCNN call; the IoU tracker
    (:mod:`affectfuse.faces.track`) links the faces; with ``tracked_scales`` (on at a ``detect_max_side``)
    a detection batch starts with a search over the whole MTCNN pyramid (at least every
-   :data:`FULL_SEARCH_S` s of video) and otherwise looks only for faces at least half as large as the
-   smallest found last (:func:`detect_tracked`, :func:`detect_sized`); of the frames
+   :data:`FULL_SEARCH_S` s of video) and otherwise looks only for faces at least :data:`TRACKED_SMALLEST`
+   x the smallest found last (:func:`detect_tracked`, :func:`detect_sized`); of the frames
    picked, only every ``steady_stride``-th is detected for sure, and a skipped one only when the two
    detections around it disagree (another number of faces, or a box moved to IoU < ``steady_iou``): the gap
    is halved until they agree, so a still face costs half the detections and a moving one none fewer;
@@ -55,8 +55,10 @@ DETECT_FPS = 8.0  # detections per second of video (predict's and extract's defa
 DETECT_MAX_SIDE = 320  # longer side of the detection copy, pixels
 FULL_BUFFER_PIXELS = 8_000_000  # full frames waiting for their next detection (~24 MB of uint8 RGB)
 DECODE_BATCH = 8  # frames per decoded batch: a waiting frame keeps its whole batch array alive
-TRACKED_SMALLEST = 0.5  # tracked scales: look for faces down to this fraction of the smallest one found
-FULL_SEARCH_S = 2.0  # with tracked scales, search the whole MTCNN pyramid at least this often (s of video)
+# Tracked scales (docs/benchmarks.md, "Tracked scales"; both chosen on the 8 shared clips with faces, box IoU and
+# landmarks against MTCNN at full size as with 0.5 and 2 s, 25 % less detection CPU):
+TRACKED_SMALLEST = 0.7  # look for faces down to this fraction of the smallest found (~ one pyramid step, 0.709)
+FULL_SEARCH_S = 4.0  # search the whole MTCNN pyramid at least this often (s of video; new small faces)
 STEADY_STRIDE = 2  # where the faces hold still, detect only every STEADY_STRIDE-th detection frame
 STEADY_IOU = 0.85  # "hold still": the same number of faces, each box overlapping its previous with this IoU
 
@@ -149,10 +151,10 @@ class _Pass:
     """The decoding pass's state: frames waiting for their next detection, the tracker, the rows."""
 
     def __init__(self, detector, specs, detect_max_side, max_gap, det_batch, timer, tracked_scales=False,
-                 steady_iou=STEADY_IOU):
+                 steady_iou=STEADY_IOU, tracked_smallest=TRACKED_SMALLEST, full_search_s=FULL_SEARCH_S):
         self.detector, self.detect_max_side, self.max_gap = detector, detect_max_side, max_gap
         self.det_batch, self.timer, self.tracked_scales = det_batch, timer, tracked_scales
-        self.steady_iou = steady_iou
+        self.steady_iou, self.tracked_smallest, self.full_search_s = steady_iou, tracked_smallest, full_search_s
         self.previous: _Detected | None = None  # the latest detection given to the tracker
         self.searched_t = -math.inf  # time of the latest whole-pyramid search, s
         self.tracker = IoUTracker()
@@ -222,20 +224,22 @@ class _Pass:
         if not self.tracked_scales:
             dets = self.detector.detect(small)
         elif found is None and self._search_all(first_t):
-            dets = detect_tracked(self.detector, small)
+            dets = detect_tracked(self.detector, small, self.tracked_smallest)
             self.searched_t = first_t
         elif found is None:  # faces of the sizes seen last: the whole pyramid waits for its next turn
-            dets = detect_sized(self.detector, small, self.previous.boxes * scale, len(self.previous.boxes))
+            dets = detect_sized(self.detector, small, self.previous.boxes * scale, len(self.previous.boxes),
+                                self.tracked_smallest)
         else:
             near = [d.boxes * scale for d in found.values() if len(d.boxes)] + [np.zeros((0, 4))]
-            dets = detect_sized(self.detector, small, np.concatenate(near), min(len(d.boxes) for d in found.values()))
+            dets = detect_sized(self.detector, small, np.concatenate(near), min(len(d.boxes) for d in found.values()),
+                                self.tracked_smallest)
         return [d.unscaled(scale) for d in dets]
 
     def _search_all(self, t: float) -> bool:
         """Whether the batch starting at ``t`` s begins with a whole-pyramid search: no face known yet, or
-        :data:`FULL_SEARCH_S` since the last one (a new face at least half as large as the smallest known is
+        ``full_search_s`` since the last one (a new face at least ``tracked_smallest`` x the smallest known is
         found by every search; a smaller one waits for this)."""
-        return self.previous is None or len(self.previous.boxes) == 0 or t - self.searched_t >= FULL_SEARCH_S
+        return self.previous is None or len(self.previous.boxes) == 0 or t - self.searched_t >= self.full_search_s
 
     def _resolve(self, final: bool) -> None:
         """Cut the candidate faces of every waiting frame whose neighbouring detections are known."""
@@ -268,30 +272,31 @@ def steady(a: np.ndarray, b: np.ndarray, min_iou: float) -> bool:
     return len(a) == 0 or bool((box_iou(a, b).max(0) >= min_iou).all())
 
 
-def detect_sized(detector, images: np.ndarray, known: np.ndarray, expected: int) -> list:
+def detect_sized(detector, images: np.ndarray, known: np.ndarray, expected: int,
+                 smallest_fraction: float = TRACKED_SMALLEST) -> list:
     """Detections of (B, H, W, 3) frames near frames whose (K, 4) boxes ``known`` were found: only faces at
-    least :data:`TRACKED_SMALLEST` x the smallest known side are searched for (MTCNN's small-face levels
+    least ``smallest_fraction`` x the smallest known side are searched for (MTCNN's small-face levels
     are most of its cost: P-Net on the largest levels and R-Net on their many candidates); a frame where
     this finds fewer than ``expected`` faces is searched again over the whole pyramid, and so is every
     frame when nothing is known: a face that shrinks, leaves or turns away is looked for as before."""
     if len(known) == 0:
         return detector.detect(images)
     side = float(np.minimum(known[:, 2] - known[:, 0], known[:, 3] - known[:, 1]).min()) + 1.0  # whole pixels
-    found = detector.detect(images, smallest=TRACKED_SMALLEST * side)
+    found = detector.detect(images, smallest=smallest_fraction * side)
     again = [k for k, d in enumerate(found) if len(d) < expected]
     for k, d in zip(again, detector.detect(images[again]) if again else []):
         found[k] = d
     return found
 
 
-def detect_tracked(detector, images: np.ndarray) -> list:
+def detect_tracked(detector, images: np.ndarray, smallest_fraction: float = TRACKED_SMALLEST) -> list:
     """Detections of (B, H, W, 3) frames close in time, with fewer pyramid levels where the faces are known:
     the first frame is searched over the whole pyramid, the others as :func:`detect_sized` does with the
     first's faces."""
     first = detector.detect(images[:1])
     if len(images) == 1:
         return first
-    return first + detect_sized(detector, images[1:], first[0].boxes, len(first[0]))
+    return first + detect_sized(detector, images[1:], first[0].boxes, len(first[0]), smallest_fraction)
 
 
 def _detection_batch(info, per_detection: float, detect_max_side, batch_size: int, detector) -> int:
@@ -311,7 +316,8 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
                       batch_size: int = 32, detect_max_side: int | None = DETECT_MAX_SIDE,
                       detect_fps: float | None = DETECT_FPS, stitch_gap_s: float = 10.0, timer=None,
                       progress=None, tracked_scales: bool | None = None, steady_stride: int = STEADY_STRIDE,
-                      steady_iou: float = STEADY_IOU) -> Iterator:
+                      steady_iou: float = STEADY_IOU, tracked_smallest: float = TRACKED_SMALLEST,
+                      full_search_s: float = FULL_SEARCH_S) -> Iterator:
     """The main person's faces in every analysed frame, one decoding pass (see the module doc).
 
     Args:
@@ -337,6 +343,9 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
             that disagree (:func:`steady` with ``steady_iou``), halving the gap until the faces agree or no
             picked frame is left between (1: every picked frame; ``detect_fps=None`` detects every analysed
             frame whatever this says).
+        tracked_smallest, full_search_s: with tracked scales, the fraction of the smallest known face that
+            the searches between whole-pyramid ones go down to, and the most seconds of video between
+            whole-pyramid searches.
 
     Raises:
         MediaError: unreadable file, no video stream, zero frames.
@@ -356,7 +365,7 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
     tracked_scales = bool(detect_max_side) if tracked_scales is None else tracked_scales
     state = _Pass(detector, specs, detect_max_side, 1.5 * stride * step if pick_fps or stride > 1 else 0.0,
                   _detection_batch(info, stride * step * rate, detect_max_side, batch_size, detector),
-                  timer, tracked_scales, steady_iou)
+                  timer, tracked_scales, steady_iou, tracked_smallest, full_search_s)
     sampler = FrameSampler(pick_fps)
     numbers, times, picked = [], [], 0
     try:
