@@ -38,6 +38,19 @@ def test_every_frame_numbered_from_one(tmp_path):
     assert info.fps == pytest.approx(10) and info.has_video and not info.has_audio
 
 
+def test_frame_images_one_at_a_time_equal_the_batches(tmp_path):
+    """iter_frame_images (the sparse face path's decoder) gives iter_frames' frames, one at a time."""
+    from affectfuse.media.decode import iter_frame_images
+
+    path = write_video(tmp_path / "a.mp4", gray_frames(23), fps=10)
+    single = list(iter_frame_images(path, fps=4.0, start_s=0.3))
+    batches = list(iter_frames(path, fps=4.0, start_s=0.3, batch_size=3))
+    np.testing.assert_array_equal([n for n, *_ in single], np.concatenate([b.frame_numbers for b in batches]))
+    np.testing.assert_array_equal([t for _, t, *_ in single], np.concatenate([b.timestamps for b in batches]))
+    np.testing.assert_array_equal(np.stack([im for _, _, im, _ in single]), np.concatenate([b.images for b in batches]))
+    assert [n for n, *_ in single] == [4, 7, 9, 12, 14, 17, 19, 22]  # t = 0.3, 0.6, 0.8 ... (grid from start_s)
+
+
 def test_sampling_at_lower_rate_and_above_native(tmp_path):
     path = write_video(tmp_path / "a.mp4", gray_frames(30), fps=10)
     nums = np.concatenate([b.frame_numbers for b in iter_frames(path, fps=2.5)])
@@ -154,7 +167,9 @@ def test_bad_files_raise_media_error_naming_file(tmp_path, kind):
         path.mkdir()
     causes = {"garbage": "not a readable media file", "truncated": "not a readable media file",
               "empty": "empty", "missing": "does not exist", "folder": "directory"}
-    for call in (probe, lambda p: list(iter_frames(p)), read_audio):
+    from affectfuse.media.decode import iter_frame_images
+
+    for call in (probe, lambda p: list(iter_frames(p)), lambda p: list(iter_frame_images(p)), read_audio):
         with pytest.raises(MediaError, match=causes[kind]) as err:
             call(path)
         assert str(path) in str(err.value)

@@ -54,7 +54,7 @@ from affectfuse.faces.track import IoUTracker, box_iou, merge_stats, select_main
 DETECT_FPS = 8.0  # detections per second of video (predict's and extract's default; docs/benchmarks.md)
 DETECT_MAX_SIDE = 320  # longer side of the detection copy, pixels
 FULL_BUFFER_PIXELS = 8_000_000  # full frames waiting for their next detection (~24 MB of uint8 RGB)
-DECODE_BATCH = 8  # frames per decoded batch: a waiting frame keeps its whole batch array alive
+PROGRESS_EVERY = 8  # decoded frames between progress calls
 # Tracked scales (docs/benchmarks.md, "Tracked scales"; both chosen on the 8 shared clips with faces, box IoU and
 # landmarks against MTCNN at full size as with 0.5 and 2 s, 25 % less detection CPU):
 TRACKED_SMALLEST = 0.7  # look for faces down to this fraction of the smallest found (~ one pyramid step, 0.709)
@@ -333,7 +333,7 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
         timer: optional, ``inference.video.Timer``-like (``with timer(stage): ...`` adds the block's wall and
             CPU seconds): stages ``decode``, ``detect`` (downscale + MTCNN + tracking), ``align``
             (interpolation + crops + spill).
-        progress: optional ``progress(done_s, total_s)`` after each decoded batch.
+        progress: optional ``progress(done_s, total_s)`` every :data:`PROGRESS_EVERY` decoded frames and at the end.
         tracked_scales: detect with fewer pyramid levels where the faces are known
             (:func:`detect_tracked`, :func:`detect_sized`; the whole pyramid at least every
             :data:`FULL_SEARCH_S` s); ``None``: on with ``detect_max_side`` (the fast path), off at full size
@@ -351,7 +351,7 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
         MediaError: unreadable file, no video stream, zero frames.
     """
     from affectfuse.faces.pipeline import default_detector
-    from affectfuse.media.decode import FrameSampler, MediaError, iter_frames, probe
+    from affectfuse.media.decode import FrameSampler, MediaError, iter_frame_images, probe
 
     info = probe(path)
     if not info.has_video:
@@ -369,21 +369,23 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
     sampler = FrameSampler(pick_fps)
     numbers, times, picked = [], [], 0
     try:
-        frames = iter_frames(path, fps=fps, batch_size=DECODE_BATCH)
+        frames = iter_frame_images(path, fps=fps)  # one frame at a time: no batch copy, a frame waits alone
         while True:
             with state.stage("decode"):
-                batch = next(frames, None)
-            if batch is None:
+                decoded = next(frames, None)
+            if decoded is None:
                 break
-            for num, t, image in zip(batch.frame_numbers, batch.timestamps, batch.images):
-                keep = sampler.keep(float(t))
-                state.push(_Frame(len(numbers), float(t), image, keep and picked % stride == 0,
-                                  optional=keep and picked % stride != 0))
-                picked += keep
-                numbers.append(int(num))
-                times.append(float(t))
-            if progress is not None:
-                progress(times[-1], float(info.duration_s or times[-1]))
+            num, t, image, _ = decoded
+            keep = sampler.keep(t)
+            state.push(_Frame(len(numbers), t, image, keep and picked % stride == 0,
+                              optional=keep and picked % stride != 0))
+            picked += keep
+            numbers.append(num)
+            times.append(t)
+            if progress is not None and len(numbers) % PROGRESS_EVERY == 0:
+                progress(t, float(info.duration_s or t))
+        if progress is not None and numbers:
+            progress(times[-1], float(info.duration_s or times[-1]))
         state.finish()
         yield from _main_person(state, np.asarray(numbers, np.int64), np.asarray(times, np.float64), specs,
                                 batch_size, stitch_gap_s, str(path))

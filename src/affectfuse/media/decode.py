@@ -247,6 +247,23 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None, batch_size: i
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    images, numbers, times, scale = [], [], [], 1.0
+    for number, t, image, scale in iter_frame_images(path, fps, start_s, end_s, max_side):
+        images.append(image)
+        numbers.append(number)
+        times.append(t)
+        if len(images) == batch_size:
+            yield _pack(images, numbers, times, scale)
+            images, numbers, times = [], [], []
+    if images:
+        yield _pack(images, numbers, times, scale)
+
+
+def iter_frame_images(path: str | os.PathLike, fps: float | None = None, start_s: float = 0.0,
+                      end_s: float | None = None,
+                      max_side: int | None = None) -> Iterator[tuple[int, float, np.ndarray, float]]:
+    """:func:`iter_frames` one frame at a time, without the batch's copy: ``(frame number, timestamp s,
+    (H, W, 3) uint8 RGB image, scale)`` per kept frame; the same arguments, frames and errors."""
     sampler = FrameSampler(fps)
     with _open(path) as container:
         if not container.streams.video:
@@ -256,7 +273,6 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None, batch_size: i
             stream.thread_type = "AUTO"
         tb = stream.time_base or Fraction(1, 1)
         t0 = stream.start_time
-        images, numbers, times = [], [], []
         k, rotation, last_t, size, scale = 0, None, -math.inf, {}, 1.0
         try:
             for frame in container.decode(stream):
@@ -278,12 +294,7 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None, batch_size: i
                     # fixed output size: a mid-stream resolution change is resized to the first one
                     size = {"width": max(1, round(frame.width * scale)),
                             "height": max(1, round(frame.height * scale)), "interpolation": "AREA"}
-                images.append(apply_rotation(_to_rgb(frame, size), rotation))
-                numbers.append(k)
-                times.append(t)
-                if len(images) == batch_size:
-                    yield _pack(images, numbers, times, scale)
-                    images, numbers, times = [], [], []
+                yield k, t, apply_rotation(_to_rgb(frame, size), rotation), scale
         except av.error.InvalidDataError as exc:
             if k == 0:
                 raise MediaError(path, f"decoding failed at the first frame (corrupt stream): {exc}") from exc
@@ -292,8 +303,6 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None, batch_size: i
             logger.warning("%s: decoding stopped after frame %d (corrupt or truncated stream): %s", path, k, exc)
         except av.error.FFmpegError as exc:
             raise MediaError(path, f"decoding failed after frame {k} (corrupt or truncated stream): {exc}") from exc
-        if images:
-            yield _pack(images, numbers, times, scale)
         if k == 0:
             raise MediaError(path, "video stream has zero decodable frames")
 
