@@ -248,7 +248,7 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None, batch_size: i
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     images, numbers, times, scale = [], [], [], 1.0
-    for number, t, image, scale in iter_frame_images(path, fps, start_s, end_s, max_side):
+    for number, t, image, scale in _decoded(path, fps, start_s, end_s, max_side):  # views, copied by the stack
         images.append(image)
         numbers.append(number)
         times.append(t)
@@ -262,8 +262,18 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None, batch_size: i
 def iter_frame_images(path: str | os.PathLike, fps: float | None = None, start_s: float = 0.0,
                       end_s: float | None = None,
                       max_side: int | None = None) -> Iterator[tuple[int, float, np.ndarray, float]]:
-    """:func:`iter_frames` one frame at a time, without the batch's copy: ``(frame number, timestamp s,
-    (H, W, 3) uint8 RGB image, scale)`` per kept frame; the same arguments, frames and errors."""
+    """:func:`iter_frames` one frame at a time: ``(frame number, timestamp s, (H, W, 3) uint8 RGB image, scale)``
+    per kept frame; the same arguments, frames and errors.
+
+    Each image is its own copy: a view into PyAV's frame would keep that frame's buffers alive while the
+    image waits (+285 MB peak RSS against +110 MB for the talking-face clip's one-pass face path, and no faster).
+    """
+    for number, t, image, scale in _decoded(path, fps, start_s, end_s, max_side):
+        yield number, t, np.array(image, order="C"), scale
+
+
+def _decoded(path, fps, start_s, end_s, max_side) -> Iterator[tuple[int, float, np.ndarray, float]]:
+    """The decoding loop of :func:`iter_frame_images`, yielding views into PyAV's frames."""
     sampler = FrameSampler(fps)
     with _open(path) as container:
         if not container.streams.video:
