@@ -55,9 +55,10 @@ DETECT_FPS = 8.0  # detections per second of video (predict's and extract's defa
 DETECT_MAX_SIDE = 320  # longer side of the detection copy, pixels
 FULL_BUFFER_PIXELS = 8_000_000  # full frames waiting for their next detection (~24 MB of uint8 RGB)
 PROGRESS_EVERY = 8  # decoded frames between progress calls
-# Tracked scales (docs/benchmarks.md, "Tracked scales"; both chosen on the 8 shared clips with faces, box IoU and
-# landmarks against MTCNN at full size as with 0.5 and 2 s, 25 % less detection CPU):
-TRACKED_SMALLEST = 0.7  # look for faces down to this fraction of the smallest found (~ one pyramid step, 0.709)
+# Tracked scales (docs/benchmarks.md, "Tracked scales"): with 0.6 and 4 s (0.5 and 2 s before) the 8 shared clips
+# with faces get the same boxes and landmarks (to 0.01 px) for 14-18 % less detection CPU; 0.7 would drop one more
+# P-Net level on some clips and move a landmark by up to 9 px.
+TRACKED_SMALLEST = 0.6  # look for faces down to this fraction of the smallest one found
 FULL_SEARCH_S = 4.0  # search the whole MTCNN pyramid at least this often (s of video; new small faces)
 STEADY_STRIDE = 2  # where the faces hold still, detect only every STEADY_STRIDE-th detection frame
 STEADY_IOU = 0.85  # "hold still": the same number of faces, each box overlapping its previous with this IoU
