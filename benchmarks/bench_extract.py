@@ -5,8 +5,8 @@ seconds (``time.process_time``: user + sys of this process; a job waiting for a 
 not charged):
 
 - **backbone only**: the extractor on the already cut crops of the found faces, batches of ``--batch-size``
-  (extract's default 32), after one warm-up batch (the decode side, too, is warmed up by one untimed pass
-  before the first row);
+  (extract's default 32), after one warm-up batch (the decode side and the whole pipeline, too, are warmed up
+  by one untimed pass before the first row);
 - **decode side**: :func:`affectfuse.features.pipeline.decode_video` -- what an ``extract --workers N`` worker
   process does per video: decode, detect, track, interpolate, cut the crops; per path: **ours** (the defaults:
   detection at 8 frames/s on 320-px copies, one decoding pass) and **naive** (every sampled frame detected at
@@ -139,6 +139,8 @@ def measure(video: Path, runs: list[str], batch_size: int) -> list[dict]:
         row = {"extractor": name + (f" ({runtime})" if runtime else ""), "fps": fps, "random_weights": name in RANDOM}
         if not rows:  # warm-up: the process's first pass pays lazy imports and first calls, not per-frame work
             _decode_side(video, fps, PATHS["ours"], ext, detector)
+            with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:  # and so does the first extract
+                extract([MediaItem(video.stem, str(video))], [ext], tmp, fps=fps, batch_size=batch_size, progress=False)
         for label, opts in PATHS.items():
             cpu, faces = _decode_side(video, fps, opts, ext, detector)
             row[f"decode_side_{label}"] = cpu
