@@ -266,7 +266,7 @@ def iter_frame_images(path: str | os.PathLike, fps: float | None = None, start_s
     per kept frame; the same arguments, frames and errors.
 
     Each image is its own copy: a view into PyAV's frame would keep that frame's buffers alive while the
-    image waits (+285 MB peak RSS against +110 MB for the talking-face clip's one-pass face path, and no faster).
+    image waits (+285 MB peak RSS against +104 MB for the talking-face clip's one-pass face path, and no faster).
     """
     for number, t, image, scale in _decoded(path, fps, start_s, end_s, max_side):
         yield number, t, np.array(image, order="C"), scale
