@@ -120,11 +120,10 @@ def fex_mid_level(data: Path, images: list[str]) -> tuple[np.ndarray, np.ndarray
 
     ext = create_extractor("faceexpressionnet", tta="none", runtime="torch")
     crops, found = cached_crops(data, images, ext.input.crop)
-    net, mean = ext.model, torch.tensor([122.782, 117.001, 104.298]).view(1, 3, 1, 1)   # faceapi's input norm
-    out = []
+    net, out = ext.model, []
     with torch.no_grad():
         for k in range(0, len(crops), 64):
-            x = (torch.from_numpy(crops[k:k + 64]).permute(0, 3, 1, 2).float() - mean) / 255.0
+            x = ext.preprocess(crops[k:k + 64])  # the plan's declared normalisation
             maps = [net.dense2(net.dense1(net.dense0(v))) for v in (x, x.flip(3))]
             out.append(F.adaptive_avg_pool2d((maps[0] + maps[1].flip(3)) / 2, 2).flatten(1).numpy())
     return np.concatenate(out), found
