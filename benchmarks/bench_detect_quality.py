@@ -74,20 +74,27 @@ class _Counted:
         return self.detector.detect(images, smallest=smallest)
 
 
-def reference(paths, detector) -> dict:
-    """Per clip: found (N,), boxes (N, 4), landmarks (N, 5, 2) of MTCNN at full size on every frame."""
+def reference(paths, detector, fps: float | None = None) -> dict:
+    """Per clip: found (N,), boxes (N, 4), landmarks (N, 5, 2) of MTCNN at full size on every analysed frame."""
     from affectfuse.faces import iter_faces
 
     out = {}
     for path in paths:
-        batches = list(iter_faces(path, fps=None, detector=detector, detect_max_side=None))
+        batches = list(iter_faces(path, fps=fps, detector=detector, detect_max_side=None))
         out[path] = tuple(np.concatenate([getattr(b, k) for b in batches]) for k in ("found", "boxes", "landmarks"))
     return out
 
 
+def main_face_iou(ref_found, ref_boxes, found, boxes) -> tuple[np.ndarray, np.ndarray]:
+    """The M frames with the main face found by both (indices) and its (M,) box IoU against the reference."""
+    from affectfuse.faces.track import box_iou
+
+    both = np.flatnonzero(ref_found & found)
+    return both, np.array([box_iou(ref_boxes[i:i + 1], boxes[i:i + 1])[0, 0] for i in both], np.float64)
+
+
 def run_variant(paths, counted: _Counted, ref: dict, options: dict) -> dict:
     from affectfuse.faces.sparse import iter_faces_sparse
-    from affectfuse.faces.track import box_iou
     from affectfuse.inference.video import Timer
 
     counted.counts = {}
@@ -97,10 +104,10 @@ def run_variant(paths, counted: _Counted, ref: dict, options: dict) -> dict:
         ok, boxes, lm = (np.concatenate([getattr(b, k) for b in batches]) for k in ("found", "boxes", "landmarks"))
         ref_ok, ref_boxes, ref_lm = ref[path]
         frames, found, missed = frames + len(ok), found + int(ok.sum()), missed + int((ref_ok & ~ok).sum())
-        for i in np.flatnonzero(ref_ok & ok):
-            iou.append(float(box_iou(ref_boxes[i:i + 1], boxes[i:i + 1])[0, 0]))
-            width = float(ref_boxes[i, 2] - ref_boxes[i, 0])
-            marks.append(float(np.linalg.norm(ref_lm[i] - lm[i], axis=1).mean()) / width)
+        both, clip_iou = main_face_iou(ref_ok, ref_boxes, ok, boxes)
+        iou.extend(clip_iou.tolist())
+        width = ref_boxes[both, 2] - ref_boxes[both, 0]
+        marks.extend((np.linalg.norm(ref_lm[both] - lm[both], axis=2).mean(1) / width).tolist())
     return {"detect_ms": 1000 * timer.cpu_seconds.get("detect", 0.0) / frames, **counted.counts,
             "frames": frames, "found": found, "missed": missed, "iou_median": float(np.median(iou)),
             "iou_p5": float(np.percentile(iou, 5)), "iou_min": float(np.min(iou)),

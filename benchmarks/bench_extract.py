@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_detect_quality import main_face_iou, reference  # noqa: E402
 from machine import describe, machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,17 +91,12 @@ def _box_quality(video, fps, decoded, detector) -> dict:
     """Faces found and IoU of the main face's box against MTCNN at full size on every analysed frame."""
     import numpy as np
 
-    from affectfuse.faces import iter_faces
-    from affectfuse.faces.track import box_iou
-
-    ref = list(iter_faces(video, fps=fps, detector=detector, detect_max_side=None))
-    ref_found = np.concatenate([b.found for b in ref])
-    ref_boxes = np.concatenate([b.boxes for b in ref])
-    found, boxes = decoded["found"], decoded["boxes"]
-    both = ref_found & found
-    iou = [float(box_iou(ref_boxes[i:i + 1], boxes[i:i + 1])[0, 0]) for i in np.flatnonzero(both)]
+    ref_found, ref_boxes, _ = reference([video], detector, fps)[video]
+    found = decoded["found"]
+    _, iou = main_face_iou(ref_found, ref_boxes, found, decoded["boxes"])
     return {"frames": int(len(found)), "found": int(found.sum()), "found_full_size": int(ref_found.sum()),
-            "iou_median": float(np.median(iou)) if iou else None, "iou_min": float(np.min(iou)) if iou else None}
+            "iou_median": float(np.median(iou)) if len(iou) else None,
+            "iou_min": float(np.min(iou)) if len(iou) else None}
 
 
 def _decode_side(video, fps, path_opts, ext, detector) -> tuple[float, dict]:
