@@ -26,10 +26,17 @@ Throughput (analysed frames per CPU-second) is counted two ways, both printed:
 Detection quality next to it: frames with the face found and the box IoU of the main face against MTCNN at
 full size on every analysed frame.
 
+**Dataset** (``--dataset K``, for the first ``--runs`` entry): ``extract`` of K copies of the clip (K videos),
+decoding in this process only (``--workers 0``), with one worker process that this process waits for (the old
+``--workers 1``), and with one worker while this process decodes too whenever no worker's video is ready
+(``--workers 1`` now, and the default from 8 videos on 2 cores): wall seconds, this process's and the worker's
+CPU seconds (``RUSAGE_CHILDREN``: its start-up included), which process decoded how many videos; throughput
+per frame against the backbone only, by wall time and by the 2-core CPU model (the busier process's CPU).
+
 Usage::
 
     python benchmarks/bench_extract.py [--video ../shared/data/media/talking_face_pexels.mp4]
-        [--runs "faceexpressionnet:5" "faceexpressionnet:0" "posterv2:5"] [--json OUT.json]
+        [--runs "faceexpressionnet:5" "faceexpressionnet:0" "posterv2:5"] [--dataset K] [--json OUT.json]
 
 ``NAME[@RUNTIME]:FPS``: extractor (POSTER V2 with random weights: speed only), optionally its runtime
 (``faceexpressionnet@torch``: PyTorch instead of its default ONNX Runtime), and analysed frames/s (0 = every
@@ -159,6 +166,73 @@ def measure(video: Path, runs: list[str], batch_size: int) -> list[dict]:
     return rows
 
 
+DATASET_PATHS = {"one process": (0, True), "1 worker, waits": (1, False), "1 worker, shares": (1, True)}
+
+
+def _children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def measure_dataset(video: Path, spec: str, copies: int, batch_size: int, backbone_ms: float) -> list[dict]:
+    """``extract`` of ``copies`` copies of ``video`` per :data:`DATASET_PATHS` entry (see the module doc)."""
+
+    import affectfuse.features.pipeline as pl
+    from affectfuse.features.build import build_extractors
+    from affectfuse.features.inputs import MediaItem
+
+    name, _, rate = spec.partition(":")
+    name, _, runtime = name.partition("@")
+    fps = (float(rate) or None) if rate else 5.0
+    ext = build_extractors([name], random_weights=name in RANDOM, runtime=runtime or None)[0]
+    items = [MediaItem(f"copy{k:03d}", str(video)) for k in range(copies)]
+    original, rows = pl.iter_decoded, []
+    for label, (workers, share) in DATASET_PATHS.items():
+        decoded = []
+
+        def recorded(*args, share=share, **kwargs):
+            for v in original(*args, share=share, **kwargs):
+                decoded.append((v.pid, v.cpu_s, 0 if v.found is None else len(v.found)))
+                yield v
+
+        pl.iter_decoded = recorded
+        try:
+            with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
+                wall, cpu, children = time.time(), time.process_time(), _children_cpu()
+                report = pl.extract(items, [ext], tmp, fps=fps, batch_size=batch_size, workers=workers,
+                                    progress=False)
+                wall, cpu, children = time.time() - wall, time.process_time() - cpu, _children_cpu() - children
+        finally:
+            pl.iter_decoded = original
+        if not report.ok:
+            raise SystemExit(f"extract failed: {report.failures}")
+        here = [d for d in decoded if d[0] == os.getpid()]
+        frames = sum(d[2] for d in decoded)
+        rows.append({"path": label, "extractor": spec, "videos": copies, "frames": frames, "wall_s": wall,
+                     "main_cpu_s": cpu, "worker_cpu_s": children, "decoded_here": len(here),
+                     "decode_cpu_here_s": sum(d[1] for d in here),
+                     "decode_cpu_worker_s": sum(d[1] for d in decoded if d[0] != os.getpid()),
+                     "backbone_ms": backbone_ms, "load": os.getloadavg()[0]})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def report_dataset(rows: list[dict]) -> None:
+    print("\ndataset | path | videos decoded here / by the worker | wall s (load) | CPU s this process / worker "
+          "(its start-up + decoding) | ms per frame: wall / 2-core CPU model | backbone only | throughput vs "
+          "backbone only: wall / CPU model")
+    for r in rows:
+        n, busier = r["frames"], max(r["main_cpu_s"], r["worker_cpu_s"])
+        startup = r["worker_cpu_s"] - r["decode_cpu_worker_s"]
+        print(f"{r['videos']} x {r['extractor']} | {r['path']} | {r['decoded_here']} / {r['videos'] - r['decoded_here']} | "
+              f"{r['wall_s']:.1f} ({r['load']:.2f}) | {r['main_cpu_s']:.1f} / {r['worker_cpu_s']:.1f} "
+              f"({startup:.1f} + {r['decode_cpu_worker_s']:.1f}) | {1000 * r['wall_s'] / n:.2f} / {1000 * busier / n:.2f} | "
+              f"{r['backbone_ms']:.2f} | {r['backbone_ms'] * n / 1000 / r['wall_s']:.0%} / "
+              f"{r['backbone_ms'] * n / 1000 / busier:.0%}")
+
+
 def report(rows: list[dict], result: dict) -> None:
     print(f"\nmachine: {describe(result['machine'])}")
     print(f"video: {result['video']}; load average {result['load_start']:.2f} at the start, {result['load_end']:.2f} "
@@ -187,6 +261,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", nargs="+", default=["faceexpressionnet:5", "faceexpressionnet:0", "posterv2:5"],
                         help="NAME:FPS pairs (FPS 0 = every frame; default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--dataset", type=int, default=0, metavar="K",
+                        help="also extract K copies of the clip with the first run's extractor (see the module doc)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     if not args.video.is_file():
@@ -196,8 +272,12 @@ def main(argv=None) -> int:
     result = {"machine": machine_info(), "video": str(args.video), "load_start": os.getloadavg()[0],
               "started": stamp()}
     rows = measure(args.video, args.runs, args.batch_size)
-    result.update(rows=rows, load_end=os.getloadavg()[0], ended=stamp())
+    dataset = measure_dataset(args.video, args.runs[0], args.dataset, args.batch_size,
+                              1000 * rows[0]["backbone"] / rows[0]["frames"]) if args.dataset else []
+    result.update(rows=rows, dataset=dataset, load_end=os.getloadavg()[0], ended=stamp())
     report(rows, result)
+    if dataset:
+        report_dataset(dataset)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
     return 0

@@ -96,14 +96,48 @@ def test_find_inputs_abaw_layout_and_errors(videos, tmp_path):
 
 
 def test_workers_give_the_same_features(videos, tmp_path):
+    """8 videos: the default (a worker where there is a second core, this process decoding too) writes what
+    one process writes."""
     ext = build_extractors(["egemaps"])
-    items = [MediaItem("a", videos / "a.mp4"), MediaItem("b", videos / "b.mp4")]
-    extract(items, ext, tmp_path / "serial", progress=False)
-    rep = extract(items, ext, tmp_path / "pool", workers=1, progress=False)
-    assert sorted(rep.written["egemaps"]) == ["a", "b"]
-    for vid in ("a", "b"):
-        np.testing.assert_array_equal(FeatureSet.open(tmp_path / "serial" / "egemaps")[vid].values,
-                                      FeatureSet.open(tmp_path / "pool" / "egemaps")[vid].values)
+    items = [MediaItem(f"{v}{k}", videos / f"{v}.mp4") for v in "ab" for k in range(4)]
+    extract(items, ext, tmp_path / "serial", workers=0, progress=False)
+    rep = extract(items, ext, tmp_path / "pool", progress=False)
+    assert sorted(rep.written["egemaps"]) == sorted(i.id for i in items)
+    for item in items:
+        np.testing.assert_array_equal(FeatureSet.open(tmp_path / "serial" / "egemaps")[item.id].values,
+                                      FeatureSet.open(tmp_path / "pool" / "egemaps")[item.id].values)
+
+
+def test_the_consumer_decodes_while_no_worker_video_is_ready(videos):
+    """With a worker, a video past the two in flight is decoded here when no worker's video is ready (the
+    spawned worker is still starting); each video comes once, as a serial pass decodes it; without sharing,
+    the worker decodes all of them in the order given."""
+    import os
+
+    from affectfuse.features.decoding import decode_plan, iter_decoded
+
+    plan = decode_plan({"egemaps": build_extractors(["egemaps"])[0]}, ["egemaps"])
+    jobs = [(MediaItem(k, videos / f"{v}.mp4"), plan) for k, v in (("x", "a"), ("y", "b"), ("z", "a"))]
+    serial = {v.item.id: v for v in iter_decoded(jobs, workers=0)}
+    assert {v.pid for v in serial.values()} == {os.getpid()} and all(v.cpu_s > 0 for v in serial.values())
+    shared = list(iter_decoded(jobs, workers=1))
+    assert [v.item.id for v in shared] == ["z", "x", "y"]
+    assert shared[0].pid == os.getpid() and {v.pid for v in shared[1:]} == {shared[1].pid} != {os.getpid()}
+    for v in shared:
+        (starts, chunks), (want_starts, want_chunks) = v.audio["egemaps"], serial[v.item.id].audio["egemaps"]
+        np.testing.assert_array_equal(starts, want_starts)
+        np.testing.assert_array_equal(np.concatenate(chunks), np.concatenate(want_chunks))
+    waited = list(iter_decoded(jobs, workers=1, share=False))
+    assert [v.item.id for v in waited] == ["x", "y", "z"] and os.getpid() not in {v.pid for v in waited}
+
+
+def test_auto_workers_one_per_other_core_and_per_eight_videos():
+    from affectfuse.features.decoding import VIDEOS_PER_WORKER, auto_workers
+
+    assert VIDEOS_PER_WORKER == 8
+    assert [auto_workers(n, cores=2) for n in (0, 1, 7, 8, 100)] == [0, 0, 0, 1, 1]
+    assert [auto_workers(n, cores=16) for n in (7, 8, 24, 1000)] == [0, 1, 3, 15]
+    assert auto_workers(1000, cores=1) == 0
 
 
 def test_face_rows_follow_sampled_frames_on_a_real_clip(shared_data, tmp_path):

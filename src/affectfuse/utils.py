@@ -1,4 +1,4 @@
-"""Small helpers used across stages: atomic writes, failure lists, seeding."""
+"""Small helpers used across stages: atomic writes, failure lists, seeding, cores and threads."""
 
 from __future__ import annotations
 
@@ -84,6 +84,23 @@ def cache_root() -> Path:
     (face crops of photos, exported ONNX models)."""
     base = os.environ.get("AFFECTFUSE_CACHE_DIR")
     return Path(base) if base else Path.home() / ".cache" / "affectfuse"
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def intra_op_threads() -> int:
+    """Intra-op threads of a CLI process's networks: ``$AFFECTFUSE_THREADS``, default 1.
+
+    2 threads cost 2.6-3x the CPU of 1 on a loaded 2-core machine for the same wall time on idle cores
+    (docs/benchmarks.md, "End-to-end predict"): the cores go to processes (``extract --workers``), not threads.
+    """
+    return max(1, min(int(os.environ.get("AFFECTFUSE_THREADS", 1)), usable_cores()))
 
 
 def _pid_alive(pid: int) -> bool:

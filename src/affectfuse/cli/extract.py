@@ -44,7 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "2.0 for compare-2016)")
     p.add_argument("--sample-rate", type=int, default=16000, help="audio is resampled to this rate (Hz)")
     p.add_argument("--batch-size", type=int, default=32, help="inputs per network call, filled across videos")
-    p.add_argument("--workers", type=int, default=0, help="decoding processes (0 = decode in this process)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding processes beside the main one, which decodes too whenever no worker's video is "
+                        "ready (0 = decode in the main process only; default: one per other core, at most one "
+                        "per 8 videos)")
     p.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                    help="weights file for extractor NAME (repeatable)")
     p.add_argument("--random-weights", action="store_true",
@@ -97,10 +100,11 @@ def run(args: argparse.Namespace) -> int:
     from affectfuse.features.build import build_extractors
     from affectfuse.features.pipeline import extract, find_inputs
     from affectfuse.features.registry import extractor_plan
+    from affectfuse.utils import intra_op_threads
 
     if args.random_weights:
         print("WARNING: --random-weights: features are NOT pretrained (testing only)", file=sys.stderr)
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
+    torch.set_num_threads(intra_op_threads())  # 1 unless AFFECTFUSE_THREADS says otherwise: cores go to --workers
     items = [item for given in args.input for item in find_inputs(given, args.media_dir)]
     names, views = extractor_plan(args.extractors, items)   # views: the photo default's test-time views
     weights = parse_weights(args.weights, names)

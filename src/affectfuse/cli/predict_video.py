@@ -17,7 +17,6 @@ and the index: :mod:`affectfuse.inference.batch`; this module parses the options
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -73,10 +72,9 @@ def run(args) -> int:
 
     from affectfuse.inference.batch import collect_videos, predict_videos
     from affectfuse.inference.video import PredictOptions, VideoPredictor, sample_clip_path
+    from affectfuse.utils import intra_op_threads
 
-    # 1 intra-op thread by default: measured 2.6x less CPU than 2 under load, equal wall on idle cores
-    # (docs/benchmarks.md "End-to-end predict"); AFFECTFUSE_THREADS=N for more
-    torch.set_num_threads(max(1, min(int(os.environ.get("AFFECTFUSE_THREADS", 1)), os.cpu_count() or 1)))
+    torch.set_num_threads(intra_op_threads())  # 1 unless AFFECTFUSE_THREADS says otherwise
     videos = collect_videos(list(args.videos)) if args.videos else [sample_clip_path()]
     if not videos:
         raise FileNotFoundError(f"no video files found in {', '.join(args.videos)}")

@@ -10,7 +10,9 @@ sampled frame (:func:`affectfuse.faces.iter_faces`, at ``detect_max_side``).
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -57,6 +59,7 @@ class DecodedVideo:
     ``errors[name]`` holds why an extractor failed on this video (unreadable file ...); ``skips[name]`` why
     it does not apply ("no audio", "no video": a skip, not a failure); ``warnings``
     says when decoding read less than the container declares (:class:`affectfuse.media.coverage.Coverage`).
+    ``cpu_s`` is the CPU time (user + sys, s) the decoding took in the process ``pid`` that did it.
     """
 
     item: MediaItem
@@ -69,6 +72,8 @@ class DecodedVideo:
     warnings: list[str] = field(default_factory=list)
     skips: dict[str, str] = field(default_factory=dict)
     face_skip: str | None = None
+    cpu_s: float = 0.0
+    pid: int = 0
 
 
 def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVideo:
@@ -176,11 +181,26 @@ def _decode_faces(item: MediaItem, plan: DecodePlan, detector, out: DecodedVideo
 
 
 def _safe_decode(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVideo:
+    start = time.process_time()
     try:
-        return decode_video(item, plan, detector)
+        out = decode_video(item, plan, detector)
     except Exception as exc:  # an unexpected decoder failure must not stop the other videos
         msg = f"{item.path}: {type(exc).__name__}: {exc}"
-        return DecodedVideo(item, errors={n: msg for n in plan.audio}, face_error=msg if plan.faces else None)
+        out = DecodedVideo(item, errors={n: msg for n in plan.audio}, face_error=msg if plan.faces else None)
+    out.cpu_s, out.pid = time.process_time() - start, os.getpid()
+    return out
+
+
+VIDEOS_PER_WORKER = 8  # a decoding process costs ~4 CPU-s to start (torch, MTCNN); fewer videos do not repay it
+
+
+def auto_workers(videos: int, cores: int | None = None) -> int:
+    """Decoding processes for ``videos`` inputs (``extract``'s default): one per core beside this process's,
+    at most one per :data:`VIDEOS_PER_WORKER` inputs (this process decodes too: :func:`iter_decoded`)."""
+    from affectfuse.utils import usable_cores
+
+    cores = usable_cores() if cores is None else cores
+    return max(0, min(cores - 1, videos // VIDEOS_PER_WORKER))
 
 
 def _worker_init() -> None:
@@ -189,25 +209,41 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def iter_decoded(jobs: Iterable[tuple[MediaItem, DecodePlan]], workers: int = 0,
-                 detector=None) -> Iterator[DecodedVideo]:
-    """Decode videos in order: in this process (``workers=0``) or in ``workers`` processes, with at most
-    ``2 * workers`` videos in flight (memory stays bounded however many videos there are)."""
+def iter_decoded(jobs: Iterable[tuple[MediaItem, DecodePlan]], workers: int = 0, detector=None,
+                 share: bool = True) -> Iterator[DecodedVideo]:
+    """Decode videos in this process (``workers=0``, in order) or in ``workers`` processes, each with its next
+    video queued behind the one it decodes, and at most ``4 * workers`` decoded videos waiting (memory stays
+    bounded however many videos there are).
+
+    ``share``: whenever no worker's video is ready, this process decodes the next video itself instead of
+    waiting, so decoding and the consumer's own work (the networks) keep ``workers + 1`` cores busy whichever
+    of the two is the larger (docs/benchmarks.md, "Extraction on every core"); videos then come in the order
+    they are done. Without it, this process only waits, and videos come in the order given.
+    """
     if workers <= 0:
         for item, plan in jobs:
             yield _safe_decode(item, plan, detector)
         return
     import multiprocessing
 
-    pending = []
+    jobs, pending = iter(jobs), []  # pending: (item, plan, future) in the order submitted
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_worker_init) as pool:
-        for item, plan in jobs:
-            pending.append((item, plan, pool.submit(_safe_decode, item, plan)))
-            while len(pending) >= 2 * workers:
-                yield _result(*pending.pop(0))
-        while pending:
-            yield _result(*pending.pop(0))
+        while True:
+            # a finished video waiting for this process must not leave a worker without work
+            while (sum(not p[2].done() for p in pending) < 2 * workers and len(pending) < 4 * workers
+                   and (job := next(jobs, None)) is not None):
+                pending.append((*job, pool.submit(_safe_decode, *job)))
+            if not pending:
+                return
+            if share and not any(p[2].done() for p in pending) and (job := next(jobs, None)) is not None:
+                yield _safe_decode(*job, detector)  # nothing ready: decode here rather than wait
+                continue
+            if share:
+                wait([p[2] for p in pending], return_when=FIRST_COMPLETED)
+            done = next(p for p in pending if p[2].done()) if share else pending[0]
+            pending.remove(done)
+            yield _result(*done)
 
 
 def _result(item: MediaItem, plan: DecodePlan, future) -> DecodedVideo:

@@ -29,6 +29,7 @@ video claimed by a live run is left to it (reported as ``busy``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from affectfuse.data.store import FeatureSet, FeatureSetMeta, VideoFeatures, sto
 from affectfuse.faces.sparse import DETECT_FPS, DETECT_MAX_SIDE
 from affectfuse.features.base import Extractor
 from affectfuse.features.decoding import (  # noqa: F401  (the work unit's names, re-exported)
-    AudioPlan, DecodedVideo, DecodePlan, _safe_decode, decode_plan, decode_video, iter_decoded)
+    AudioPlan, DecodedVideo, DecodePlan, _safe_decode, auto_workers, decode_plan, decode_video, iter_decoded)
 from affectfuse.features.inputs import MediaItem, check_unique_ids, find_inputs, is_still_input
 from affectfuse.utils import FailureLog
 
@@ -240,7 +241,7 @@ def feature_meta(ext: Extractor, fps: float | None = None) -> FeatureSetMeta:
 
 
 def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequence[Extractor],
-            out_root: str | os.PathLike, fps: float | None = 5.0, batch_size: int = 32, workers: int = 0,
+            out_root: str | os.PathLike, fps: float | None = 5.0, batch_size: int = 32, workers: int | None = None,
             keep: str = "main", detector=None, progress: bool = True, frame_rate: float = 30.0,
             strict: bool = False, crop_cache: str | os.PathLike | None = None,
             detect_fps: float | None = DETECT_FPS, detect_max_side: int | None = DETECT_MAX_SIDE) -> ExtractReport:
@@ -253,7 +254,9 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
             ``out_root/failures.csv`` (rewritten by every run: a resumed run retries earlier failures).
         fps: face frames sampled per second (``None``: every frame).
         batch_size: inputs per extractor call (filled across videos).
-        workers: decoding processes (0: decode in this process).
+        workers: decoding processes beside this one, which decodes too whenever no worker's video is ready
+            (:func:`iter_decoded`); 0: decode here only; ``None``: :func:`auto_workers` (one per other core, at
+            most one per 8 videos to do).
         keep: ``"main"`` face per frame (see :func:`affectfuse.faces.iter_faces`).
         detector: face detector to use in this process (workers build the default one).
         frame_rate: frames per second of frame folders (``cropped_aligned/<video>/``), for their
@@ -313,12 +316,15 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
                 continue
             bar.update(1)
 
+    if workers is None:
+        workers = auto_workers(sum(not all(item.id in fs for fs in sets.values()) for item in items))
     warnings = []
     try:
-        for video in iter_decoded(jobs(), workers, detector):
-            warnings += [(f"{video.item.id} [media]", f"warning: {w}") for w in video.warnings]
-            runner.add(video, missing_of[video.item.id])
-        runner.flush()
+        with _threads(1 if workers > 0 else None):  # one core per process: threads would fight the workers
+            for video in iter_decoded(jobs(), workers, detector):
+                warnings += [(f"{video.item.id} [media]", f"warning: {w}") for w in video.warnings]
+                runner.add(video, missing_of[video.item.id])
+            runner.flush()
     except _OutputFailed as failed:
         raise failed.error from None  # one line at the CLI: the file and the cause
     finally:
@@ -332,6 +338,22 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
     _write_skipped(out_root / SKIPPED_FILE, runner.not_applicable)
     return ExtractReport(out_root, runner.written, skipped, failed, dict(runner.calls), busy, warnings,
                          runner.not_applicable)
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """torch's intra-op threads set to ``n`` inside the block (``None``: left as they are)."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _write_skipped(path: Path, rows: list[tuple[str, str, str]]) -> None:
