@@ -26,7 +26,7 @@ Throughput (analysed frames per CPU-second) is counted two ways, both printed:
 Detection quality next to it: frames with the face found and the box IoU of the main face against MTCNN at
 full size on every analysed frame.
 
-**Dataset** (``--dataset K``, for the first ``--runs`` entry): ``extract`` of K copies of the clip (K videos),
+**Dataset** (``--dataset K``, for every ``--runs`` entry): ``extract`` of K copies of the clip (K videos),
 decoding in this process only (``--workers 0``), with one worker process that this process waits for (the old
 ``--workers 1``), and with one worker while this process decodes too whenever no worker's video is ready
 (``--workers 1`` now, and the default from 8 videos on 2 cores): wall seconds, this process's and the worker's
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
                         help="NAME:FPS pairs (FPS 0 = every frame; default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--dataset", type=int, default=0, metavar="K",
-                        help="also extract K copies of the clip with the first run's extractor (see the module doc)")
+                        help="also extract K copies of the clip with each run's extractor (see the module doc)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     if not args.video.is_file():
@@ -272,8 +272,9 @@ def main(argv=None) -> int:
     result = {"machine": machine_info(), "video": str(args.video), "load_start": os.getloadavg()[0],
               "started": stamp()}
     rows = measure(args.video, args.runs, args.batch_size)
-    dataset = measure_dataset(args.video, args.runs[0], args.dataset, args.batch_size,
-                              1000 * rows[0]["backbone"] / rows[0]["frames"]) if args.dataset else []
+    dataset = [r for spec, row in zip(args.runs, rows) if args.dataset
+               for r in measure_dataset(args.video, spec, args.dataset, args.batch_size,
+                                        1000 * row["backbone"] / row["frames"])]
     result.update(rows=rows, dataset=dataset, load_end=os.getloadavg()[0], ended=stamp())
     report(rows, result)
     if dataset:

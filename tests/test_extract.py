@@ -109,7 +109,7 @@ def test_workers_give_the_same_features(videos, tmp_path):
 
 
 def test_the_consumer_decodes_while_no_worker_video_is_ready(videos):
-    """With a worker, a video past the two in flight is decoded here when no worker's video is ready (the
+    """With a worker, a video past the three in flight is decoded here when no worker's video is ready (the
     spawned worker is still starting); each video comes once, as a serial pass decodes it; without sharing,
     the worker decodes all of them in the order given."""
     import os
@@ -117,18 +117,18 @@ def test_the_consumer_decodes_while_no_worker_video_is_ready(videos):
     from affectfuse.features.decoding import decode_plan, iter_decoded
 
     plan = decode_plan({"egemaps": build_extractors(["egemaps"])[0]}, ["egemaps"])
-    jobs = [(MediaItem(k, videos / f"{v}.mp4"), plan) for k, v in (("x", "a"), ("y", "b"), ("z", "a"))]
+    jobs = [(MediaItem(k, videos / f"{v}.mp4"), plan) for k, v in (("w", "b"), ("x", "a"), ("y", "b"), ("z", "a"))]
     serial = {v.item.id: v for v in iter_decoded(jobs, workers=0)}
     assert {v.pid for v in serial.values()} == {os.getpid()} and all(v.cpu_s > 0 for v in serial.values())
     shared = list(iter_decoded(jobs, workers=1))
-    assert [v.item.id for v in shared] == ["z", "x", "y"]
+    assert [v.item.id for v in shared] == ["z", "w", "x", "y"]
     assert shared[0].pid == os.getpid() and {v.pid for v in shared[1:]} == {shared[1].pid} != {os.getpid()}
     for v in shared:
         (starts, chunks), (want_starts, want_chunks) = v.audio["egemaps"], serial[v.item.id].audio["egemaps"]
         np.testing.assert_array_equal(starts, want_starts)
         np.testing.assert_array_equal(np.concatenate(chunks), np.concatenate(want_chunks))
     waited = list(iter_decoded(jobs, workers=1, share=False))
-    assert [v.item.id for v in waited] == ["x", "y", "z"] and os.getpid() not in {v.pid for v in waited}
+    assert [v.item.id for v in waited] == ["w", "x", "y", "z"] and os.getpid() not in {v.pid for v in waited}
 
 
 def test_auto_workers_one_per_other_core_and_per_eight_videos():

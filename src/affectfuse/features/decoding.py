@@ -211,8 +211,9 @@ def _worker_init() -> None:
 
 def iter_decoded(jobs: Iterable[tuple[MediaItem, DecodePlan]], workers: int = 0, detector=None,
                  share: bool = True) -> Iterator[DecodedVideo]:
-    """Decode videos in this process (``workers=0``, in order) or in ``workers`` processes, each with its next
-    video queued behind the one it decodes, and at most ``4 * workers`` decoded videos waiting (memory stays
+    """Decode videos in this process (``workers=0``, in order) or in ``workers`` processes, each with two videos
+    queued behind the one it decodes (one was too few: a worker sat idle for ~0.5 s after every other video
+    while this process decoded one itself), and at most ``6 * workers`` decoded videos waiting (memory stays
     bounded however many videos there are).
 
     ``share``: whenever no worker's video is ready, this process decodes the next video itself instead of
@@ -231,7 +232,7 @@ def iter_decoded(jobs: Iterable[tuple[MediaItem, DecodePlan]], workers: int = 0,
                              initializer=_worker_init) as pool:
         while True:
             # a finished video waiting for this process must not leave a worker without work
-            while (sum(not p[2].done() for p in pending) < 2 * workers and len(pending) < 4 * workers
+            while (sum(not p[2].done() for p in pending) < 3 * workers and len(pending) < 6 * workers
                    and (job := next(jobs, None)) is not None):
                 pending.append((*job, pool.submit(_safe_decode, *job)))
             if not pending:
