@@ -108,6 +108,28 @@ def test_workers_give_the_same_features(videos, tmp_path):
                                       FeatureSet.open(tmp_path / "pool" / "egemaps")[item.id].values)
 
 
+def test_default_workers_give_the_same_face_features(shared_data, tmp_path):
+    """A real face clip x 8: a worker and this process decoding (the default on 2+ cores) write the face
+    features one process writes, to the bit, whatever this process's own torch threads were."""
+    import torch
+
+    clip = shared_data / "media" / "single_face.mp4"
+    ext = build_extractors(["faceexpressionnet"])
+    items = [MediaItem(f"c{k}", clip) for k in range(8)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # MTCNN's boxes differ between 1 and 2 threads: extract must not use the caller's
+    try:
+        extract(items, ext, tmp_path / "serial", fps=2, workers=0, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    rep = extract(items, ext, tmp_path / "pool", fps=2, progress=False)
+    assert rep.ok and torch.get_num_threads() == threads
+    serial, pool = (FeatureSet.open(tmp_path / d / "faceexpressionnet") for d in ("serial", "pool"))
+    for item in items:
+        assert serial[item.id].mask.sum() >= 4
+        np.testing.assert_array_equal(serial[item.id].values, pool[item.id].values)
+
+
 def test_the_consumer_decodes_while_no_worker_video_is_ready(videos):
     """With a worker, a video past the three in flight is decoded here when no worker's video is ready (the
     spawned worker is still starting); each video comes once, as a serial pass decodes it; without sharing,

@@ -206,7 +206,9 @@ def auto_workers(videos: int, cores: int | None = None) -> int:
 def _worker_init() -> None:
     import torch
 
-    torch.set_num_threads(1)
+    from affectfuse.utils import intra_op_threads
+
+    torch.set_num_threads(intra_op_threads())  # as the main process (extract): the same boxes in every process
 
 
 def iter_decoded(jobs: Iterable[tuple[MediaItem, DecodePlan]], workers: int = 0, detector=None,

@@ -45,7 +45,7 @@ from affectfuse.features.base import Extractor
 from affectfuse.features.decoding import (  # noqa: F401  (the work unit's names, re-exported)
     AudioPlan, DecodedVideo, DecodePlan, _safe_decode, auto_workers, decode_plan, decode_video, iter_decoded)
 from affectfuse.features.inputs import MediaItem, check_unique_ids, find_inputs, is_still_input
-from affectfuse.utils import FailureLog
+from affectfuse.utils import FailureLog, intra_op_threads
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,10 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
         batch_size: inputs per extractor call (filled across videos).
         workers: decoding processes beside this one, which decodes too whenever no worker's video is ready
             (:func:`iter_decoded`); 0: decode here only; ``None``: :func:`auto_workers` (one per other core, at
-            most one per 8 videos to do).
+            most one per 8 videos to do). Every process runs detection and networks on
+            :func:`~affectfuse.utils.intra_op_threads` threads (``$AFFECTFUSE_THREADS``, default 1; restored
+            after), so the features do not depend on the number of workers (MTCNN's boxes, hence the crops,
+            move with the thread count: up to 7e-3 in FaceExpressionNet's outputs between 1 and 2 threads).
         keep: ``"main"`` face per frame (see :func:`affectfuse.faces.iter_faces`).
         detector: face detector to use in this process (workers build the default one).
         frame_rate: frames per second of frame folders (``cropped_aligned/<video>/``), for their
@@ -320,7 +323,7 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
         workers = auto_workers(sum(not all(item.id in fs for fs in sets.values()) for item in items))
     warnings = []
     try:
-        with _threads(1 if workers > 0 else None):  # one core per process: threads would fight the workers
+        with _threads(intra_op_threads()):  # whatever the workers: MTCNN's boxes move with the thread count
             for video in iter_decoded(jobs(), workers, detector):
                 warnings += [(f"{video.item.id} [media]", f"warning: {w}") for w in video.warnings]
                 runner.add(video, missing_of[video.item.id])
@@ -341,11 +344,8 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
 
 
 @contextlib.contextmanager
-def _threads(n: int | None):
-    """torch's intra-op threads set to ``n`` inside the block (``None``: left as they are)."""
-    if n is None:
-        yield
-        return
+def _threads(n: int):
+    """torch's intra-op threads set to ``n`` inside the block."""
     import torch
 
     before = torch.get_num_threads()
