@@ -103,6 +103,21 @@ def intra_op_threads() -> int:
     return max(1, min(int(os.environ.get("AFFECTFUSE_THREADS", 1)), usable_cores()))
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside the block, restored after (``extract`` and ``predict`` run
+    under :func:`intra_op_threads`: MTCNN's boxes, hence the crops, move with the thread count, so both give the
+    same features whatever the caller's setting)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

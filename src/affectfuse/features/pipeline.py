@@ -29,7 +29,6 @@ video claimed by a live run is left to it (reported as ``busy``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from affectfuse.features.base import Extractor
 from affectfuse.features.decoding import (  # noqa: F401  (the work unit's names, re-exported)
     AudioPlan, DecodedVideo, DecodePlan, _safe_decode, auto_workers, decode_plan, decode_video, iter_decoded)
 from affectfuse.features.inputs import MediaItem, check_unique_ids, find_inputs, is_still_input
-from affectfuse.utils import FailureLog, intra_op_threads
+from affectfuse.utils import FailureLog, intra_op_threads, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +322,7 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
         workers = auto_workers(sum(not all(item.id in fs for fs in sets.values()) for item in items))
     warnings = []
     try:
-        with _threads(intra_op_threads()):  # whatever the workers: MTCNN's boxes move with the thread count
+        with torch_threads(intra_op_threads()):  # whatever the workers: MTCNN's boxes move with the thread count
             for video in iter_decoded(jobs(), workers, detector):
                 warnings += [(f"{video.item.id} [media]", f"warning: {w}") for w in video.warnings]
                 runner.add(video, missing_of[video.item.id])
@@ -341,19 +340,6 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
     _write_skipped(out_root / SKIPPED_FILE, runner.not_applicable)
     return ExtractReport(out_root, runner.written, skipped, failed, dict(runner.calls), busy, warnings,
                          runner.not_applicable)
-
-
-@contextlib.contextmanager
-def _threads(n: int):
-    """torch's intra-op threads set to ``n`` inside the block."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _write_skipped(path: Path, rows: list[tuple[str, str, str]]) -> None:

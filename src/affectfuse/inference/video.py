@@ -159,11 +159,20 @@ class VideoPredictor:
         the face-detection pass, then "analyse" for the expression pass) after each face batch.
 
         A file read more than ``options.coverage_tolerance_s`` short of its container's duration gets a
-        line in ``summary["warnings"]``; with ``options.strict`` it raises :class:`MediaError` instead."""
+        line in ``summary["warnings"]``; with ``options.strict`` it raises :class:`MediaError` instead.
+
+        Runs on :func:`~affectfuse.utils.intra_op_threads` torch threads (``$AFFECTFUSE_THREADS``, default 1;
+        restored after), as ``extract`` does, so both cut the same crops."""
+        from affectfuse.utils import intra_op_threads, torch_threads
+
+        with torch_threads(intra_op_threads()):
+            return self._analyse(Path(video), progress)
+
+    def _analyse(self, video: Path, progress=None) -> "VideoPrediction":
         from affectfuse.inference.prediction import VideoPrediction
         from affectfuse.media import MediaError, probe
 
-        video, timer = Path(video), Timer()
+        timer = Timer()
         start = time.perf_counter()
         with timer("probe"):
             info = probe(video)
