@@ -123,11 +123,21 @@ def _decode_side(video, fps, path_opts, ext, detector) -> tuple[float, dict]:
     return cpu, {"found": out.found, "boxes": boxes, "crops": out.crops[ext.input.crop]}
 
 
+def _run(spec: str):
+    """``NAME[@RUNTIME]:FPS`` -> name, runtime ("" = the extractor's default), analysed fps (None = every frame)
+    and the built extractor."""
+    from affectfuse.features.build import build_extractors
+
+    name, _, rate = spec.partition(":")
+    name, _, runtime = name.partition("@")
+    fps = (float(rate) or None) if rate else 5.0
+    return name, runtime, fps, build_extractors([name], random_weights=name in RANDOM, runtime=runtime or None)[0]
+
+
 def measure(video: Path, runs: list[str], batch_size: int) -> list[dict]:
     import torch
 
     from affectfuse.faces import load_mtcnn
-    from affectfuse.features.build import build_extractors
     from affectfuse.features.pipeline import extract
     from affectfuse.features.inputs import MediaItem
 
@@ -135,10 +145,7 @@ def measure(video: Path, runs: list[str], batch_size: int) -> list[dict]:
     detector = load_mtcnn()
     rows = []
     for spec in runs:
-        name, _, rate = spec.partition(":")
-        name, _, runtime = name.partition("@")
-        fps = (float(rate) or None) if rate else 5.0
-        ext = build_extractors([name], random_weights=name in RANDOM, runtime=runtime or None)[0]
+        name, runtime, fps, ext = _run(spec)
         row = {"extractor": name + (f" ({runtime})" if runtime else ""), "fps": fps, "random_weights": name in RANDOM}
         if not rows:  # warm-up: the process's first pass pays lazy imports and first calls, not per-frame work
             _decode_side(video, fps, PATHS["ours"], ext, detector)
@@ -178,15 +185,10 @@ def _children_cpu() -> float:
 
 def measure_dataset(video: Path, spec: str, copies: int, batch_size: int, backbone_ms: float) -> list[dict]:
     """``extract`` of ``copies`` copies of ``video`` per :data:`DATASET_PATHS` entry (see the module doc)."""
-
     import affectfuse.features.pipeline as pl
-    from affectfuse.features.build import build_extractors
     from affectfuse.features.inputs import MediaItem
 
-    name, _, rate = spec.partition(":")
-    name, _, runtime = name.partition("@")
-    fps = (float(rate) or None) if rate else 5.0
-    ext = build_extractors([name], random_weights=name in RANDOM, runtime=runtime or None)[0]
+    _, _, fps, ext = _run(spec)
     items = [MediaItem(f"copy{k:03d}", str(video)) for k in range(copies)]
     original, rows = pl.iter_decoded, []
     for label, (workers, share) in DATASET_PATHS.items():

@@ -95,7 +95,8 @@ def usable_cores() -> int:
 
 
 def intra_op_threads() -> int:
-    """Intra-op threads of a CLI process's networks: ``$AFFECTFUSE_THREADS``, default 1.
+    """Intra-op torch threads of ``extract`` and ``predict`` (every process of them): ``$AFFECTFUSE_THREADS``,
+    default 1, at most the usable cores.
 
     2 threads cost 2.6-3x the CPU of 1 on a loaded 2-core machine for the same wall time on idle cores
     (docs/benchmarks.md, "End-to-end predict"): the cores go to processes (``extract --workers``), not threads.
