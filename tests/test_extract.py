@@ -153,13 +153,17 @@ def test_the_consumer_decodes_while_no_worker_video_is_ready(videos):
     assert [v.item.id for v in waited] == ["w", "x", "y", "z"] and os.getpid() not in {v.pid for v in waited}
 
 
-def test_auto_workers_one_per_other_core_and_per_eight_videos():
-    from affectfuse.features.decoding import VIDEOS_PER_WORKER, auto_workers
+def test_auto_workers_one_per_other_core_per_eight_videos_and_per_gigabyte():
+    from affectfuse.features.decoding import VIDEOS_PER_WORKER, WORKER_MEMORY, auto_workers
+    from affectfuse.utils import available_memory
 
-    assert VIDEOS_PER_WORKER == 8
-    assert [auto_workers(n, cores=2) for n in (0, 1, 7, 8, 100)] == [0, 0, 0, 1, 1]
-    assert [auto_workers(n, cores=16) for n in (7, 8, 24, 1000)] == [0, 1, 3, 15]
-    assert auto_workers(1000, cores=1) == 0
+    assert VIDEOS_PER_WORKER == 8 and WORKER_MEMORY == 2**30
+    plenty = 64 * 2**30
+    assert [auto_workers(n, cores=2, memory=plenty) for n in (0, 1, 7, 8, 100)] == [0, 0, 0, 1, 1]
+    assert [auto_workers(n, cores=16, memory=plenty) for n in (7, 8, 24, 1000)] == [0, 1, 3, 15]
+    assert auto_workers(1000, cores=1, memory=plenty) == 0
+    assert [auto_workers(1000, cores=64, memory=m * 2**30) for m in (0.5, 5.9, 32)] == [0, 5, 32]
+    assert available_memory() is None or available_memory() > 0
 
 
 def test_face_rows_follow_sampled_frames_on_a_real_clip(shared_data, tmp_path):

@@ -94,6 +94,22 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the OS can give new processes without swapping (``MemAvailable`` of ``/proc/meminfo``;
+    free pages elsewhere), ``None`` when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def intra_op_threads() -> int:
     """Intra-op torch threads of ``extract`` and ``predict`` (every process of them): ``$AFFECTFUSE_THREADS``,
     default 1, at most the usable cores.

@@ -192,15 +192,20 @@ def _safe_decode(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVid
 
 
 VIDEOS_PER_WORKER = 8  # a decoding process costs ~4 CPU-s to start (torch, MTCNN); fewer videos do not repay it
+WORKER_MEMORY = 1 << 30  # bytes a decoding process may need (peak RSS 0.8 GB measured, torch's libraries included)
 
 
-def auto_workers(videos: int, cores: int | None = None) -> int:
+def auto_workers(videos: int, cores: int | None = None, memory: int | None = None) -> int:
     """Decoding processes for ``videos`` inputs (``extract``'s default): one per core beside this process's,
-    at most one per :data:`VIDEOS_PER_WORKER` inputs (this process decodes too: :func:`iter_decoded`)."""
-    from affectfuse.utils import usable_cores
+    at most one per :data:`VIDEOS_PER_WORKER` inputs and one per :data:`WORKER_MEMORY` of available memory
+    (``memory`` bytes; default: what the OS reports, no limit when it reports nothing). This process decodes
+    too: :func:`iter_decoded`."""
+    from affectfuse.utils import available_memory, usable_cores
 
     cores = usable_cores() if cores is None else cores
-    return max(0, min(cores - 1, videos // VIDEOS_PER_WORKER))
+    memory = available_memory() if memory is None else memory
+    by_memory = cores if memory is None else int(memory // WORKER_MEMORY)
+    return max(0, min(cores - 1, videos // VIDEOS_PER_WORKER, by_memory))
 
 
 def _worker_init() -> None:
