@@ -17,8 +17,9 @@ not charged):
 Throughput (analysed frames per CPU-second) is counted two ways, both printed:
 
 - **1 core**: everything in one process, one after the other: pipeline vs backbone only;
-- **2 cores** (``extract --workers 1``: decoding in a worker process, the networks in the main one, on the
-  next video while the worker decodes the one after): a two-stage pipeline runs at its slower stage, so
+- **2 cores** (``extract --workers 1`` with the main process only waiting: decoding in a worker process, the
+  networks in the main one, on the next video while the worker decodes the one after; ``--dataset`` measures
+  the real thing, where the main process decodes too): a two-stage pipeline runs at its slower stage, so
   ``frames / max(decode side, networks + write)`` against ``frames / backbone only``, both stages timed
   within the one pipeline run (the CPU seconds spent in its ``iter_decoded``, and the rest). This is
   computed from CPU seconds, because wall time on a shared, loaded machine measures the queue.
