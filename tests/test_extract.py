@@ -153,6 +153,23 @@ def test_the_consumer_decodes_while_no_worker_video_is_ready(videos):
     assert [v.item.id for v in waited] == ["w", "x", "y", "z"] and os.getpid() not in {v.pid for v in waited}
 
 
+def test_a_finished_photo_run_counts_no_video_to_do(tmp_path, monkeypatch):
+    """Resuming 8 done photos with an audio extractor asked for (which never applies to photos) counts 0 inputs
+    to do: no decoding worker is started for them."""
+    import cv2
+
+    import affectfuse.features.pipeline as pl
+
+    for k in range(8):
+        cv2.imwrite(str(tmp_path / f"p{k}.png"), np.random.default_rng(k).integers(0, 255, (64, 64, 3), np.uint8))
+    ext = build_extractors(["egemaps", "faceexpressionnet"], random_weights=True)
+    assert extract(tmp_path, ext, tmp_path / "out", workers=0, progress=False, crop_cache=None).ok
+    counted = []
+    monkeypatch.setattr(pl, "auto_workers", lambda n: counted.append(n) or 0)
+    rep = extract(tmp_path, ext, tmp_path / "out", progress=False, crop_cache=None)
+    assert counted == [0] and len(rep.skipped) == 8
+
+
 def test_auto_workers_one_per_other_core_per_eight_videos_and_per_gigabyte():
     from affectfuse.features.decoding import VIDEOS_PER_WORKER, WORKER_MEMORY, auto_workers
     from affectfuse.utils import available_memory

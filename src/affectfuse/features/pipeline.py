@@ -297,12 +297,16 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
     by_name = {e.name: e for e in extractors}
     skipped, busy, missing_of = [], [], {}
 
+    def todo_of(item: MediaItem) -> list[str]:
+        """The extractors that apply to ``item``: audio ones never do to photos and frame folders."""
+        still = is_still_input(Path(item.path))
+        return [n for n in names if not (still and by_name[n].modality == "audio")]
+
     def jobs() -> Iterator[tuple[MediaItem, DecodePlan]]:
         """Claim each unfinished video, re-check what it lacks (another run may have written it), plan it.
-        Audio extractors never apply to photos and frame folders: listed as skipped, never decoded for."""
+        Extractors that do not apply (:func:`todo_of`) are listed as skipped, never decoded for."""
         for item in items:
-            still = is_still_input(Path(item.path))
-            todo = [n for n in names if not (still and by_name[n].modality == "audio")]
+            todo = todo_of(item)
             runner.not_applicable += [(item.id, n, "no audio (image input)") for n in names if n not in todo]
             if all(item.id in sets[n] for n in todo):
                 skipped.append(item.id)
@@ -319,7 +323,7 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
             bar.update(1)
 
     if workers is None:
-        workers = auto_workers(sum(not all(item.id in fs for fs in sets.values()) for item in items))
+        workers = auto_workers(sum(not all(item.id in sets[n] for n in todo_of(item)) for item in items))
     warnings = []
     try:
         with torch_threads(intra_op_threads()):  # whatever the workers: MTCNN's boxes move with the thread count
