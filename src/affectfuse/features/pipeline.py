@@ -255,7 +255,7 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
         batch_size: inputs per extractor call (filled across videos).
         workers: decoding processes beside this one, which decodes too whenever no worker's video is ready
             (:func:`iter_decoded`); 0: decode here only; ``None``: :func:`auto_workers` (one per other core, at
-            most one per 8 videos to do). Every process runs detection and networks on
+            most one per 8 inputs to do and one per GB of available memory). Every process runs detection and networks on
             :func:`~affectfuse.utils.intra_op_threads` threads (``$AFFECTFUSE_THREADS``, default 1; restored
             after), so the features do not depend on the number of workers (MTCNN's boxes, hence the crops,
             move with the thread count: up to 7e-3 in FaceExpressionNet's outputs between 1 and 2 threads).
