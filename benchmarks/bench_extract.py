@@ -47,6 +47,8 @@ frame).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import sys
@@ -70,28 +72,40 @@ def _cpu(fn):
     return time.process_time() - start, out
 
 
+@contextlib.contextmanager
+def _iter_decoded_as(wrap):
+    """``affectfuse.features.pipeline.iter_decoded`` (what ``extract`` decodes through) replaced by
+    ``wrap(original)`` inside the block."""
+    import affectfuse.features.pipeline as pl
+
+    original = pl.iter_decoded
+    pl.iter_decoded = wrap(original)
+    try:
+        yield
+    finally:
+        pl.iter_decoded = original
+
+
 def _pipeline_split(fn):
     """CPU s of ``fn()`` (an in-process ``extract``) and of the part spent producing decoded videos
     (``iter_decoded``'s ``next``: decode, detect, align, crops), both from this one run."""
-    import affectfuse.features.pipeline as pl
+    spent = [0.0]
 
-    original, spent = pl.iter_decoded, [0.0]
+    def timing(original):
+        def timed(*args, **kwargs):
+            it = original(*args, **kwargs)
+            while True:
+                start = time.process_time()
+                video = next(it, None)
+                spent[0] += time.process_time() - start
+                if video is None:
+                    return
+                yield video
 
-    def timed(*args, **kwargs):
-        it = original(*args, **kwargs)
-        while True:
-            start = time.process_time()
-            video = next(it, None)
-            spent[0] += time.process_time() - start
-            if video is None:
-                return
-            yield video
+        return timed
 
-    pl.iter_decoded = timed
-    try:
+    with _iter_decoded_as(timing):
         cpu, out = _cpu(fn)
-    finally:
-        pl.iter_decoded = original
     return cpu, spent[0], out
 
 
@@ -124,9 +138,10 @@ def _decode_side(video, fps, path_opts, ext, detector) -> tuple[float, dict]:
     return cpu, {"found": out.found, "boxes": boxes, "crops": out.crops[ext.input.crop]}
 
 
+@functools.lru_cache(maxsize=None)
 def _run(spec: str):
     """``NAME[@RUNTIME]:FPS`` -> name, runtime ("" = the extractor's default), analysed fps (None = every frame)
-    and the built extractor."""
+    and the built extractor (built once per spec: the rows and the dataset share it)."""
     from affectfuse.features.build import build_extractors
 
     name, _, rate = spec.partition(":")
@@ -186,29 +201,27 @@ def _children_cpu() -> float:
 
 def measure_dataset(video: Path, spec: str, copies: int, batch_size: int, backbone_ms: float) -> list[dict]:
     """``extract`` of ``copies`` copies of ``video`` per :data:`DATASET_PATHS` entry (see the module doc)."""
-    import affectfuse.features.pipeline as pl
     from affectfuse.features.inputs import MediaItem
+    from affectfuse.features.pipeline import extract
 
     _, _, fps, ext = _run(spec)
     items = [MediaItem(f"copy{k:03d}", str(video)) for k in range(copies)]
-    original, rows = pl.iter_decoded, []
+    rows = []
     for label, (workers, share) in DATASET_PATHS.items():
         decoded = []
 
-        def recorded(*args, share=share, **kwargs):
-            for v in original(*args, share=share, **kwargs):
-                decoded.append((v.pid, v.cpu_s, 0 if v.found is None else len(v.found)))
-                yield v
+        def recording(original, share=share):
+            def recorded(*args, **kwargs):
+                for v in original(*args, share=share, **kwargs):
+                    decoded.append((v.pid, v.cpu_s, 0 if v.found is None else len(v.found)))
+                    yield v
 
-        pl.iter_decoded = recorded
-        try:
-            with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
-                wall, cpu, children = time.time(), time.process_time(), _children_cpu()
-                report = pl.extract(items, [ext], tmp, fps=fps, batch_size=batch_size, workers=workers,
-                                    progress=False)
-                wall, cpu, children = time.time() - wall, time.process_time() - cpu, _children_cpu() - children
-        finally:
-            pl.iter_decoded = original
+            return recorded
+
+        with _iter_decoded_as(recording), tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
+            wall, cpu, children = time.time(), time.process_time(), _children_cpu()
+            report = extract(items, [ext], tmp, fps=fps, batch_size=batch_size, workers=workers, progress=False)
+            wall, cpu, children = time.time() - wall, time.process_time() - cpu, _children_cpu() - children
         if not report.ok:
             raise SystemExit(f"extract failed: {report.failures}")
         here = [d for d in decoded if d[0] == os.getpid()]

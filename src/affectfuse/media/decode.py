@@ -273,7 +273,7 @@ def iter_frame_images(path: str | os.PathLike, fps: float | None = None, start_s
 
 
 def _decoded(path, fps, start_s, end_s, max_side) -> Iterator[tuple[int, float, np.ndarray, float]]:
-    """The decoding loop of :func:`iter_frame_images`, yielding views into PyAV's frames."""
+    """The decoding loop of :func:`iter_frames` and :func:`iter_frame_images`, yielding views into PyAV's frames."""
     sampler = FrameSampler(fps)
     with _open(path) as container:
         if not container.streams.video:
