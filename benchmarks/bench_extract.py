@@ -34,6 +34,10 @@ decoding in this process only (``--workers 0``), with one worker process that th
 CPU seconds (``RUSAGE_CHILDREN``: its start-up included), which process decoded how many videos; throughput
 per frame against the backbone only, by wall time and by the 2-core CPU model (the busier process's CPU).
 
+Bytecode: the benchmark re-runs itself with a private ``PYTHONPYCACHEPREFIX`` when the environment forbids
+writing ``.pyc`` files (``machine.user_bytecode_env``), so that a worker's start-up imports what a user's
+compiled install gives (this process's first pass fills the cache before any worker starts).
+
 Usage::
 
     python benchmarks/bench_extract.py [--video ../shared/data/media/talking_face_pexels.mp4]
@@ -58,7 +62,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detect_quality import main_face_iou, reference  # noqa: E402
-from machine import describe, machine_info  # noqa: E402
+from machine import describe, machine_info, user_bytecode_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = ROOT.parent / "shared" / "data" / "media" / "talking_face_pexels.mp4"
@@ -283,6 +287,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.video.is_file():
         raise SystemExit(f"{args.video}: benchmark video not found (../shared/data/media)")
+    if sys.flags.dont_write_bytecode and argv is None:  # worker processes start as a user's do: with bytecode
+        env = user_bytecode_env(Path(tempfile.gettempdir()) / "affectfuse_bench_pycache")
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     stamp = lambda: time.strftime("%Y-%m-%d %H:%M", time.gmtime())  # noqa: E731
     result = {"machine": machine_info(), "video": str(args.video), "load_start": os.getloadavg()[0],

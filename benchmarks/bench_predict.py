@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info, run_cpu  # noqa: E402
+from machine import describe, machine_info, run_cpu, user_bytecode_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = ROOT.parent / "shared" / "data" / "media" / "talking_face_pexels.mp4"
@@ -199,8 +199,7 @@ def _run(config: dict, video: Path, tmp: Path, env0: dict) -> dict:
 
 def measure(video: Path, rounds: int, baselines: list[str], tmp: Path, src: str,
             keep: tuple = ("ours", "threads2", "today", "naive")) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "OMP_NUM_THREADS")}
-    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    env = user_bytecode_env(tmp / "pycache", {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
     configs = {"ours (1 thread, the default)": {"threads": 1, "src": src}}
     if "threads2" in keep:
         configs["ours, 2 threads"] = {"threads": 2, "src": src}

@@ -10,6 +10,7 @@ can: a job that waits for a core is not charged for the wait. GFLOP/s here are G
     info = machine_info()                    # model, flags (bf16/AMX), load average, date, torch
     peak = matmul_peak("bf16", threads=1)    # {"gflops": best, "median": ..., "runs": [...], ...}
     r = run_cpu(["affectfuse", "predict", video])   # {"cpu": user+sys, "user", "sys", "wall", "maxrss_mb"}
+    env = user_bytecode_env(tmp / "pycache")  # children with bytecode, as a user's
 """
 
 from __future__ import annotations
@@ -63,6 +64,19 @@ def describe(info: dict) -> str:
             f"(bf16 units: {'yes' if info['bf16_units'] else 'no'}, AMX: {'yes' if info['amx'] else 'no'}), "
             f"load average {'/'.join(f'{x:.2f}' for x in info['load_average'])}, {info['date_utc']}, "
             f"torch {info.get('torch', '-')}")
+
+
+def user_bytecode_env(cache, env: dict | None = None) -> dict:
+    """``env`` (default: this process's) as a user's Python runs: bytecode written and read, in ``cache``.
+
+    ``pip install`` compiles ``.pyc`` files (and Python writes them on first import when the install skipped
+    it), but this project's environment sets ``PYTHONDONTWRITEBYTECODE=1`` and its venv has none, so every
+    process would compile its imports from source (``import torch`` alone 3.7 CPU-s instead of 2.4). A private
+    ``PYTHONPYCACHEPREFIX`` is filled by the first process instead; later ones read it.
+    """
+    env = {k: v for k, v in (os.environ if env is None else env).items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(cache)
+    return env
 
 
 def run_cpu(cmd: list[str], env: dict | None = None, cwd=None, stdout=subprocess.DEVNULL,
