@@ -302,17 +302,19 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
         still = is_still_input(Path(item.path))
         return [n for n in names if not (still and by_name[n].modality == "audio")]
 
+    todo = {item.id: todo_of(item) for item in items}
+    unfinished = {item.id for item in items if not all(item.id in sets[n] for n in todo[item.id])}
+
     def jobs() -> Iterator[tuple[MediaItem, DecodePlan]]:
         """Claim each unfinished video, re-check what it lacks (another run may have written it), plan it.
         Extractors that do not apply (:func:`todo_of`) are listed as skipped, never decoded for."""
         for item in items:
-            todo = todo_of(item)
-            runner.not_applicable += [(item.id, n, "no audio (image input)") for n in names if n not in todo]
-            if all(item.id in sets[n] for n in todo):
+            runner.not_applicable += [(item.id, n, "no audio (image input)") for n in names if n not in todo[item.id]]
+            if item.id not in unfinished:
                 skipped.append(item.id)
             elif not claims.take(store_key(item.id)):
                 busy.append(item.id)
-            elif not (missing := [n for n in todo if item.id not in sets[n]]):
+            elif not (missing := [n for n in todo[item.id] if item.id not in sets[n]]):
                 claims.release(store_key(item.id))
                 skipped.append(item.id)
             else:
@@ -323,7 +325,7 @@ def extract(inputs: Sequence[MediaItem] | str | os.PathLike, extractors: Sequenc
             bar.update(1)
 
     if workers is None:
-        workers = auto_workers(sum(not all(item.id in sets[n] for n in todo_of(item)) for item in items))
+        workers = auto_workers(len(unfinished))
     warnings = []
     try:
         with torch_threads(intra_op_threads()):  # whatever the workers: MTCNN's boxes move with the thread count
