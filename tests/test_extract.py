@@ -153,6 +153,31 @@ def test_the_consumer_decodes_while_no_worker_video_is_ready(videos):
     assert [v.item.id for v in waited] == ["w", "x", "y", "z"] and os.getpid() not in {v.pid for v in waited}
 
 
+def test_worker_crops_come_through_a_file_that_is_then_removed(shared_data, tmp_path, monkeypatch):
+    """A worker's crops (>= SPOOL_FROM bytes) reach this process through a file, equal to a serial pass's, and
+    no file or folder is left; small arrays, and a folder that cannot be written, go through the pipe."""
+    import tempfile
+
+    from affectfuse.features.decoding import SPOOL_FROM, _spooled, decode_plan, iter_decoded
+    from affectfuse.utils import intra_op_threads, torch_threads
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ext = build_extractors(["faceexpressionnet"])[0]
+    plan = decode_plan({ext.name: ext}, [ext.name], fps=None)
+    jobs = [(MediaItem(f"c{k}", shared_data / "media" / "single_face.mp4"), plan) for k in range(2)]
+    with torch_threads(intra_op_threads()):  # as the worker: MTCNN's boxes move with the thread count
+        serial = {v.item.id: v.crops[ext.input.crop] for v in iter_decoded(jobs, workers=0)}
+    pooled = list(iter_decoded(jobs, workers=1, share=False))
+    assert [v.item.id for v in pooled] == ["c0", "c1"]
+    for v in pooled:
+        crops = v.crops[ext.input.crop]
+        assert isinstance(crops, np.memmap) and crops.nbytes >= SPOOL_FROM
+        np.testing.assert_array_equal(crops, serial[v.item.id])
+    assert list(tmp_path.iterdir()) == []
+    small, big = np.zeros((2, 8, 8, 3), np.uint8), np.ones((SPOOL_FROM, 1, 1, 1), np.uint8)
+    assert _spooled(small, str(tmp_path)) is small and _spooled(big, str(tmp_path / "missing")) is big
+
+
 def test_a_finished_photo_run_counts_no_video_to_do(tmp_path, monkeypatch):
     """Resuming 8 done photos with an audio extractor asked for (which never applies to photos) counts 0 inputs
     to do: no decoding worker is started for them."""
