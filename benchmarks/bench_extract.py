@@ -32,7 +32,9 @@ decoding in this process only (``--workers 0``), with one worker process that th
 ``--workers 1``), and with one worker while this process decodes too whenever no worker's video is ready
 (``--workers 1`` now, and the default from 8 videos on 2 cores): wall seconds, this process's and the worker's
 CPU seconds (``RUSAGE_CHILDREN``: its start-up included), which process decoded how many videos; throughput
-per frame against the backbone only, by wall time and by the 2-core CPU model (the busier process's CPU).
+per frame against the backbone only, by wall time and by the 2-core CPU model (the busier process's CPU). The
+backbone is timed again just before and just after each path (the mean is the reference; the machine's speed
+drifts by 10-30 % over minutes, so the single-clip row's figure, taken earlier, is not used).
 
 Bytecode: the benchmark re-runs itself with a private ``PYTHONPYCACHEPREFIX`` when the environment forbids
 writing ``.pyc`` files (``machine.user_bytecode_env``), so that a worker's start-up imports what a user's
@@ -154,6 +156,20 @@ def _run(spec: str):
     return name, runtime, fps, build_extractors([name], random_weights=name in RANDOM, runtime=runtime or None)[0]
 
 
+CROPS: dict[str, object] = {}  # run spec -> the clip's crops of the found faces, (n, S, S, 3) uint8
+
+
+def _backbone_ms(ext, crops, batch_size: int, min_s: float = 5.0) -> float:
+    """Backbone only, CPU ms a frame: ``ext`` on batches of the clip's crops, cycled until ``min_s`` CPU-s."""
+    frames, spent, start = 0, 0.0, 0
+    while spent < min_s:
+        batch = crops[start:start + batch_size]
+        start = (start + batch_size) % len(crops)
+        cpu, _ = _cpu(lambda: ext(batch))
+        spent, frames = spent + cpu, frames + len(batch)
+    return 1000 * spent / frames
+
+
 def measure(video: Path, runs: list[str], batch_size: int) -> list[dict]:
     import torch
 
@@ -177,7 +193,7 @@ def measure(video: Path, runs: list[str], batch_size: int) -> list[dict]:
             row[f"quality_{label}"] = _box_quality(video, fps, faces, detector)
             if label == "ours":
                 crops, row["frames"] = faces["crops"], int(len(faces["found"]))
-        row["faces"] = int(len(crops))
+        row["faces"], CROPS[spec] = int(len(crops)), crops
         ext(crops[:batch_size])  # warm-up
         row["backbone"], _ = _cpu(lambda: [ext(crops[k:k + batch_size]) for k in range(0, len(crops), batch_size)])
         for label, opts in PATHS.items():
@@ -203,8 +219,9 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def measure_dataset(video: Path, spec: str, copies: int, batch_size: int, backbone_ms: float) -> list[dict]:
-    """``extract`` of ``copies`` copies of ``video`` per :data:`DATASET_PATHS` entry (see the module doc)."""
+def measure_dataset(video: Path, spec: str, copies: int, batch_size: int) -> list[dict]:
+    """``extract`` of ``copies`` copies of ``video`` per :data:`DATASET_PATHS` entry (see the module doc), the
+    backbone alone timed just before and just after each (the machine's speed drifts over minutes)."""
     from affectfuse.features.inputs import MediaItem
     from affectfuse.features.pipeline import extract
 
@@ -222,34 +239,38 @@ def measure_dataset(video: Path, spec: str, copies: int, batch_size: int, backbo
 
             return recorded
 
+        before = _backbone_ms(ext, CROPS[spec], batch_size)
         with _iter_decoded_as(recording), tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
             wall, cpu, children = time.time(), time.process_time(), _children_cpu()
             report = extract(items, [ext], tmp, fps=fps, batch_size=batch_size, workers=workers, progress=False)
             wall, cpu, children = time.time() - wall, time.process_time() - cpu, _children_cpu() - children
         if not report.ok:
             raise SystemExit(f"extract failed: {report.failures}")
+        after = _backbone_ms(ext, CROPS[spec], batch_size)
         here = [d for d in decoded if d[0] == os.getpid()]
         frames = sum(d[2] for d in decoded)
         rows.append({"path": label, "extractor": spec, "videos": copies, "frames": frames, "wall_s": wall,
                      "main_cpu_s": cpu, "worker_cpu_s": children, "decoded_here": len(here),
                      "decode_cpu_here_s": sum(d[1] for d in here),
                      "decode_cpu_worker_s": sum(d[1] for d in decoded if d[0] != os.getpid()),
-                     "backbone_ms": backbone_ms, "load": os.getloadavg()[0]})
+                     "backbone_ms": (before + after) / 2, "backbone_ms_before_after": [before, after],
+                     "load": os.getloadavg()[0]})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
 def report_dataset(rows: list[dict]) -> None:
     print("\ndataset | path | videos decoded here / by the worker | wall s (load) | CPU s this process / worker "
-          "(its start-up + decoding) | ms per frame: wall / 2-core CPU model | backbone only | throughput vs "
-          "backbone only: wall / CPU model")
+          "(its start-up + decoding) | ms per frame: wall / 2-core CPU model | backbone only, ms a frame: mean "
+          "(just before / after) | throughput vs backbone only: wall / CPU model")
     for r in rows:
         n, busier = r["frames"], max(r["main_cpu_s"], r["worker_cpu_s"])
         startup = r["worker_cpu_s"] - r["decode_cpu_worker_s"]
         print(f"{r['videos']} x {r['extractor']} | {r['path']} | {r['decoded_here']} / {r['videos'] - r['decoded_here']} | "
               f"{r['wall_s']:.1f} ({r['load']:.2f}) | {r['main_cpu_s']:.1f} / {r['worker_cpu_s']:.1f} "
               f"({startup:.1f} + {r['decode_cpu_worker_s']:.1f}) | {1000 * r['wall_s'] / n:.2f} / {1000 * busier / n:.2f} | "
-              f"{r['backbone_ms']:.2f} | {r['backbone_ms'] * n / 1000 / r['wall_s']:.0%} / "
+              f"{r['backbone_ms']:.2f} ({' / '.join(f'{x:.2f}' for x in r['backbone_ms_before_after'])}) | "
+              f"{r['backbone_ms'] * n / 1000 / r['wall_s']:.0%} / "
               f"{r['backbone_ms'] * n / 1000 / busier:.0%}")
 
 
@@ -295,9 +316,8 @@ def main(argv=None) -> int:
     result = {"machine": machine_info(), "video": str(args.video), "load_start": os.getloadavg()[0],
               "started": stamp()}
     rows = measure(args.video, args.runs, args.batch_size)
-    dataset = [r for spec, row in zip(args.runs, rows) if args.dataset
-               for r in measure_dataset(args.video, spec, args.dataset, args.batch_size,
-                                        1000 * row["backbone"] / row["frames"])]
+    dataset = [r for spec in args.runs if args.dataset
+               for r in measure_dataset(args.video, spec, args.dataset, args.batch_size)]
     result.update(rows=rows, dataset=dataset, load_end=os.getloadavg()[0], ended=stamp())
     report(rows, result)
     if dataset:
