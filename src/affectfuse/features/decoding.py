@@ -241,7 +241,9 @@ def _unspooled(video: DecodedVideo) -> DecodedVideo:
     return video
 
 
-VIDEOS_PER_WORKER = 8  # a decoding process costs ~4 CPU-s to start (torch, MTCNN); fewer videos do not repay it
+# a decoding process costs ~2 CPU-s to start with bytecode compiled (~4 without; torch above all): one repaid it from
+# 6 twenty-second clips and not from 4 (docs/benchmarks.md); 8 keeps a margin for shorter clips
+VIDEOS_PER_WORKER = 8
 WORKER_MEMORY = 1 << 30  # bytes a decoding process may need (peak RSS 0.8 GB measured, torch's libraries included)
 
 
