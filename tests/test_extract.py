@@ -154,11 +154,12 @@ def test_the_consumer_decodes_while_no_worker_video_is_ready(videos):
 
 
 def test_worker_crops_come_through_a_file_that_is_then_removed(shared_data, tmp_path, monkeypatch):
-    """A worker's crops (>= SPOOL_FROM bytes) reach this process through a file, equal to a serial pass's, and
-    no file or folder is left; small arrays, and a folder that cannot be written, go through the pipe."""
+    """A worker writes its crops to a file as it cuts them; this process maps it (equal to a serial pass's crops)
+    and no file or folder is left. A sink whose folder cannot take a file keeps the crops in memory; one whose
+    writes fail fails the video's faces, naming the file."""
     import tempfile
 
-    from affectfuse.features.decoding import SPOOL_FROM, _spooled, decode_plan, iter_decoded
+    from affectfuse.features.decoding import CropSink, DecodedVideo, Spooled, decode_plan, iter_decoded, unspooled
     from affectfuse.utils import intra_op_threads, torch_threads
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -171,11 +172,32 @@ def test_worker_crops_come_through_a_file_that_is_then_removed(shared_data, tmp_
     assert [v.item.id for v in pooled] == ["c0", "c1"]
     for v in pooled:
         crops = v.crops[ext.input.crop]
-        assert isinstance(crops, np.memmap) and crops.nbytes >= SPOOL_FROM
+        assert isinstance(crops, np.memmap) and len(crops) == len(serial[v.item.id]) > 0
         np.testing.assert_array_equal(crops, serial[v.item.id])
     assert list(tmp_path.iterdir()) == []
-    small, big = np.zeros((2, 8, 8, 3), np.uint8), np.ones((SPOOL_FROM, 1, 1, 1), np.uint8)
-    assert _spooled(small, str(tmp_path)) is small and _spooled(big, str(tmp_path / "missing")) is big
+
+    batch = np.random.default_rng(0).integers(0, 255, (3, 4, 4, 3), np.uint8)
+    sink = CropSink(4, str(tmp_path / "missing"))
+    sink.add(batch)
+    np.testing.assert_array_equal(sink.close(), batch)
+    sink = CropSink(4, str(tmp_path))
+    sink.add(batch)
+    sink.add(batch[:1])
+    spooled = sink.close()
+    assert isinstance(spooled, Spooled) and spooled.rows == 4
+    video = unspooled(DecodedVideo(MediaItem("x", "x.mp4"), crops={"k": spooled}))
+    np.testing.assert_array_equal(video.crops["k"], np.concatenate([batch, batch[:1]]))
+    assert video.face_error is None and list(tmp_path.iterdir()) == []
+
+    class FullDisk:
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    sink = CropSink(4, str(tmp_path))
+    sink.file.close()
+    sink.file = FullDisk()
+    with pytest.raises(RuntimeError, match=f"{sink.path}.*No space left"):
+        sink.add(batch)
 
 
 def test_a_finished_photo_run_counts_no_video_to_do(tmp_path, monkeypatch):

@@ -57,7 +57,8 @@ class DecodedVideo:
     """Everything the extractors need from one video.
 
     ``audio[name] = (starts (T,) s, T windows)``; faces: ``frame_numbers (F,)``, ``timestamps (F,)`` s,
-    ``found (F,)`` bool and ``crops[CropSpec] = (n_found, S, S, 3) uint8`` for the found rows.
+    ``found (F,)`` bool and ``crops[CropSpec] = (n_found, S, S, 3) uint8`` for the found rows (a
+    :class:`Spooled` file instead when decoded with a spool folder, until :func:`unspooled`).
     ``errors[name]`` holds why an extractor failed on this video (unreadable file ...); ``skips[name]`` why
     it does not apply ("no audio", "no video": a skip, not a failure); ``warnings``
     says when decoding read less than the container declares (:class:`affectfuse.media.coverage.Coverage`).
@@ -78,14 +79,18 @@ class DecodedVideo:
     pid: int = 0
 
 
-def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVideo:
-    """One decoding pass over ``item`` for ``plan``; per-stream errors are recorded, not raised."""
+def decode_video(item: MediaItem, plan: DecodePlan, detector=None, spool: str | None = None) -> DecodedVideo:
+    """One decoding pass over ``item`` for ``plan``; per-stream errors are recorded, not raised.
+
+    ``spool``: a folder where the face crops are written batch by batch (:class:`CropSink`) instead of held in
+    memory; ``out.crops`` then holds :class:`Spooled` files for :func:`unspooled` (what worker processes do).
+    """
     from affectfuse.media import MediaError, probe, read_audio
 
     out = DecodedVideo(item)
     if is_still_input(Path(item.path)):  # an image or a frame folder: faces only
         out.skips = {name: "no audio (image input)" for name in plan.audio}
-        return _faces_into(out, plan, detector)
+        return _faces_into(out, plan, detector, spool)
     try:
         info = probe(item.path)
     except MediaError as exc:
@@ -117,7 +122,7 @@ def decode_video(item: MediaItem, plan: DecodePlan, detector=None) -> DecodedVid
     if plan.faces and not info.has_video:
         out.face_skip = "no video (audio-only file)"
         return _check_coverage(out, info, plan, audio_s)
-    return _check_coverage(_faces_into(out, plan, detector), info, plan, audio_s)
+    return _check_coverage(_faces_into(out, plan, detector, spool), info, plan, audio_s)
 
 
 def _check_coverage(out: DecodedVideo, info, plan: DecodePlan, audio_s: float | None) -> DecodedVideo:
@@ -136,20 +141,28 @@ def _check_coverage(out: DecodedVideo, info, plan: DecodePlan, audio_s: float | 
     return out
 
 
-def _faces_into(out: DecodedVideo, plan: DecodePlan, detector) -> DecodedVideo:
+def _faces_into(out: DecodedVideo, plan: DecodePlan, detector, spool: str | None = None) -> DecodedVideo:
     """Add the face crops of ``out.item`` when the plan asks for any; a failure becomes ``face_error``."""
     from affectfuse.media import MediaError
 
     if plan.faces:
         path = out.item.path
+        sinks = {spec: CropSink(spec.size, spool) for spec in plan.faces}
         try:
-            _decode_faces(out.item, plan, detector, out)
+            _decode_faces(out.item, plan, detector, out, sinks)
         except (MediaError, ValueError, RuntimeError) as exc:
             out.face_error = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        finally:
+            crops = {spec: sink.close() for spec, sink in sinks.items()}
+        if out.face_error is None:
+            out.crops = crops
+        else:
+            for value in crops.values():
+                _discard(value)
     return out
 
 
-def _decode_faces(item: MediaItem, plan: DecodePlan, detector, out: DecodedVideo) -> None:
+def _decode_faces(item: MediaItem, plan: DecodePlan, detector, out: DecodedVideo, sinks: dict) -> None:
     """Detect + track, then cut every declared crop (:func:`affectfuse.faces.plan.crop_faces`), one decoding pass.
 
     Videos: the main person by :func:`affectfuse.faces.sparse.iter_faces_sparse` (``keep="all"``: every face of
@@ -169,73 +182,93 @@ def _decode_faces(item: MediaItem, plan: DecodePlan, detector, out: DecodedVideo
     else:
         batches = iter_faces(item.path, fps=plan.fps, crops=plan.faces, batch_size=plan.batch_size, keep=plan.keep,
                              detector=detector, detect_max_side=plan.detect_max_side)
-    times, found, crops = [], [], {spec: [] for spec in plan.faces}
+    times, found = [], []
     for batch in batches:
         times.append(batch.timestamps)
         found.append(batch.found)
         for spec in plan.faces:
-            crops[spec].append(batch.crops[spec][batch.found])  # only faces go to the networks
+            sinks[spec].add(batch.crops[spec][batch.found])  # only faces go to the networks
     out.timestamps = np.concatenate(times) if times else np.zeros(0)
     out.found = np.concatenate(found) if found else np.zeros(0, bool)
-    out.crops = {k: (np.concatenate(v) if v else np.zeros((0, k.size, k.size, 3), np.uint8)) for k, v in crops.items()}
     if len(out.found) == 0:
         raise ValueError("no frames decoded")
 
 
 def _safe_decode(item: MediaItem, plan: DecodePlan, detector=None, spool: str | None = None) -> DecodedVideo:
-    """:func:`decode_video` that records failures instead of raising; with ``spool`` (a worker process), crops
-    go to files there (:func:`_spooled`)."""
+    """:func:`decode_video` that records failures instead of raising."""
     start = time.process_time()
     try:
-        out = decode_video(item, plan, detector)
+        out = decode_video(item, plan, detector, spool)
     except Exception as exc:  # an unexpected decoder failure must not stop the other videos
         msg = f"{item.path}: {type(exc).__name__}: {exc}"
         out = DecodedVideo(item, errors={n: msg for n in plan.audio}, face_error=msg if plan.faces else None)
-    if spool is not None:
-        out.crops = {spec: _spooled(crops, spool) for spec, crops in out.crops.items()}
     out.cpu_s, out.pid = time.process_time() - start, os.getpid()
     return out
 
 
-SPOOL_FROM = 1 << 20  # bytes: a worker's larger crop arrays reach the main process through a file
-
-
 @dataclass(frozen=True)
-class _Spooled:
-    path: str  # a .npy file that the receiving process maps, then deletes
+class Spooled:
+    """Crops in a file: ``rows`` x (size, size, 3) uint8, raw, for the receiving process to map and delete."""
+
+    path: str
+    rows: int
+    size: int
 
 
-def _spooled(array: np.ndarray, folder: str):
-    """A worker's (n, S, S, 3) crops written to a file in ``folder`` (or the array itself when small, or when
-    the file cannot be written). Through the result pipe, 17.8 MB of crops (a 20-s clip at 112 px) cost the
-    worker a 9-ms pickling and a wait until the main process had read the pipe (89 ms wall per result), and the
-    main process 21 ms CPU (measured with a plain array); a file costs one copy on each side and no wait."""
-    if array.nbytes < SPOOL_FROM:
-        return array
-    path = None
-    try:
-        fd, path = tempfile.mkstemp(suffix=".npy", dir=folder)
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        return _Spooled(path)
-    except OSError:  # a full disk: through the pipe as before
-        if path is not None:
+class CropSink:
+    """One crop size's (n, S, S, 3) uint8 crops of a video, batch by batch: in memory, or with ``folder`` appended
+    to a file there, so a worker's memory stays flat in the video's length and the crops reach the main process
+    without the result pipe (through it, 17.8 MB of crops -- a 20-s clip at 112 px -- cost the worker a 9-ms
+    pickling and a wait until the main process had read the pipe, 89 ms wall per result, and the main process
+    21 ms CPU; measured with a plain array). A folder where no file can be made means memory; a write that
+    fails (a full disk) fails the video's faces with the file and the cause.
+    """
+
+    def __init__(self, size: int, folder: str | None = None):
+        self.size, self.parts, self.rows, self.file, self.path = size, [], 0, None, None
+        if folder is not None:
             with contextlib.suppress(OSError):
-                os.unlink(path)
-        return array
+                fd, self.path = tempfile.mkstemp(suffix=".crops", dir=folder)
+                self.file = os.fdopen(fd, "wb")
+
+    def add(self, crops: np.ndarray) -> None:
+        if self.file is None:
+            self.parts.append(np.asarray(crops, np.uint8))
+            return
+        try:
+            self.file.write(np.ascontiguousarray(crops, np.uint8).data)
+        except OSError as exc:
+            raise RuntimeError(f"cannot write face crops to {self.path} ({exc}); set TMPDIR to a folder with "
+                               "room") from exc
+        self.rows += len(crops)
+
+    def close(self):
+        """The crops: a :class:`Spooled` file (a file cut short by a failed flush is caught by
+        :func:`unspooled`), or an (n, S, S, 3) array."""
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.file.close()
+            return Spooled(self.path, self.rows, self.size)
+        return np.concatenate(self.parts) if self.parts else np.zeros((0, self.size, self.size, 3), np.uint8)
 
 
-def _unspooled(video: DecodedVideo) -> DecodedVideo:
-    """``video`` with its spooled crops mapped from their files (read-only), the files deleted."""
+def _discard(crops) -> None:
+    if isinstance(crops, Spooled):
+        with contextlib.suppress(OSError):
+            os.unlink(crops.path)
+
+
+def unspooled(video: DecodedVideo) -> DecodedVideo:
+    """``video`` with its :class:`Spooled` crops mapped from their files (read-only), the files deleted."""
     for spec, value in video.crops.items():
-        if isinstance(value, _Spooled):
+        if isinstance(value, Spooled):
             try:
-                video.crops[spec] = np.load(value.path, mmap_mode="r")
+                video.crops[spec] = (np.memmap(value.path, np.uint8, "r", shape=(value.rows, value.size, value.size, 3))
+                                     if value.rows else np.zeros((0, value.size, value.size, 3), np.uint8))
             except (OSError, ValueError) as exc:
                 video.face_error = f"{video.item.path}: decoded crops lost in transfer: {exc}"
             finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(value.path)
+                _discard(value)
     if video.face_error is not None:
         video.crops = {}
     return video
@@ -280,8 +313,8 @@ def iter_decoded(jobs: Iterable[tuple[MediaItem, DecodePlan]], workers: int = 0,
     of the two is the larger (docs/benchmarks.md, "Extraction on every core"); videos then come in the order
     they are done. Without it, this process only waits, and videos come in the order given.
 
-    Workers hand their crops over through files in a temporary folder (:func:`_spooled`; mapped read-only
-    here, each file deleted once mapped, the folder removed at the end).
+    Workers write their crops to files in a temporary folder as they cut them (:class:`CropSink`; mapped
+    read-only here, each file deleted once mapped, the folder removed at the end).
     """
     if workers <= 0:
         for item, plan in jobs:
@@ -312,7 +345,7 @@ def iter_decoded(jobs: Iterable[tuple[MediaItem, DecodePlan]], workers: int = 0,
 
 def _result(item: MediaItem, plan: DecodePlan, future) -> DecodedVideo:
     try:
-        return _unspooled(future.result())
+        return unspooled(future.result())
     except Exception as exc:  # the worker process died (out of memory, segfault in a decoder ...)
         msg = f"{item.path}: worker failed: {type(exc).__name__}: {exc}"
         return DecodedVideo(item, errors={n: msg for n in plan.audio}, face_error=msg if plan.faces else None)
