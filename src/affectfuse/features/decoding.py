@@ -217,8 +217,8 @@ class Spooled:
 
 class CropSink:
     """One crop size's (n, S, S, 3) uint8 crops of a video, batch by batch: in memory, or with ``folder`` appended
-    to a file there, so a worker's memory stays flat in the video's length and the crops reach the main process
-    without the result pipe (through it, 17.8 MB of crops -- a 20-s clip at 112 px -- cost the worker a 9-ms
+    to a file there, so a worker does not hold a video's crops in its heap (peak RSS 914 MB for a 5-min clip at
+    every frame, 762 for a 20-s one) and the crops reach the main process without the result pipe (through it, 17.8 MB of crops -- a 20-s clip at 112 px -- cost the worker a 9-ms
     pickling and a wait until the main process had read the pipe, 89 ms wall per result, and the main process
     21 ms CPU; measured with a plain array). A folder where no file can be made means memory; a write that
     fails (a full disk) fails the video's faces with the file and the cause.
