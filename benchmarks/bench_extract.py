@@ -5,8 +5,8 @@ seconds (``time.process_time``: user + sys of this process; a job waiting for a 
 not charged):
 
 - **backbone only**: the extractor on the already cut crops of the found faces, batches of ``--batch-size``
-  (extract's default 32), after one warm-up batch (the decode side and the whole pipeline, too, are warmed up
-  by one untimed pass before the first row);
+  (extract's default 32) cycled for at least 5 CPU-s, after one warm-up batch (the decode side and the whole
+  pipeline, too, are warmed up by one untimed pass before the first row);
 - **decode side**: :func:`affectfuse.features.pipeline.decode_video` -- what an ``extract --workers N`` worker
   process does per video: decode, detect, track, interpolate, cut the crops; per path: **ours** (the defaults:
   detection at 8 frames/s on 320-px copies, one decoding pass) and **naive** (every sampled frame detected at
@@ -34,7 +34,7 @@ decoding in this process only (``--workers 0``), with one worker process that th
 CPU seconds (``RUSAGE_CHILDREN``: its start-up included), which process decoded how many videos; throughput
 per frame against the backbone only, by wall time and by the 2-core CPU model (the busier process's CPU). The
 backbone is timed again just before and just after each path (the mean is the reference; the machine's speed
-drifts by 10-30 % over minutes, so the single-clip row's figure, taken earlier, is not used).
+drifts by up to ~20 % over minutes, so the single-clip row's figure, taken earlier, is not used).
 
 Bytecode: the benchmark re-runs itself with a private ``PYTHONPYCACHEPREFIX`` when the environment forbids
 writing ``.pyc`` files (``machine.user_bytecode_env``), so that a worker's start-up imports what a user's
@@ -195,7 +195,7 @@ def measure(video: Path, runs: list[str], batch_size: int) -> list[dict]:
                 crops, row["frames"] = faces["crops"], int(len(faces["found"]))
         row["faces"], CROPS[spec] = int(len(crops)), crops
         ext(crops[:batch_size])  # warm-up
-        row["backbone"], _ = _cpu(lambda: [ext(crops[k:k + batch_size]) for k in range(0, len(crops), batch_size)])
+        row["backbone"] = _backbone_ms(ext, crops, batch_size) * len(crops) / 1000  # CPU s for the clip's crops
         for label, opts in PATHS.items():
             with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
                 cpu, decoding, report = _pipeline_split(lambda: extract(
