@@ -200,6 +200,29 @@ def test_worker_crops_come_through_a_file_that_is_then_removed(shared_data, tmp_
         sink.add(batch)
 
 
+def test_a_worker_failing_mid_video_leaves_no_crop_file(tmp_path, monkeypatch):
+    """Crops already written when a video's faces fail -- with a recorded error or an unexpected one on its way
+    up -- are deleted at once, not left for the end of the run."""
+    import affectfuse.features.decoding as dec
+
+    plan = dec.DecodePlan(faces=(build_extractors(["faceexpressionnet"], random_weights=True)[0].input.crop,))
+    for error in (ValueError("bad frame"), KeyError("bug")):
+        def failing(item, plan, detector, out, sinks, error=error):
+            for sink in sinks.values():
+                sink.add(np.zeros((2, sink.size, sink.size, 3), np.uint8))
+            raise error
+
+        monkeypatch.setattr(dec, "_decode_faces", failing)
+        out = dec.DecodedVideo(MediaItem("v", tmp_path / "v.mp4"))
+        if isinstance(error, ValueError):
+            assert dec._faces_into(out, plan, None, str(tmp_path)).face_error.endswith("bad frame")
+            assert out.crops == {}
+        else:
+            with pytest.raises(KeyError):
+                dec._faces_into(out, plan, None, str(tmp_path))
+        assert list(tmp_path.iterdir()) == []
+
+
 def test_a_finished_photo_run_counts_no_video_to_do(tmp_path, monkeypatch):
     """Resuming 8 done photos with an audio extractor asked for (which never applies to photos) counts 0 inputs
     to do: no decoding worker is started for them."""

@@ -147,18 +147,19 @@ def _faces_into(out: DecodedVideo, plan: DecodePlan, detector, spool: str | None
 
     if plan.faces:
         path = out.item.path
-        sinks = {spec: CropSink(spec.size, spool) for spec in plan.faces}
+        sinks, done = {spec: CropSink(spec.size, spool) for spec in plan.faces}, False
         try:
             _decode_faces(out.item, plan, detector, out, sinks)
+            done = True
         except (MediaError, ValueError, RuntimeError) as exc:
             out.face_error = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
         finally:
             crops = {spec: sink.close() for spec, sink in sinks.items()}
-        if out.face_error is None:
+            if not done:  # failed, or an unexpected error on its way up: no one will map these files
+                for value in crops.values():
+                    _discard(value)
+        if done:
             out.crops = crops
-        else:
-            for value in crops.values():
-                _discard(value)
     return out
 
 
@@ -218,10 +219,11 @@ class Spooled:
 class CropSink:
     """One crop size's (n, S, S, 3) uint8 crops of a video, batch by batch: in memory, or with ``folder`` appended
     to a file there, so a worker does not hold a video's crops in its heap (peak RSS 914 MB for a 5-min clip at
-    every frame, 762 for a 20-s one) and the crops reach the main process without the result pipe (through it, 17.8 MB of crops -- a 20-s clip at 112 px -- cost the worker a 9-ms
-    pickling and a wait until the main process had read the pipe, 89 ms wall per result, and the main process
-    21 ms CPU; measured with a plain array). A folder where no file can be made means memory; a write that
-    fails (a full disk) fails the video's faces with the file and the cause.
+    every frame, 762 for a 20-s one) and the crops reach the main process without the result pipe (through it,
+    17.8 MB of crops -- a 20-s clip at 112 px -- cost the worker a 9-ms pickling and a wait until the main
+    process had read the pipe, 89 ms wall per result, and the main process 21 ms CPU; measured with a plain
+    array). A folder where no file can be made means memory; a write that fails (a full disk) fails the video's
+    faces with the file and the cause.
     """
 
     def __init__(self, size: int, folder: str | None = None):
