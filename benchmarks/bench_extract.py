@@ -156,9 +156,6 @@ def _run(spec: str):
     return name, runtime, fps, build_extractors([name], random_weights=name in RANDOM, runtime=runtime or None)[0]
 
 
-CROPS: dict[str, object] = {}  # run spec -> the clip's crops of the found faces, (n, S, S, 3) uint8
-
-
 def _backbone_ms(ext, crops, batch_size: int, min_s: float = 5.0) -> float:
     """Backbone only, CPU ms a frame: ``ext`` on batches of the clip's crops, cycled until ``min_s`` CPU-s."""
     frames, spent, start = 0, 0.0, 0
@@ -170,7 +167,8 @@ def _backbone_ms(ext, crops, batch_size: int, min_s: float = 5.0) -> float:
     return 1000 * spent / frames
 
 
-def measure(video: Path, runs: list[str], batch_size: int) -> list[dict]:
+def measure(video: Path, runs: list[str], batch_size: int) -> tuple[list[dict], dict]:
+    """The single-clip rows, and per run spec the clip's crops of the found faces ((n, S, S, 3) uint8)."""
     import torch
 
     from affectfuse.faces import load_mtcnn
@@ -179,7 +177,7 @@ def measure(video: Path, runs: list[str], batch_size: int) -> list[dict]:
 
     torch.set_num_threads(1)
     detector = load_mtcnn()
-    rows = []
+    rows, crops_of = [], {}
     for spec in runs:
         name, runtime, fps, ext = _run(spec)
         row = {"extractor": name + (f" ({runtime})" if runtime else ""), "fps": fps, "random_weights": name in RANDOM}
@@ -193,7 +191,7 @@ def measure(video: Path, runs: list[str], batch_size: int) -> list[dict]:
             row[f"quality_{label}"] = _box_quality(video, fps, faces, detector)
             if label == "ours":
                 crops, row["frames"] = faces["crops"], int(len(faces["found"]))
-        row["faces"], CROPS[spec] = int(len(crops)), crops
+        row["faces"], crops_of[spec] = int(len(crops)), crops
         ext(crops[:batch_size])  # warm-up
         row["backbone"] = _backbone_ms(ext, crops, batch_size) * len(crops) / 1000  # CPU s for the clip's crops
         for label, opts in PATHS.items():
@@ -206,7 +204,7 @@ def measure(video: Path, runs: list[str], batch_size: int) -> list[dict]:
             row[f"pipeline_{label}"], row[f"pipeline_decoding_{label}"] = cpu, decoding
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
-    return rows
+    return rows, crops_of
 
 
 DATASET_PATHS = {"one process": (0, True), "1 worker, waits": (1, False), "1 worker, shares": (1, True)}
@@ -219,9 +217,10 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def measure_dataset(video: Path, spec: str, copies: int, batch_size: int) -> list[dict]:
+def measure_dataset(video: Path, spec: str, copies: int, batch_size: int, crops) -> list[dict]:
     """``extract`` of ``copies`` copies of ``video`` per :data:`DATASET_PATHS` entry (see the module doc), the
-    backbone alone timed just before and just after each (the machine's speed drifts over minutes)."""
+    backbone alone on the clip's ``crops`` timed just before and just after each (the machine's speed drifts
+    over minutes)."""
     from affectfuse.features.inputs import MediaItem
     from affectfuse.features.pipeline import extract
 
@@ -239,14 +238,14 @@ def measure_dataset(video: Path, spec: str, copies: int, batch_size: int) -> lis
 
             return recorded
 
-        before = _backbone_ms(ext, CROPS[spec], batch_size)
+        before = _backbone_ms(ext, crops, batch_size)
         with _iter_decoded_as(recording), tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
             wall, cpu, children = time.time(), time.process_time(), _children_cpu()
             report = extract(items, [ext], tmp, fps=fps, batch_size=batch_size, workers=workers, progress=False)
             wall, cpu, children = time.time() - wall, time.process_time() - cpu, _children_cpu() - children
         if not report.ok:
             raise SystemExit(f"extract failed: {report.failures}")
-        after = _backbone_ms(ext, CROPS[spec], batch_size)
+        after = _backbone_ms(ext, crops, batch_size)
         here = [d for d in decoded if d[0] == os.getpid()]
         frames = sum(d[2] for d in decoded)
         rows.append({"path": label, "extractor": spec, "videos": copies, "frames": frames, "wall_s": wall,
@@ -315,9 +314,9 @@ def main(argv=None) -> int:
     stamp = lambda: time.strftime("%Y-%m-%d %H:%M", time.gmtime())  # noqa: E731
     result = {"machine": machine_info(), "video": str(args.video), "load_start": os.getloadavg()[0],
               "started": stamp()}
-    rows = measure(args.video, args.runs, args.batch_size)
+    rows, crops_of = measure(args.video, args.runs, args.batch_size)
     dataset = [r for spec in args.runs if args.dataset
-               for r in measure_dataset(args.video, spec, args.dataset, args.batch_size)]
+               for r in measure_dataset(args.video, spec, args.dataset, args.batch_size, crops_of[spec])]
     result.update(rows=rows, dataset=dataset, load_end=os.getloadavg()[0], ended=stamp())
     report(rows, result)
     if dataset:
