@@ -22,6 +22,10 @@ final warp is bilinear. Parts of the crop outside the image are black.
 
 from __future__ import annotations
 
+import functools
+import math
+from typing import Sequence
+
 import cv2
 import numpy as np
 
@@ -37,7 +41,7 @@ MTCNN_BOX_TEMPLATE = np.array([[0.2699, 0.3776], [0.7301, 0.3776], [0.5000, 0.57
 
 
 def template(size: int, kind: str, margin: float = 0.0) -> np.ndarray:
-    """(5, 2) float reference landmarks for a ``size`` x ``size`` crop.
+    """(5, 2) float32 reference landmarks for a ``size`` x ``size`` crop.
 
     Args:
         size: crop side in pixels.
@@ -45,6 +49,13 @@ def template(size: int, kind: str, margin: float = 0.0) -> np.ndarray:
         margin: context added on every side as a fraction of the template's side: the template shrinks
             by ``1 / (1 + 2 * margin)`` about the crop centre.
     """
+    return np.array(_template_points(size, kind, float(margin)), np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _template_points(size: int, kind: str, margin: float) -> tuple[tuple[float, float], ...]:
+    """:func:`template` as a tuple of ``(x, y)`` floats (float32 arithmetic, as the templates), computed once per
+    crop geometry."""
     if kind == "arcface":
         points = ARCFACE_112 * (size / 112.0)
     elif kind == "mtcnn_box":
@@ -54,7 +65,7 @@ def template(size: int, kind: str, margin: float = 0.0) -> np.ndarray:
     if margin:
         centre = (size - 1) / 2.0
         points = centre + (points - centre) / (1.0 + 2.0 * margin)
-    return points
+    return tuple((float(x), float(y)) for x, y in points)
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -65,27 +76,36 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     Returns a (2, 3) float64 matrix ``M`` with ``dst ~= M[:, :2] @ src + M[:, 2]`` (identity part when all
     ``src`` points coincide).
     """
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s_c, d_c = src - mu_s, dst - mu_d
-    var_s = float((s_c ** 2).sum())
-    if var_s > 0:
-        a = float((s_c * d_c).sum()) / var_s
-        b = float((s_c[:, 0] * d_c[:, 1] - s_c[:, 1] * d_c[:, 0]).sum()) / var_s
-    else:
-        a, b = 1.0, 0.0
-    out = np.empty((2, 3))
-    out[:, :2] = ((a, -b), (b, a))
-    out[:, 2] = mu_d - out[:, :2] @ mu_s
-    return out
+    a, b, tx, ty = _similarity(np.asarray(src, np.float64).reshape(-1, 2).tolist(),
+                               np.asarray(dst, np.float64).reshape(-1, 2).tolist())
+    return np.array([[a, -b, tx], [b, a, ty]])
+
+
+def _similarity(src: Sequence, dst: Sequence) -> tuple[float, float, float, float]:
+    """:func:`similarity_transform` on a handful of ``(x, y)`` float pairs, in plain floats (a crop is cut per
+    face and frame: numpy's per-call overhead on 5 points cost ~30 us of a ~220-us crop) -> ``a, b, tx, ty``
+    of ``M = [[a, -b, tx], [b, a, ty]]``."""
+    n = len(src)
+    sx, sy = sum(p[0] for p in src) / n, sum(p[1] for p in src) / n
+    dx, dy = sum(p[0] for p in dst) / n, sum(p[1] for p in dst) / n
+    var = dot = cross = 0.0
+    for (x, y), (u, v) in zip(src, dst):
+        x, y, u, v = x - sx, y - sy, u - dx, v - dy
+        var += x * x + y * y
+        dot += x * u + y * v
+        cross += x * v - y * u
+    a, b = (dot / var, cross / var) if var > 0 else (1.0, 0.0)
+    return a, b, dx - (a * sx - b * sy), dy - (b * sx + a * sy)
 
 
 BILINEAR_MIN_SCALE = 0.8  # the final warp is bilinear; it shrinks by at most this much (no aliasing to speak of)
 
 
-def _area_shrink(image: np.ndarray, m: np.ndarray, size: int, scale: float) -> tuple[np.ndarray, np.ndarray] | None:
+def _area_shrink(image: np.ndarray, m: tuple, size: int, scale: float) -> tuple[np.ndarray, tuple] | None:
     """The region of ``image`` the crop covers, area-filtered to within ``1 / BILINEAR_MIN_SCALE`` of the crop's
-    scale, and the (3, 3) map from its pixels to ``image``'s (``None``: the crop lies outside the image).
+    scale, and the map from its pixels to ``image``'s as ``(sx, sy, ox, oy)``: pixel ``(qx, qy)`` of the region is
+    ``(sx qx + ox, sy qy + oy)`` of the image (``None``: the crop lies outside the image). ``m``: the similarity
+    ``a, b, tx, ty`` (:func:`_similarity`) from image to crop pixels.
 
     First whole ``k x k`` blocks are averaged, ``k = floor(1 / scale)`` (OpenCV's area filter at an integer
     factor: 15x cheaper than at a fractional one, 0.02 ms for a 260-px face); a fractional area step follows
@@ -94,17 +114,23 @@ def _area_shrink(image: np.ndarray, m: np.ndarray, size: int, scale: float) -> t
     turn black.
     """
     k = max(1, int(1.0 / scale))
-    inv = cv2.invertAffineTransform(m)
-    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ inv.T
-    x0, y0 = np.floor(corners.min(0)).astype(int) - 2
-    x1, y1 = np.ceil(corners.max(0)).astype(int) + 2 + k
+    a, b, tx, ty = m
+    det = a * a + b * b
+    xs, ys = [], []
+    for cx, cy in ((0, 0), (size, 0), (0, size), (size, size)):  # the crop's corners in the image
+        u, v = cx - tx, cy - ty
+        xs.append((a * u + b * v) / det)
+        ys.append((a * v - b * u) / det)
     h, w = image.shape[:2]
-    x0, y0 = max(x0, 0), max(y0, 0)
+    x0, y0 = max(math.floor(min(xs)) - 2, 0), max(math.floor(min(ys)) - 2, 0)
+    x1, y1 = math.ceil(max(xs)) + 2 + k, math.ceil(max(ys)) + 2 + k
     x1, y1 = x0 + (min(x1, w) - x0) // k * k, y0 + (min(y1, h) - y0) // k * k
     if x1 - x0 < 2 * k or y1 - y0 < 2 * k:
         return None
     region = image[y0:y1, x0:x1]
-    to_src = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64) @ _pixel_map(k, k)
+    # small pixel q of a k-fold area shrink covers source pixels [q k, (q + 1) k): its centre is (q + 0.5) k - 0.5
+    sx = sy = float(k)
+    ox, oy = x0 + 0.5 * k - 0.5, y0 + 0.5 * k - 0.5
     if k > 1:
         region = cv2.resize(region, ((x1 - x0) // k, (y1 - y0) // k), interpolation=cv2.INTER_AREA)
     rest = scale * k
@@ -114,15 +140,10 @@ def _area_shrink(image: np.ndarray, m: np.ndarray, size: int, scale: float) -> t
         # OpenCV's area filter runs 1.5x faster on float32 than on uint8 at a fractional scale; rounded back
         # it gives the same pixels (1 in 20,000 differs by 1 level, measured on the shared clips)
         region = np.rint(cv2.resize(region.astype(np.float32), (nw, nh), interpolation=cv2.INTER_AREA)).astype(np.uint8)
-        fx, fy = nw / rw, nh / rh
-        to_src = to_src @ _pixel_map(1 / fx, 1 / fy)
-    return region, to_src
-
-
-def _pixel_map(sx: float, sy: float) -> np.ndarray:
-    """(3, 3) map from the pixels of an image area-resized to ``1 / sx`` x ``1 / sy`` of its size back to its
-    own: small pixel q covers source pixels [q s, (q + 1) s), so its centre is source (q + 0.5) s - 0.5."""
-    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]], np.float64)
+        fx, fy = rw / nw, rh / nh  # source pixels per new pixel
+        ox, oy = ox + sx * (0.5 * fx - 0.5), oy + sy * (0.5 * fy - 0.5)
+        sx, sy = sx * fx, sy * fy
+    return region, (sx, sy, ox, oy)
 
 
 def align_face(image: np.ndarray, landmarks5: np.ndarray, size: int, kind: str, margin: float = 0.0) -> np.ndarray:
@@ -135,16 +156,19 @@ def align_face(image: np.ndarray, landmarks5: np.ndarray, size: int, kind: str, 
         size: crop side in pixels.
         kind, margin: the template (see :func:`template`).
     """
-    lm = np.asarray(landmarks5, np.float64).reshape(5, 2)
-    if not np.isfinite(lm).all():
+    lm = np.asarray(landmarks5, np.float64).reshape(5, 2).tolist()
+    if not all(math.isfinite(v) for point in lm for v in point):
         raise ValueError("landmarks contain NaN/inf")
-    m = similarity_transform(lm - 0.5, template(size, kind, margin))  # to cv2 pixel-centre coordinates
-    scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    # to cv2 pixel-centre coordinates
+    a, b, tx, ty = _similarity([(x - 0.5, y - 0.5) for x, y in lm], _template_points(size, kind, float(margin)))
+    scale = math.sqrt(a * a + b * b)
+    sx = sy = 1.0
+    ox = oy = 0.0
     if scale < BILINEAR_MIN_SCALE:  # shrinking: area-resize the face region first, then warp
-        shrunk = _area_shrink(image, m, size, scale)
+        shrunk = _area_shrink(image, (a, b, tx, ty), size, scale)
         if shrunk is None:
             return np.zeros((size, size, 3), np.uint8)
-        image, to_src = shrunk
-        m = m @ to_src
+        image, (sx, sy, ox, oy) = shrunk
+    m = np.array([[a * sx, -b * sy, a * ox - b * oy + tx], [b * sx, a * sy, b * ox + a * oy + ty]])
     return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                           borderValue=(0, 0, 0))

@@ -92,7 +92,7 @@ class _Spill:
         self.size, self.rows, self.file = size, 0, tempfile.TemporaryFile(prefix="affectfuse_crops_")
 
     def append(self, crop: np.ndarray) -> None:
-        self.file.write(np.ascontiguousarray(crop, np.uint8).tobytes())
+        self.file.write(np.ascontiguousarray(crop, np.uint8).data)
         self.rows += 1
 
     def reader(self) -> np.ndarray:
