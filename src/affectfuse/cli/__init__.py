@@ -25,6 +25,7 @@ import sys
 
 from affectfuse import __version__
 from affectfuse.cli.common import add_sub, run_group
+from affectfuse.utils import fewer_gc_passes
 
 # name -> module path; order is the order shown in --help.
 COMMANDS: dict[str, str] = {
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the command's own process (not a caller's, e.g. tests): before the sub-commands' imports
+        fewer_gc_passes()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -296,9 +296,10 @@ def auto_workers(videos: int, cores: int | None = None, memory: int | None = Non
 
 
 def _worker_init() -> None:
-    import torch
+    from affectfuse.utils import fewer_gc_passes, intra_op_threads
 
-    from affectfuse.utils import intra_op_threads
+    fewer_gc_passes()  # before importing torch
+    import torch
 
     torch.set_num_threads(intra_op_threads())  # as the main process (extract): the same boxes in every process
 
