@@ -420,6 +420,9 @@ def _main_person(state: _Pass, numbers: np.ndarray, times: np.ndarray, specs, ba
         lm[ok], bx[ok], sc[ok] = marks[picked], boxes[picked], scores[picked]
         cut = {}
         for s in specs:
+            if ok.all():  # one copy out of the spill, not zeros then a scatter
+                cut[s] = stored[s][picked]
+                continue
             cut[s] = np.zeros((n, s.size, s.size, 3), np.uint8)
             cut[s][ok] = stored[s][picked]
         yield FaceBatch(numbers[lo:lo + batch_size], times[lo:lo + batch_size], ok,

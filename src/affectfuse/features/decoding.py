@@ -187,8 +187,8 @@ def _decode_faces(item: MediaItem, plan: DecodePlan, detector, out: DecodedVideo
     for batch in batches:
         times.append(batch.timestamps)
         found.append(batch.found)
-        for spec in plan.faces:
-            sinks[spec].add(batch.crops[spec][batch.found])  # only faces go to the networks
+        for spec in plan.faces:  # only faces go to the networks (no copy when every frame has one)
+            sinks[spec].add(batch.crops[spec] if batch.found.all() else batch.crops[spec][batch.found])
     out.timestamps = np.concatenate(times) if times else np.zeros(0)
     out.found = np.concatenate(found) if found else np.zeros(0, bool)
     if len(out.found) == 0:
