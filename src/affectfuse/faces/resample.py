@@ -58,21 +58,19 @@ def _mean(sums: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.T
 def _resample_frames(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Whole frames area-resampled to ``height x width``: (B, C, height, width) float32, channels-last in
     memory like ``F.interpolate`` of the reference's channels-last frames (so P-Net runs the same kernels)."""
-    r0, r1, c0, c1, rows, cols = _frame_bounds(table.shape[1] - 1, table.shape[2] - 1, height, width, table.device)
-    sums = table.index_select(1, r1) - table.index_select(1, r0)  # (B, height, W + 1, C)
-    sums = sums.index_select(2, c1) - sums.index_select(2, c0)
-    return (sums.float() / rows / cols).permute(0, 3, 1, 2)  # :func:`_mean`'s order of divisions
+    r0, r1, c0, c1 = _frame_bounds(table.shape[1] - 1, table.shape[2] - 1, height, width, table.device)
+    rows = table.index_select(1, r1[0]) - table.index_select(1, r0[0])  # (B, height, W + 1, C)
+    sums = rows.index_select(2, c1[0]) - rows.index_select(2, c0[0])
+    return _mean(sums, r1 - r0, c1 - c0)
 
 
 @functools.lru_cache(maxsize=256)
 def _frame_bounds(in_height: int, in_width: int, height: int, width: int, device: torch.device) -> tuple:
-    """:func:`_resample_frames`' row and column ranges for one pair of sizes (the pyramid's levels recur on every
-    frame of a video): first and end indices (height,) and (width,), and the window heights (1, height, 1, 1) and
-    widths (1, 1, width, 1) as float32."""
+    """:func:`_pool_bounds` of whole frames for one pair of sizes, computed once (the pyramid's levels recur on
+    every frame of a video): row first / end (1, height), column first / end (1, width)."""
     zero = torch.zeros(1, dtype=torch.long, device=device)
-    r0, r1 = _pool_bounds(zero, torch.full_like(zero, in_height), height)  # (1, height)
-    c0, c1 = _pool_bounds(zero, torch.full_like(zero, in_width), width)
-    return (r0[0], r1[0], c0[0], c1[0], (r1 - r0).float()[:, :, None, None], (c1 - c0).float()[:, None, :, None])
+    return (*_pool_bounds(zero, torch.full_like(zero, in_height), height),
+            *_pool_bounds(zero, torch.full_like(zero, in_width), width))
 
 
 def _resample_windows(table: torch.Tensor, idx: torch.Tensor, windows: torch.Tensor, size: int) -> torch.Tensor:
