@@ -29,6 +29,21 @@ def test_cli_parser_and_help_import_nothing_heavy():
     assert not any(loaded.values()), {m for m, v in loaded.items() if v}
 
 
+def test_the_command_collects_garbage_less_often_and_a_caller_keeps_its_setting():
+    """Run as the command (argv from sys.argv), the CLI raises the youngest GC generation's threshold before the
+    sub-commands' imports (importing torch & co. traverses fewer times: docs/benchmarks.md); called from Python
+    with arguments (tests, a notebook) it leaves the caller's process as it was."""
+    from affectfuse.utils import GC_FIRST_GENERATION
+
+    code = ("import gc, sys\nfrom affectfuse.cli import main\nbefore = gc.get_threshold()\nmain([])\n"
+            "as_call = gc.get_threshold()\nsys.argv = ['affectfuse']\nmain()\n"
+            "print(before[0], as_call[0], gc.get_threshold()[0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, as_call, as_command = map(int, out.stdout.split()[-3:])
+    assert as_call == before != GC_FIRST_GENERATION and as_command == GC_FIRST_GENERATION
+
+
 def test_predict_models_and_detection_load_no_heavy_module():
     """Every model of ``affectfuse predict``'s defaults, then MTCNN on a frame of the bundled clip (its NMS
     included): torch, but none of ``HEAVY`` (the report imports matplotlib later, when it plots)."""
