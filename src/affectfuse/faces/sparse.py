@@ -98,9 +98,15 @@ class _Spill:
     def reader(self) -> np.ndarray:
         """(R, S, S, 3) uint8, read-only."""
         self.file.flush()
-        if self.rows == 0:
-            return np.zeros((0, self.size, self.size, 3), np.uint8)
-        return np.memmap(self.file, np.uint8, "r", shape=(self.rows, self.size, self.size, 3))
+        return map_crops(self.file, self.rows, self.size)
+
+
+def map_crops(file, rows: int, size: int) -> np.ndarray:
+    """(rows, size, size, 3) uint8 crops stored raw in ``file`` (a path or an open file), mapped read-only; no rows
+    gives an empty array (a memory map cannot be empty)."""
+    if rows == 0:
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.memmap(file, np.uint8, "r", shape=(rows, size, size, 3))
 
 
 class _Rows:

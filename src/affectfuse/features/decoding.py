@@ -22,7 +22,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from affectfuse.faces.crop_cache import CropCache
-from affectfuse.faces.sparse import DETECT_FPS, DETECT_MAX_SIDE
+from affectfuse.faces.sparse import DETECT_FPS, DETECT_MAX_SIDE, map_crops
 from affectfuse.features.base import Extractor
 from affectfuse.features.inputs import MediaItem, is_still_input
 from affectfuse.features.windows import audio_windows
@@ -265,8 +265,7 @@ def unspooled(video: DecodedVideo) -> DecodedVideo:
     for spec, value in video.crops.items():
         if isinstance(value, Spooled):
             try:
-                video.crops[spec] = (np.memmap(value.path, np.uint8, "r", shape=(value.rows, value.size, value.size, 3))
-                                     if value.rows else np.zeros((0, value.size, value.size, 3), np.uint8))
+                video.crops[spec] = map_crops(value.path, value.rows, value.size)
             except (OSError, ValueError) as exc:
                 video.face_error = f"{video.item.path}: decoded crops lost in transfer: {exc}"
             finally:
