@@ -53,7 +53,10 @@ from affectfuse.faces.track import IoUTracker, box_iou, merge_stats, select_main
 
 DETECT_FPS = 8.0  # detections per second of video (predict's and extract's default; docs/benchmarks.md)
 DETECT_MAX_SIDE = 320  # longer side of the detection copy, pixels
-FULL_BUFFER_PIXELS = 8_000_000  # full frames waiting for their next detection (~24 MB of uint8 RGB)
+# Full frames waiting for their next detection (~48 MB of uint8 RGB): it sets how many detection frames share an
+# MTCNN call (11 at 640x360 with the defaults; 5 with 8 M pixels, where each call's fixed ~2 ms -- pyramid, NMS,
+# three networks' module calls -- cost 9 % more detection CPU; docs/benchmarks.md, "A larger frame buffer").
+FULL_BUFFER_PIXELS = 16_000_000
 PROGRESS_EVERY = 8  # decoded frames between progress calls
 # Tracked scales (docs/benchmarks.md, "Tracked scales"): with 0.6 and 4 s (0.5 and 2 s before) the 8 shared clips
 # with faces get the same boxes and landmarks (to 0.01 px) for 14-18 % less detection CPU; 0.7 would drop one more
@@ -306,16 +309,17 @@ def detect_tracked(detector, images: np.ndarray, smallest_fraction: float = TRAC
     return first + detect_sized(detector, images[1:], first[0].boxes, len(first[0]), smallest_fraction)
 
 
-def _detection_batch(info, per_detection: float, detect_max_side, batch_size: int, detector) -> int:
+def _detection_batch(info, per_detection: float, detect_max_side, batch_size: int, detector,
+                     buffer_pixels: int = FULL_BUFFER_PIXELS) -> int:
     """Detection frames per MTCNN call: the detector's pixel budget, and the full frames that wait meanwhile
-    (``per_detection`` analysed frames per detection frame) within :data:`FULL_BUFFER_PIXELS`."""
+    (``per_detection`` analysed frames per detection frame) within ``buffer_pixels``."""
     from affectfuse.faces.pipeline import DETECT_PIXEL_BUDGET, _batch_for
 
     side = max(info.width, info.height) or 1
     scale = min(1.0, detect_max_side / side) if detect_max_side else 1.0
     full = max(1, info.width * info.height)
     budget = DETECT_PIXEL_BUDGET["cpu" if detector.device.type == "cpu" else "other"]
-    by_buffer = max(1, FULL_BUFFER_PIXELS // (full * max(1, math.ceil(per_detection - 1e-6))))
+    by_buffer = max(1, buffer_pixels // (full * max(1, math.ceil(per_detection - 1e-6))))
     return min(_batch_for(int(full * scale * scale), batch_size, budget), by_buffer)
 
 
@@ -324,7 +328,7 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
                       detect_fps: float | None = DETECT_FPS, stitch_gap_s: float = 10.0, timer=None,
                       progress=None, tracked_scales: bool | None = None, steady_stride: int = STEADY_STRIDE,
                       steady_iou: float = STEADY_IOU, tracked_smallest: float = TRACKED_SMALLEST,
-                      full_search_s: float = FULL_SEARCH_S) -> Iterator:
+                      full_search_s: float = FULL_SEARCH_S, buffer_pixels: int = FULL_BUFFER_PIXELS) -> Iterator:
     """The main person's faces in every analysed frame, one decoding pass (see the module doc).
 
     Args:
@@ -353,6 +357,8 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
         tracked_smallest, full_search_s: with tracked scales, the fraction of the smallest known face that
             the searches between whole-pyramid ones go down to, and the most seconds of video between
             whole-pyramid searches.
+        buffer_pixels: at most this many pixels of full frames wait for their detection batch (memory flat in
+            the video's length); the more, the more detection frames per MTCNN call.
 
     Raises:
         MediaError: unreadable file, no video stream, zero frames.
@@ -371,7 +377,7 @@ def iter_faces_sparse(path: str | os.PathLike, detector=None, fps: float | None 
     specs = crop_specs(crops)
     tracked_scales = bool(detect_max_side) if tracked_scales is None else tracked_scales
     state = _Pass(detector, specs, detect_max_side, 1.5 * stride * step if pick_fps or stride > 1 else 0.0,
-                  _detection_batch(info, stride * step * rate, detect_max_side, batch_size, detector),
+                  _detection_batch(info, stride * step * rate, detect_max_side, batch_size, detector, buffer_pixels),
                   timer, tracked_scales, steady_iou, tracked_smallest, full_search_s)
     sampler = FrameSampler(pick_fps)
     numbers, times, picked = [], [], 0
