@@ -139,6 +139,18 @@ def test_a_moving_face_is_detected_between_the_detections_that_disagree():
         state.rows.close()
 
 
+def _count_calls(det) -> list[int]:
+    """The frames of each ``det.detect`` call from now on, in a list that fills as the detector is called."""
+    calls, detect = [], det.detect
+
+    def counting(images, *args, **kwargs):
+        calls.append(len(images))
+        return detect(images, *args, **kwargs)
+
+    det.detect = counting
+    return calls
+
+
 def test_steady_stride_keeps_the_faces_on_a_real_video(shared_data):
     """single_face.mp4 at 8 frames/s on 320 px copies: steady_stride 2 finds the face in every frame
     stride 1 does, with landmarks within a few pixels, from fewer detections."""
@@ -146,13 +158,7 @@ def test_steady_stride_keeps_the_faces_on_a_real_video(shared_data):
     from affectfuse.faces.sparse import iter_faces_sparse
 
     video, det = shared_data / "media" / "single_face.mp4", load_mtcnn()
-    seen, detect = [], det.detect
-
-    def counting(images, *args, **kwargs):
-        seen.append(len(images))
-        return detect(images, *args, **kwargs)
-
-    det.detect = counting
+    seen = _count_calls(det)
     runs = {}
     for stride in (1, 2):
         seen.clear()
@@ -172,13 +178,7 @@ def test_the_frame_buffer_sets_the_detection_frames_per_call(shared_data):
     from affectfuse.faces.sparse import FULL_BUFFER_PIXELS, iter_faces_sparse
 
     video, det = shared_data / "media" / "single_face.mp4", load_mtcnn()
-    calls, detect = [], det.detect
-
-    def counting(images, *args, **kwargs):
-        calls.append(len(images))
-        return detect(images, *args, **kwargs)
-
-    det.detect = counting
+    calls = _count_calls(det)
     runs = []
     for pixels in (FULL_BUFFER_PIXELS // 4, FULL_BUFFER_PIXELS):
         calls.clear()
