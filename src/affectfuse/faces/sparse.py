@@ -54,8 +54,8 @@ from affectfuse.faces.track import IoUTracker, box_iou, merge_stats, select_main
 DETECT_FPS = 8.0  # detections per second of video (predict's and extract's default; docs/benchmarks.md)
 DETECT_MAX_SIDE = 320  # longer side of the detection copy, pixels
 # Full frames waiting for their next detection (~48 MB of uint8 RGB): it sets how many detection frames share an
-# MTCNN call (11 at 640x360 with the defaults; 5 with 8 M pixels, where each call's fixed ~2 ms -- pyramid, NMS,
-# three networks' module calls -- cost 9 % more detection CPU; docs/benchmarks.md, "A larger frame buffer").
+# MTCNN call (11 at 640x360 with the defaults, 5 with 8 M pixels), hence the networks' batches: 8 M cost 11 % more
+# detection CPU on the shared clips, 24-32 M no less than 16 (docs/benchmarks.md, "A larger frame buffer").
 FULL_BUFFER_PIXELS = 16_000_000
 PROGRESS_EVERY = 8  # decoded frames between progress calls
 # Tracked scales (docs/benchmarks.md, "Tracked scales"): with 0.6 and 4 s (0.5 and 2 s before) the 8 shared clips
