@@ -310,7 +310,7 @@ def detect_tracked(detector, images: np.ndarray, smallest_fraction: float = TRAC
 
 
 def _detection_batch(info, per_detection: float, detect_max_side, batch_size: int, detector,
-                     buffer_pixels: int = FULL_BUFFER_PIXELS) -> int:
+                     buffer_pixels: int) -> int:
     """Detection frames per MTCNN call: the detector's pixel budget, and the full frames that wait meanwhile
     (``per_detection`` analysed frames per detection frame) within ``buffer_pixels``."""
     from affectfuse.faces.pipeline import DETECT_PIXEL_BUDGET, _batch_for
